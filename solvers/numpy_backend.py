@@ -291,3 +291,75 @@ def sort_solve(zs: np.ndarray, alpha: np.ndarray, *, record_history: bool = Fals
         solver="sort",
         history=hist,
     )
+
+
+def solve(
+    zs: np.ndarray,
+    alpha: np.ndarray,
+    solver: str,
+    *,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    record_history: bool = False,
+) -> TauResult:
+    """Dispatch a concrete solver name on prepared rows."""
+    if solver == "sort":
+        return sort_solve(zs, alpha, record_history=record_history)
+    return iterate(zs, alpha, solver, tol=tol, max_iter=max_iter, record_history=record_history)
+
+
+def entmax_rows(
+    x: np.ndarray,
+    alpha: np.ndarray,
+    solver: str = "newton",
+    tol: float | None = None,
+    max_iter: int | None = None,
+) -> tuple[np.ndarray, TauResult]:
+    """Reference end-to-end row-wise entmax: ``x`` (R, d) float, ``alpha`` (R,) >= 1.
+
+    Row conventions (those of softmax): ``-inf`` entries get probability 0; a row that is all
+    ``-inf`` or contains NaN or ``+inf`` gives an all-NaN row (tau NaN, converged False).
+    ``alpha == 1`` rows are softmax (tau reported as NaN). Everything is computed in float64;
+    ``p`` is returned in ``x``'s dtype. ``tau`` is in the prepared space.
+    """
+    rows, d = x.shape
+    xf = x.astype(np.float64, copy=False)
+    alpha = np.asarray(alpha, np.float64)
+    with np.errstate(invalid="ignore"):
+        rowmax = xf.max(axis=1) if d else np.full(rows, -np.inf)
+    bad = ~np.isfinite(rowmax) | np.isnan(xf).any(axis=1)
+    soft = ~bad & (alpha == 1.0)
+    ent = ~bad & ~soft
+    p = np.full((rows, d), np.nan)
+    tau = np.full(rows, np.nan)
+    support = np.zeros(rows, np.int64)
+    iters = np.zeros(rows, np.int64)
+    conv = np.zeros(rows, bool)
+    cert = np.zeros(rows, bool)
+    res = np.full(rows, np.nan)
+    if np.any(soft):
+        e = np.exp(xf[soft] - rowmax[soft, None])
+        p[soft] = e / e.sum(axis=1, keepdims=True)
+        support[soft] = (p[soft] > 0).sum(axis=1)
+        conv[soft] = True
+        cert[soft] = True
+    if np.any(ent):
+        a = alpha[ent]
+        zs = (a - 1.0)[:, None] * (xf[ent] - rowmax[ent, None])
+        r = solve(zs, a, solver, tol=tol, max_iter=max_iter)
+        pe = probabilities(zs, r.tau, a)
+        p[ent] = pe
+        tau[ent], support[ent], iters[ent] = r.tau, r.support_size, r.iterations
+        conv[ent], cert[ent], res[ent] = r.converged, r.certified, r.residual
+    result = TauResult(tau, support, iters, conv, cert, res, solver)
+    return p.astype(x.dtype, copy=False), result
+
+
+def probabilities(zs: np.ndarray, tau: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``p = [zs - tau]_+^q / sum`` (the normalisation only removes solver rounding)."""
+    q = 1.0 / (alpha - 1.0)
+    d = np.maximum(zs - tau[:, None], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(d > 0, _powers(np.where(d > 0, d, 1.0), q, 0.0), 0.0)
+        p /= p.sum(axis=1, keepdims=True)
+    return p

@@ -1,1 +1,29 @@
-"""sparsemap-tools."""
+"""sparsemap-tools: exact and fast alpha-entmax and sparsemax.
+
+>>> import numpy as np
+>>> from sparsemap_tools import entmax
+>>> p = entmax(np.array([2.0, 1.0, -1.0]), alpha=1.5)
+>>> float(p.sum())
+1.0
+
+See README.md and docs/ for the solvers, backends, the convergence analyzer and the GPU kernels.
+"""
+
+from .api import Threshold, entmax, entmax15, sparsemax, threshold
+from .losses import entmax_loss
+from .solvers import SOLVERS, TauResult, solve_tau
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "entmax",
+    "sparsemax",
+    "entmax15",
+    "threshold",
+    "entmax_loss",
+    "Threshold",
+    "TauResult",
+    "solve_tau",
+    "SOLVERS",
+    "__version__",
+]

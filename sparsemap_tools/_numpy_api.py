@@ -1,0 +1,103 @@
+"""NumPy entry point: validate, move ``axis`` last, run a CPU backend on rows, restore."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _validate as V
+from .solvers import numpy_backend, resolve_solver
+from .solvers.result import TauResult
+
+RowsFn = Callable[..., tuple[np.ndarray, TauResult]]
+
+
+def rows_backend(backend: str) -> RowsFn:
+    """The ``entmax_rows`` of a CPU backend (``auto`` prefers Numba when importable)."""
+    if backend in ("auto", "numba"):
+        try:
+            from .solvers import numba_backend
+        except ImportError as exc:  # pragma: no cover - numba is a hard dependency
+            if backend == "numba":
+                raise ImportError("backend='numba' needs the numba package") from exc
+            return numpy_backend.entmax_rows
+        return numba_backend.entmax_rows
+    if backend == "numpy":
+        return numpy_backend.entmax_rows
+    raise ValueError(
+        f"backend={backend!r} needs a torch tensor; for NumPy arrays use 'auto', 'numpy' or 'numba'"
+    )
+
+
+def as_float_array(x: Any) -> tuple[np.ndarray, np.dtype]:
+    """(compute array, output dtype). float64 stays, float32 stays, float16 -> float32 compute,
+    integers and bool -> float64; anything else is a TypeError."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists etc.
+        raise TypeError(f"x must be a numeric array, got {type(x).__name__}") from exc
+    kind = arr.dtype.kind
+    if kind == "f":
+        out = arr.dtype
+        comp = arr.astype(np.float32) if arr.dtype.itemsize < 4 else arr
+        if arr.dtype.itemsize > 8:
+            comp, out = arr.astype(np.float64), np.dtype(np.float64)
+        return comp, out
+    if kind in "iub":
+        return arr.astype(np.float64), np.dtype(np.float64)
+    raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
+
+
+def run_rows(
+    x: Any,
+    alpha: Any,
+    axis: int,
+    solver: str,
+    backend: str,
+    tol: float | None,
+    max_iter: int | None,
+) -> tuple[np.ndarray, TauResult, np.ndarray, tuple[int, ...], np.ndarray]:
+    """Shared body of ``entmax`` / ``threshold`` for NumPy input.
+
+    Returns ``(p, result, x2d, batch_shape, alpha_rows)`` with ``p`` already in ``x``'s layout and
+    dtype and the result fields per row (row-major over the batch shape).
+    """
+    arr, out_dtype = as_float_array(x)
+    ax = V.check_axis(axis, arr.ndim)
+    if arr.shape[ax] == 0:
+        raise ValueError(f"axis {axis} of x has length 0: entmax needs at least one entry")
+    V.check_solver(solver)
+    V.check_backend(backend)
+    tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
+    alpha_rows = V.alpha_rows_numpy(alpha, arr.shape, ax)
+    moved = np.moveaxis(arr, ax, -1)
+    batch_shape = moved.shape[:-1]
+    x2d = np.ascontiguousarray(moved.reshape(-1, arr.shape[ax]))
+    fn = rows_backend(backend)
+    p2d, res = fn(x2d, alpha_rows, resolve_solver(solver), tol=tol, max_iter=max_iter)
+    p = np.moveaxis(p2d.reshape(moved.shape), -1, ax).astype(out_dtype, copy=False)
+    return p, res, x2d, batch_shape, alpha_rows
+
+
+def entmax(x: Any, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter) -> np.ndarray:
+    return run_rows(x, alpha, axis, solver, backend, tol, max_iter)[0]
+
+
+def paper_tau(res: TauResult, x2d: np.ndarray, alpha_rows: np.ndarray) -> np.ndarray:
+    """Threshold in the paper's convention ``p = [(alpha-1) x - tau]_+^(1/(alpha-1))``.
+
+    Prepared-space ``tau`` plus ``(alpha-1) * max x``; for softmax rows (alpha = 1) the
+    log-sum-exp, so that ``p = exp(x - tau)``.
+    """
+    xf = x2d.astype(np.float64, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rowmax = xf.max(axis=1)
+        tau = res.tau + (alpha_rows - 1.0) * rowmax
+        soft = alpha_rows == 1.0
+        if np.any(soft):
+            xs = xf[soft]
+            m = rowmax[soft]
+            lse = m + np.log(np.exp(xs - m[:, None]).sum(axis=1))
+            tau[soft] = np.where(np.isfinite(m) & ~np.isnan(xs).any(axis=1), lse, np.nan)
+    return tau

@@ -1,0 +1,188 @@
+r"""PyTorch entry point: CPU tensors run the Numba (or NumPy) kernels on zero-copy views, CUDA
+tensors (and CPU tensors with ``backend="triton"`` under ``TRITON_INTERPRET=1``) run the Triton
+kernels of :mod:`sparsemap_tools.gpu.rowwise`. Autograd through :class:`EntmaxFunction`.
+
+Backward (no solver needed): with ``u = p^(2-alpha)`` on the support and 0 elsewhere,
+
+.. math:: dx = u \odot dp - u \, \langle u, dp\rangle / \textstyle\sum u
+
+and, for a tensor ``alpha`` that requires grad, with ``s = u/\sum u`` and ``h = p \log p``,
+
+.. math:: \partial p/\partial\alpha = (p - s)/(\alpha-1)^2 - (h - s \textstyle\sum h)/(\alpha-1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _validate as V
+from ._numpy_api import paper_tau, rows_backend
+from .solvers import resolve_solver
+from .solvers.result import TauResult
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype == torch.float64:
+        return torch.float64
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.float32
+    raise TypeError(f"x must be a real floating or integer tensor, got dtype {dtype}")
+
+
+def prepare(x: torch.Tensor, alpha: Any, axis: int):
+    """Validate and flatten: returns (x2d in compute dtype, alpha_rows tensor (R,), axis,
+    moved shape, output dtype). ``alpha_rows`` stays differentiable w.r.t. a tensor alpha."""
+    if x.dtype.is_complex:
+        raise TypeError(f"x must be real, got dtype {x.dtype}")
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.float64)
+    out_dtype = x.dtype
+    comp = _compute_dtype(x.dtype)
+    ax = V.check_axis(axis, x.dim())
+    if x.shape[ax] == 0:
+        raise ValueError(f"axis {axis} of x has length 0: entmax needs at least one entry")
+    moved = x.movedim(ax, -1)
+    x2d = moved.reshape(-1, x.shape[ax]).to(comp).contiguous()
+    rows = x2d.shape[0]
+    if isinstance(alpha, torch.Tensor):
+        if alpha.dtype.is_complex or alpha.dtype == torch.bool:
+            raise TypeError(f"alpha must be a real tensor, got dtype {alpha.dtype}")
+        if alpha.device != x.device and alpha.dim() > 0:
+            raise ValueError(f"alpha is on {alpha.device} but x is on {x.device}")
+        V.check_alpha_values(alpha.detach().to("cpu", torch.float64).numpy())
+        a = alpha.to(device=x.device, dtype=comp if comp == torch.float64 else torch.float32)
+        if a.dim() == 0:
+            a_rows = a.expand(rows)
+        else:
+            V.alpha_shape_for_rows(tuple(a.shape), tuple(x.shape), ax)
+            target = list(x.shape)
+            target[ax] = 1
+            a = a.reshape((1,) * (x.dim() - a.dim()) + tuple(a.shape)).expand(target)
+            a_rows = a.movedim(ax, -1).reshape(-1)
+    else:
+        a_np = V.alpha_rows_numpy(alpha, tuple(x.shape), ax)
+        a_rows = torch.from_numpy(a_np).to(x.device, comp if comp == torch.float64 else torch.float32)
+    return x2d, a_rows, ax, moved.shape, out_dtype
+
+
+def _use_triton(x: torch.Tensor, backend: str) -> bool:
+    if backend == "triton":
+        return True
+    if x.device.type == "cuda":
+        if backend in ("numpy", "numba"):
+            raise ValueError(
+                f"backend={backend!r} runs on the CPU; x is on {x.device} (use 'auto' or 'triton')"
+            )
+        return True
+    if x.device.type != "cpu":
+        raise NotImplementedError(f"no entmax backend for device {x.device}")
+    return False
+
+
+def forward_rows(
+    x2d: torch.Tensor, alpha_rows: torch.Tensor, solver: str, backend: str, tol, max_iter
+) -> tuple[torch.Tensor, TauResult | Any]:
+    """p (R, d) in the compute dtype, plus the per-row result record."""
+    if _use_triton(x2d, backend):
+        from .gpu import rowwise
+
+        r = rowwise.entmax_forward(x2d, alpha_rows.detach().float(), solver, tol=tol, max_iter=max_iter)
+        return r.p, r
+    fn = rows_backend(backend)
+    a_np = alpha_rows.detach().to(torch.float64).cpu().numpy()
+    p2d, res = fn(x2d.detach().numpy(), a_np, solver, tol=tol, max_iter=max_iter)
+    return torch.from_numpy(p2d), res
+
+
+def backward_rows(
+    p: torch.Tensor, dp: torch.Tensor, alpha: torch.Tensor, need_alpha: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Entmax Jacobian-vector products (any device, vectorised torch ops)."""
+    a = alpha.to(p.dtype).unsqueeze(1)
+    dp = dp.to(p.dtype)
+    pos = p > 0
+    safe = torch.where(pos, p, torch.ones_like(p))
+    u = torch.where(pos, safe ** (2.0 - a), torch.zeros_like(p))
+    su = u.sum(dim=1, keepdim=True)
+    s = u / su
+    dx = u * dp - s * (u * dp).sum(dim=1, keepdim=True)
+    if not need_alpha:
+        return dx, None
+    h = torch.where(pos, p * torch.log(safe), torch.zeros_like(p))
+    am1 = a - 1.0
+    soft = am1 == 0
+    am1s = torch.where(soft, torch.ones_like(am1), am1)
+    dpda = (p - s) / am1s**2 - (h - s * h.sum(dim=1, keepdim=True)) / am1s
+    dalpha = (dpda * dp).sum(dim=1)
+    # d p / d alpha is not defined by this formula at alpha = 1 (0/0); reported as 0 there
+    dalpha = torch.where(soft.squeeze(1), torch.zeros_like(dalpha), dalpha)
+    return dx, dalpha
+
+
+class EntmaxFunction(torch.autograd.Function):
+    """Row-wise alpha-entmax on (R, d) rows with per-row alpha (R,)."""
+
+    @staticmethod
+    def forward(ctx, x2d, alpha_rows, solver, backend, tol, max_iter):  # type: ignore[override]
+        p, _ = forward_rows(x2d, alpha_rows, solver, backend, tol, max_iter)
+        p = p.to(x2d.dtype)
+        ctx.triton = _use_triton(x2d, backend)
+        ctx.save_for_backward(p, alpha_rows.detach())
+        return p
+
+    @staticmethod
+    def backward(ctx, dp):  # type: ignore[override]
+        p, alpha = ctx.saved_tensors
+        need_alpha = ctx.needs_input_grad[1]
+        if ctx.triton:
+            from .gpu import rowwise
+
+            dx, da = rowwise.entmax_backward(p, dp.contiguous(), alpha.float(), need_alpha)
+        else:
+            dx, da = backward_rows(p, dp, alpha, need_alpha)
+        if da is not None:
+            da = da.to(alpha.dtype)
+        return dx, da, None, None, None, None
+
+
+def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter):
+    V.check_solver(solver)
+    V.check_backend(backend)
+    tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
+    x2d, a_rows, ax, moved_shape, out_dtype = prepare(x, alpha, axis)
+    p2d = EntmaxFunction.apply(x2d, a_rows, resolve_solver(solver), backend, tol, max_iter)
+    return p2d.reshape(moved_shape).movedim(-1, ax).to(out_dtype)
+
+
+def threshold(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter):
+    """(paper-convention tau, result record, batch shape) for a tensor (no autograd)."""
+    V.check_solver(solver)
+    V.check_backend(backend)
+    tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
+    with torch.no_grad():
+        x2d, a_rows, ax, moved_shape, _ = prepare(x, alpha, axis)
+        _, res = forward_rows(x2d, a_rows, resolve_solver(solver), backend, tol, max_iter)
+    return x2d, a_rows, res, tuple(moved_shape[:-1])
+
+
+def as_numpy_result(res: Any) -> TauResult:
+    """Convert a GPU result record (tensors) into a NumPy ``TauResult``."""
+    if isinstance(res, TauResult):
+        return res
+    f = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    tau = f(res.tau).astype(np.float64)
+    return TauResult(
+        tau=tau,
+        support_size=f(res.support_size).astype(np.int64),
+        iterations=f(res.iterations).astype(np.int64),
+        converged=f(res.converged).astype(bool),
+        certified=np.zeros_like(tau, dtype=bool),
+        residual=np.full_like(tau, np.nan),
+        solver="triton",
+    )
+
+
+__all__ = ["EntmaxFunction", "entmax", "threshold", "backward_rows", "forward_rows", "paper_tau"]

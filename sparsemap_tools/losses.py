@@ -1,0 +1,182 @@
+r"""Fenchel-Young entmax loss (Blondel, Martins & Niculae, AISTATS 2019 / JMLR 2020).
+
+With the Tsallis entropy :math:`H_\alpha(p) = (1 - \sum_j p_j^\alpha) / (\alpha(\alpha-1))`
+(Shannon's at alpha = 1) and :math:`p^\star = \mathrm{entmax}_\alpha(x)`,
+
+.. math:: L(x; y) = H_\alpha(p^\star) - H_\alpha(y) + \langle p^\star - y, x\rangle \ge 0,
+          \qquad \nabla_x L = p^\star - y.
+
+``y`` is a distribution, or class indices (one-hot, ``H(y) = 0``). The inner product is taken
+only over entries where ``p* - y`` is nonzero, so ``-inf`` scores never produce ``0 * inf = NaN``
+(the ``entmax`` package's issue #9); a target that puts mass on a ``-inf`` score gives ``+inf``.
+By the envelope theorem, ``dL/dalpha = dH_alpha(p*)/dalpha - dH_alpha(y)/dalpha`` at fixed
+distributions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _validate as V
+from .api import entmax
+
+
+def _tsallis(p: Any, a: Any, xp: Any) -> Any:
+    """H_alpha(p) per row (last axis), alpha per row with a trailing singleton axis."""
+    pos = p > 0
+    safe = xp.where(pos, p, xp.ones_like(p))
+    soft = a == 1.0
+    am1 = xp.where(soft, xp.ones_like(a), a - 1.0)
+    ts = (1.0 - xp.where(pos, safe**a, xp.zeros_like(p)).sum(-1)) / (a * am1)[..., 0]
+    sh = -xp.where(pos, p * xp.log(safe), xp.zeros_like(p)).sum(-1)
+    return xp.where(soft[..., 0], sh, ts)
+
+
+def _dtsallis_dalpha(p: Any, a: Any, xp: Any) -> Any:
+    """d H_alpha(p) / d alpha at fixed p (0 reported at alpha = 1)."""
+    pos = p > 0
+    safe = xp.where(pos, p, xp.ones_like(p))
+    soft = (a == 1.0)[..., 0]
+    a0 = xp.where(a == 1.0, xp.full_like(a, 2.0), a)[..., 0]
+    spa = xp.where(pos, safe ** a0[..., None], xp.zeros_like(p)).sum(-1)
+    splog = xp.where(pos, safe ** a0[..., None] * xp.log(safe), xp.zeros_like(p)).sum(-1)
+    den = a0 * (a0 - 1.0)
+    d = (-splog * den - (1.0 - spa) * (2.0 * a0 - 1.0)) / den**2
+    return xp.where(soft, xp.zeros_like(d), d)
+
+
+def _inner(diff: Any, x: Any, xp: Any) -> Any:
+    nz = diff != 0
+    return xp.where(nz, diff * xp.where(nz, x, xp.zeros_like(x)), xp.zeros_like(x)).sum(-1)
+
+
+def _target_dist(target: Any, x_last_shape: tuple[int, ...], d: int, xp: Any, like: Any) -> Any:
+    """Distribution (..., d) from indices (...) or a distribution (..., d)."""
+    t = target
+    tshape = tuple(t.shape)
+    if tshape == tuple(x_last_shape[:-1]) and _is_int(t):
+        if t.size if xp is np else t.numel():
+            if int(t.min()) < 0 or int(t.max()) >= d:
+                raise ValueError(f"target class indices must be in [0, {d}), got {int(t.min())}..{int(t.max())}")
+        if xp is np:
+            return (np.arange(d) == t[..., None]).astype(like.dtype)
+        import torch
+
+        return torch.nn.functional.one_hot(t.long(), d).to(like.dtype)
+    if tshape == tuple(x_last_shape):
+        if _is_int(t):
+            raise TypeError("target with the shape of x must be a floating distribution")
+        return t.astype(like.dtype) if xp is np else t.to(like.dtype)
+    raise ValueError(
+        f"target must be class indices of shape {tuple(x_last_shape[:-1])} or a distribution of "
+        f"shape {tuple(x_last_shape)} (with the class axis last after moving axis), got {tshape}"
+    )
+
+
+def _is_int(t: Any) -> bool:
+    if isinstance(t, np.ndarray):
+        return t.dtype.kind in "iu"
+    return not t.dtype.is_floating_point and not t.dtype.is_complex
+
+
+def entmax_loss(
+    x: Any,
+    target: Any,
+    alpha: Any = 1.5,
+    axis: int = -1,
+    *,
+    dim: int | None = None,
+    solver: str = "auto",
+    backend: str = "auto",
+) -> Any:
+    """Per-row Fenchel-Young entmax loss (shape of ``x`` without ``axis``); see module doc.
+
+    ``target``: integer class indices shaped like ``x`` without ``axis``, or a distribution
+    shaped like ``x``. Differentiable w.r.t. ``x`` (gradient ``p* - y``) and a tensor ``alpha``.
+    """
+    axis = V.resolve_axis(axis, dim)
+    if V.is_torch_tensor(x):
+        return _loss_torch(x, target, alpha, axis, solver, backend)
+    arr = np.asarray(x)
+    ax = V.check_axis(axis, arr.ndim)
+    p = entmax(arr, alpha, ax, solver=solver, backend=backend).astype(np.float64)
+    xf = np.moveaxis(arr.astype(np.float64), ax, -1)
+    p = np.moveaxis(p, ax, -1)
+    tgt = np.asarray(target)
+    y = _target_dist(np.moveaxis(tgt, ax, -1) if tgt.shape == arr.shape else tgt,
+                     xf.shape, xf.shape[-1], np, xf)
+    a = np.moveaxis(np.broadcast_to(np.asarray(alpha, np.float64), _alpha_target(arr.shape, ax)), ax, -1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _tsallis(p, a, np) - _tsallis(y, a, np) + _inner(p - y, xf, np)
+
+
+def _alpha_target(shape: tuple[int, ...], ax: int) -> tuple[int, ...]:
+    t = list(shape)
+    t[ax] = 1
+    return tuple(t)
+
+
+def _loss_torch(x: Any, target: Any, alpha: Any, axis: int, solver: str, backend: str) -> Any:
+    import torch
+
+    ax = V.check_axis(axis, x.dim())
+    xd = x.detach()
+    with torch.no_grad():
+        p = entmax(xd, alpha.detach() if isinstance(alpha, torch.Tensor) else alpha, ax,
+                   solver=solver, backend=backend)
+    return _FYLoss.apply(x, alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha)),
+                         p, target, ax)
+
+
+def _make_fy():
+    import torch
+
+    class FYLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, alpha, p, target, ax):  # type: ignore[override]
+            comp = torch.float64 if x.dtype == torch.float64 else torch.float32
+            xf = x.detach().movedim(ax, -1).to(comp)
+            pm = p.movedim(ax, -1).to(comp)
+            tgt = target
+            if isinstance(tgt, np.ndarray):
+                tgt = torch.from_numpy(tgt)
+            tgt = tgt.to(x.device)
+            y = _target_dist(tgt.movedim(ax, -1) if tuple(tgt.shape) == tuple(x.shape) else tgt,
+                             tuple(xf.shape), xf.shape[-1], torch, xf)
+            a = alpha.detach().to(x.device, comp)
+            a = a.reshape((1,) * (x.dim() - a.dim()) + tuple(a.shape)).expand(_alpha_target(tuple(x.shape), ax))
+            a = a.movedim(ax, -1)
+            loss = _tsallis(pm, a, torch) - _tsallis(y, a, torch) + _inner(pm - y, xf, torch)
+            ctx.ax = ax
+            ctx.alpha_shape = alpha.shape
+            ctx.save_for_backward(pm, y, a)
+            return loss.to(x.dtype if x.dtype.is_floating_point else torch.float64)
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            pm, y, a = ctx.saved_tensors
+            gx = ((pm - y) * g.to(pm.dtype)[..., None]).movedim(-1, ctx.ax)
+            ga = None
+            if ctx.needs_input_grad[1]:
+                dh = (_dtsallis_dalpha(pm, a, torch) - _dtsallis_dalpha(y, a, torch)) * g.to(pm.dtype)
+                ga = dh.unsqueeze(-1).movedim(-1, ctx.ax)
+                # sum over broadcast dims down to alpha's shape
+                shape = tuple(ctx.alpha_shape)
+                ga = ga.sum_to_size(shape) if len(shape) else ga.sum()
+            return gx, ga, None, None, None
+
+    return FYLoss
+
+
+class _Lazy:
+    _fn = None
+
+    def apply(self, *args):
+        if _Lazy._fn is None:
+            _Lazy._fn = _make_fy()
+        return _Lazy._fn.apply(*args)
+
+
+_FYLoss = _Lazy()
