@@ -1,0 +1,610 @@
+"""Batched row-wise α-entmax on the GPU (Triton): forward (τ and p) and backward.
+
+Math (shared with the CPU solvers; rows of length d, α > 1, q = 1/(α−1)):
+
+    zs = (α−1)(x − max x)                     prepared row, max zs = 0
+    p_i = [zs_i − τ]_+^q,  Σ p_i = 1,         τ ∈ [−1, −d_eff^{1−α}]   (d_eff = #finite)
+    f(τ) = Σ [zs − τ]_+^q − 1                 decreasing; convex for α ≤ 2
+    f'(τ) = −q Σ_S d^{q−1},  f''(τ) = q(q−1) Σ_S d^{q−2},   d = zs − τ,  S = {d > 0}
+
+Solvers (``SOLVERS``), one pass over the row per iteration, every iteration evaluating the
+sums at the current τ:
+
+* ``auto``: for α ∈ {1.5, 2} the closed form on the current support S(τ),
+  α = 2:   τ_cf = τ + (Σ_S d − 1)/|S|                                 (= Newton = Michelot),
+  α = 1.5: τ_cf = τ + mean(d) − sqrt((1 − Σ(d − mean d)²)/k), with
+           1 − Σ(d − mean d)² = (1 − Σd²) + (Σd)²/k  (sums of d = zs − τ, i.e. centred at the
+           iterate; the rewrite has no cancellation: both terms are ≥ 0 near the root),
+  accepted with the certificate τ_cf ≥ τ and min_S d ≥ τ_cf − τ (then S(τ_cf) = S and τ_cf is
+  exact); otherwise a Newton step (Halley for α < 1.5). From τ₀ ≤ τ* Newton climbs
+  monotonically for α ≤ 2 (convexity). For α > 2: Newton with a bracket and a progress
+  safeguard (|f| must at least halve after a Newton step, else bisect next).
+* ``newton``: the same without the closed form (safeguarded for α > 2).
+* ``halley``: Halley where f ∈ C² (α ≤ 1.5), Newton elsewhere.
+* ``bisect``: bisection of the bracket [lo, hi] (one bit per pass).
+
+"sort" is not offered on the GPU: a sort of every row costs O(d log d) work and several
+passes through memory (or a shared-memory bitonic network that only fits short rows), while
+Newton + closed form + certificate reaches the same exact answer for α ∈ {1.5, 2} in a few
+on-chip passes; the CPU path keeps the sort-based reference.
+
+Stopping (per row): certificate, or |τ_new − τ| ≤ tol·|τ| (Newton steps below tol mean the
+error after the step is O(tol²)), or bracket width ≤ tol·|hi|, or τ stopped moving. Rows that
+hit ``max_iter`` first are returned with ``converged = False``: never silently.
+
+Kernels:
+
+* ``_fwd_onchip_kernel`` (d ≤ ``MAX_ONCHIP``): a tile of BLOCK_R rows × BLOCK_D columns is
+  loaded once, all iterations run on registers, p is written once: 1 read + 1 write, the
+  same traffic as softmax. Several short rows per program.
+* ``_fwd_stream_kernel`` (longer rows, one program per row, CHUNK columns at a time):
+  pass 1 reads the row once for the max, NaN/inf flags, d_eff and the lane maxima v_j =
+  max_c x[c·CHUNK + j]; the entmax threshold of that subset (solved on chip) is a lower bound
+  on τ* (adding elements only raises f). Each solver iteration is one more read (usually from
+  L2), starting from that bound; when the subset already holds the support, a single
+  certifying pass suffices. A last pass writes p. Passes: 1 + iterations + 1 reads, 1 write
+  (typically 3 reads for α ∈ {1.5, 2}).
+
+Powers: α = 2 and α = 1.5 run without pow (branch chosen per program at run time, so one
+compile serves every α); other α use exp2(e·log2 d) (exp/log in float64). Computation is in
+float32 for fp16/bf16/fp32 inputs and float64 for float64 inputs.
+
+Backward (no solver): u = p^{2−α} on the support, dx = u⊙dy − u⟨u, dy⟩/Σu; and
+dα = ⟨∂p/∂α, dy⟩ with ∂p/∂α = (p − s)/(α−1)² − (h − sΣh)/(α−1), s = u/Σu, h = p log p.
+
+Row conventions: −inf entries get p = 0; rows that are all −inf or hold NaN or +inf give NaN
+(τ = NaN, support 0, converged True, 0 iterations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX_ONCHIP", "CHUNK"]
+
+SOLVERS = ("auto", "bisect", "newton", "halley")
+_SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
+
+#: rows up to this length are solved fully on chip (one read, one write)
+MAX_ONCHIP = 16384
+#: chunk width of the streaming kernel (longer rows)
+CHUNK = 4096
+#: elements per program targeted by the on-chip kernel (several short rows per program)
+TILE_ELEMS = 4096
+
+INF: tl.constexpr = float("inf")
+NAN: tl.constexpr = float("nan")
+
+
+@dataclass
+class RowwiseResult:
+    """Per-row outcome of :func:`entmax_forward`.
+
+    p: (R, d) in x's dtype; tau: (R,) τ in the prepared space zs = (α−1)(x − rowmax)
+    (float32, float64 for float64 input); support_size: (R,) int32 = |{zs > τ}|;
+    iterations: (R,) int32 solver passes over the row; converged: (R,) bool.
+    """
+
+    p: torch.Tensor
+    tau: torch.Tensor
+    support_size: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------
+# jit helpers (all work on 2-D tiles [R, C] and per-row vectors [R])
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pow_pos(d, e, F64: tl.constexpr):
+    """d^e for d > 0 (caller masks d ≤ 0)."""
+    if F64:
+        r = tl.exp(e * tl.log(d))
+    else:
+        r = tl.exp2(e * tl.log2(d))
+    return r
+
+
+@triton.jit
+def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
+    """Elementwise terms of the sums at τ (to be summed along axis 1).
+
+    Returns (t0, t1, t2, pos, dmin_term): with d = zs − τ and S = {d > 0},
+    t0 = d^q, t1 = d^{q−1}, t2 = d^{q−2} on S (0 elsewhere), dmin_term = d on S (+inf else).
+    mode 0 (α = 2): t0 = d, t1 = 1, t2 = 0;  mode 1 (α = 1.5): t0 = d², t1 = d, t2 = 1.
+    """
+    d = zs - tau[:, None]
+    pos = d > 0
+    dp = tl.where(pos, d, 0.0)
+    one = pos.to(dp.dtype)
+    if mode == 0:
+        t0 = dp
+        t1 = one
+        t2 = dp * 0.0
+    elif mode == 1:
+        t0 = dp * dp
+        t1 = dp
+        t2 = one
+    else:
+        qq = q[:, None]
+        ld = tl.where(pos, d, 1.0)
+        if F64:
+            lg = tl.log(ld)
+            t0 = tl.where(pos, tl.exp(qq * lg), 0.0)
+            t1 = tl.where(pos, tl.exp((qq - 1.0) * lg), 0.0)
+            if NEED_S2:
+                t2 = tl.where(pos, tl.exp((qq - 2.0) * lg), 0.0)
+            else:
+                t2 = dp * 0.0
+        else:
+            lg = tl.log2(ld)
+            t0 = tl.where(pos, tl.exp2(qq * lg), 0.0)
+            t1 = tl.where(pos, tl.exp2((qq - 1.0) * lg), 0.0)
+            if NEED_S2:
+                t2 = tl.where(pos, tl.exp2((qq - 2.0) * lg), 0.0)
+            else:
+                t2 = dp * 0.0
+    dmin = tl.where(pos, d, INF)
+    return t0, t1, t2, one, dmin
+
+
+@triton.jit
+def _p_from_tau(zs, tau, q, mode, F64: tl.constexpr):
+    """p = [zs − τ]_+^q for a tile (mode 0: d, mode 1: d², else the power)."""
+    d = zs - tau[:, None]
+    pos = d > 0
+    dp = tl.where(pos, d, 0.0)
+    if mode == 0:
+        p = dp
+    elif mode == 1:
+        p = dp * dp
+    else:
+        p = tl.where(pos, _pow_pos(tl.where(pos, d, 1.0), q[:, None], F64), 0.0)
+    return p, pos
+
+
+@triton.jit
+def _update(tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode,
+            tol, SOLVER: tl.constexpr):
+    """One solver update per row from the sums at τ. Returns the new loop state.
+
+    S0 = Σd^q, S1 = Σd^{q−1}, S2 = Σd^{q−2}, k = |S|, dmin = min_S d.
+    """
+    F = S0 - 1.0
+    lo = tl.where(F >= 0, tl.maximum(lo, tau), lo)          # f(τ) ≥ 0 ⇒ τ ≤ τ*
+    hi = tl.where(F < 0, tl.minimum(hi, tau), hi)
+    fp = q * S1                                              # −f'(τ) > 0
+    step = tau + F / fp                                      # Newton
+    if SOLVER == 0 or SOLVER == 3:                           # Halley where f ∈ C²
+        if SOLVER == 0:
+            use_h = alpha < 1.5
+        else:
+            use_h = alpha <= 1.5
+        fpp = q * (q - 1.0) * S2
+        hal = tau + 2.0 * F * fp / (2.0 * fp * fp - F * fpp)
+        step = tl.where(use_h & (hal == hal), hal, step)
+    mid = 0.5 * (lo + hi)
+    # safeguard: inside the bracket, and for α > 2 enough progress since the last Newton step
+    slow = nprev & (tl.abs(F) > 0.5 * tl.abs(fprev)) & (alpha > 2.0)
+    use_step = (step >= lo) & (step <= hi) & (fp > 0) & (~slow)
+    if SOLVER == 1:
+        new = mid
+        took = use_step & False
+    else:
+        new = tl.where(use_step, step, mid)
+        took = use_step
+    cert = done & False
+    if SOLVER == 0:
+        if mode == 0:
+            tcf = tau + (S0 - 1.0) / k
+            cert = (tcf >= tau) & (dmin >= tcf - tau)
+            new = tl.where(cert, tcf, new)
+        elif mode == 1:
+            mean = S1 / k
+            disc = ((1.0 - S0) + S1 * mean) / k
+            tcf = tau + mean - tl.sqrt_rn(tl.maximum(disc, 0.0))
+            cert = (disc >= 0) & (tcf >= tau) & (dmin >= tcf - tau)
+            new = tl.where(cert, tcf, new)
+    small = (tl.abs(new - tau) <= tol * tl.abs(tau)) | (hi - lo <= tol * tl.abs(hi)) | (new == tau)
+    now = (cert | small) & (~done)
+    tau = tl.where(done, tau, new)
+    conv = conv | now
+    done = done | now
+    fprev = tl.where(took, F, fprev)
+    nprev = took
+    return tau, lo, hi, done, conv, fprev, nprev
+
+
+@triton.jit
+def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
+                SOLVER: tl.constexpr, F64: tl.constexpr):
+    """Iterate on a tile held on chip until every row is done or max_iter passes."""
+    NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
+    conv = done
+    fprev = tau * 0.0 + INF
+    nprev = done & False
+    it = (tau * 0.0).to(tl.int32)
+    n = tl.sum(it, 0)
+    while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
+        t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
+        S0 = tl.sum(t0, 1)
+        S1 = tl.sum(t1, 1)
+        S2 = tl.sum(t2, 1)
+        k = tl.sum(one, 1)
+        dmin = tl.min(dm, 1)
+        it += (~done).to(tl.int32)
+        tau, lo, hi, done, conv, fprev, nprev = _update(
+            tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode, tol,
+            SOLVER)
+        n += 1
+    return tau, conv, it
+
+
+@triton.jit
+def _row_mode(alpha, valid):
+    """0 if every valid row has α = 2, 1 if every one has α = 1.5, else 2 (generic powers)."""
+    amin = tl.min(tl.where(valid, alpha, INF), 0)
+    amax = tl.max(tl.where(valid, alpha, -INF), 0)
+    mode = tl.where((amin == 2.0) & (amax == 2.0), 0, tl.where((amin == 1.5) & (amax == 1.5), 1, 2))
+    return mode
+
+
+@triton.jit
+def _upper_bound(alpha, d_eff, F64: tl.constexpr):
+    """hi = −d_eff^{1−α}: upper end of the bracket."""
+    return -_pow_pos(tl.maximum(d_eff, 1.0), 1.0 - alpha, F64)
+
+
+# ----------------------------------------------------------------------------------------
+# forward kernels
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stride_p,
+                       tol, max_iter,
+                       BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, SOLVER: tl.constexpr,
+                       F64: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    cols = tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    m2 = rmask[:, None] & cmask[None, :]
+    r64 = rows.to(tl.int64)
+    x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=m2, other=-INF)
+    alpha = tl.load(ALPHA + rows, mask=rmask, other=2.0)
+    if F64:
+        x = x.to(tl.float64)
+        alpha = alpha.to(tl.float64)
+    else:
+        x = x.to(tl.float32)
+        alpha = alpha.to(tl.float32)
+    # row checks and the prepared row
+    isnan = x != x
+    bad = (tl.max((isnan | (x == INF)).to(tl.int32), 1) > 0)
+    xm = tl.where(isnan, -INF, x)
+    m = tl.max(xm, 1)
+    bad = bad | (m == -INF) | (~rmask)
+    m = tl.where(bad, 0.0, m)
+    zs = (alpha - 1.0)[:, None] * (xm - m[:, None])
+    zs = tl.where(bad[:, None], 0.0, zs)
+    d_eff = tl.sum((xm > -INF).to(alpha.dtype), 1)
+    q = 1.0 / (alpha - 1.0)
+    mode = _row_mode(alpha, rmask)
+    lo = alpha * 0.0 - 1.0
+    hi = _upper_bound(alpha, d_eff, F64)
+    tau, conv, it = _solve_tile(zs, lo, lo, hi, bad, alpha, q, mode, tol, max_iter, SOLVER, F64)
+    p, pos = _p_from_tau(zs, tau, q, mode, F64)
+    p = tl.where(bad[:, None], NAN, p)
+    tl.store(P + r64[:, None] * stride_p + cols[None, :], p.to(P.dtype.element_ty), mask=m2)
+    supp = tl.where(bad, 0, tl.sum(pos.to(tl.int32), 1))
+    tl.store(TAU + rows, tl.where(bad, NAN, tau), mask=rmask)
+    tl.store(SUPP + rows, supp, mask=rmask)
+    tl.store(ITERS + rows, it, mask=rmask)
+    tl.store(CONV + rows, conv.to(tl.int8), mask=rmask)
+
+
+@triton.jit
+def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_p,
+                       tol, max_iter,
+                       CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    xrow = X + row * stride_x
+    prow = P + row * stride_p
+    lane = tl.arange(0, CHUNK)
+    ridx = tl.arange(0, 1)
+    alpha = tl.load(ALPHA + row + ridx)
+    if F64:
+        alpha = alpha.to(tl.float64)
+    else:
+        alpha = alpha.to(tl.float32)
+    zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
+    # ---- pass 1: max, flags, d_eff, lane maxima -------------------------------------
+    vmax = zero2 - INF
+    flag = zero2
+    cnt = zero2
+    for start in range(0, D, CHUNK):
+        cols = start + lane
+        x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF).to(zero2.dtype)
+        isnan = x != x
+        flag += (isnan | (x == INF)).to(zero2.dtype)
+        xm = tl.where(isnan, -INF, x)
+        cnt += (xm > -INF).to(zero2.dtype)
+        vmax = tl.maximum(vmax, xm)
+    m = tl.max(vmax, 1)
+    d_eff = tl.sum(cnt, 1)
+    bad = (tl.sum(flag, 1) > 0) | (m == -INF)
+    m = tl.where(bad, 0.0, m)
+    q = 1.0 / (alpha - 1.0)
+    mode = _row_mode(alpha, bad | True)
+    neg1 = alpha * 0.0 - 1.0
+    hi = _upper_bound(alpha, d_eff, F64)
+    # ---- lower bound from the subset of lane maxima (solved on chip) ----------------
+    zsv = (alpha - 1.0)[:, None] * (vmax - m[:, None])
+    zsv = tl.where(bad[:, None], 0.0, zsv)
+    hsub = _upper_bound(alpha, tl.sum((vmax > -INF).to(zero2.dtype), 1), F64)
+    tsub, csub, isub = _solve_tile(zsv, neg1, neg1, hsub, bad, alpha, q, mode, tol, max_iter,
+                                   SOLVER, F64)
+    if F64:
+        margin = 1e-13
+    else:
+        margin = 2e-6
+    tau = tl.where(csub, tl.maximum(tsub - margin * tl.abs(tsub), neg1), neg1)
+    tau = tl.minimum(tau, hi)
+    # ---- solver passes over the full row --------------------------------------------
+    NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
+    lo = neg1
+    done = bad
+    conv = bad
+    fprev = alpha * 0.0 + INF
+    nprev = bad & False
+    it = (alpha * 0.0).to(tl.int32)
+    n = tl.sum(it, 0)
+    while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
+        a0 = zero2
+        a1 = zero2
+        a2 = zero2
+        ak = zero2
+        am = zero2 + INF
+        for start in range(0, D, CHUNK):
+            cols = start + lane
+            x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF)
+            x = x.to(zero2.dtype)
+            zs = (alpha - 1.0)[:, None] * (x - m[:, None])
+            t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
+            a0 += t0
+            a1 += t1
+            a2 += t2
+            ak += one
+            am = tl.minimum(am, dm)
+        it += (~done).to(tl.int32)
+        tau, lo, hi, done, conv, fprev, nprev = _update(
+            tau, lo, hi, done, conv, fprev, nprev, tl.sum(a0, 1), tl.sum(a1, 1),
+            tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER)
+        n += 1
+    # ---- output pass ----------------------------------------------------------------
+    supp = (alpha * 0.0).to(tl.int32)
+    for start in range(0, D, CHUNK):
+        cols = start + lane
+        cm = (cols < D)[None, :]
+        x = tl.load(xrow + cols[None, :], mask=cm, other=-INF).to(zero2.dtype)
+        zs = (alpha - 1.0)[:, None] * (x - m[:, None])
+        zs = tl.where(bad[:, None], 0.0, zs)
+        p, pos = _p_from_tau(zs, tau, q, mode, F64)
+        supp += tl.sum(pos.to(tl.int32), 1)
+        p = tl.where(bad[:, None], NAN, p)
+        tl.store(prow + cols[None, :], p.to(P.dtype.element_ty), mask=cm)
+    tl.store(TAU + row + ridx, tl.where(bad, NAN, tau))
+    tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
+    tl.store(ITERS + row + ridx, it)
+    tl.store(CONV + row + ridx, conv.to(tl.int8))
+
+
+# ----------------------------------------------------------------------------------------
+# backward kernel
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_terms(p, dy, alpha, mode, F64: tl.constexpr):
+    """u = p^{2−α} on the support (0 elsewhere) and h = p log p (0 off the support)."""
+    pos = p > 0
+    ps = tl.where(pos, p, 1.0)
+    if mode == 0:
+        u = pos.to(p.dtype)
+    elif mode == 1:
+        u = tl.where(pos, tl.sqrt_rn(ps), 0.0)
+    else:
+        u = tl.where(pos, _pow_pos(ps, (2.0 - alpha)[:, None], F64), 0.0)
+    if F64:
+        h = tl.where(pos, p * tl.log(ps), 0.0)
+    else:
+        h = tl.where(pos, p * (tl.log2(ps) * 0.6931471805599453), 0.0)
+    return u, h
+
+
+@triton.jit
+def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
+                BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ONE_PASS: tl.constexpr,
+                NEED_ALPHA: tl.constexpr, F64: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    r64 = rows.to(tl.int64)
+    cols0 = tl.arange(0, BLOCK_D)
+    alpha = tl.load(ALPHA + rows, mask=rmask, other=2.0)
+    if F64:
+        alpha = alpha.to(tl.float64)
+    else:
+        alpha = alpha.to(tl.float32)
+    mode = _row_mode(alpha, rmask)
+    zero2 = (alpha * 0.0)[:, None] + (cols0 * 0)[None, :]
+    if ONE_PASS:
+        m2 = rmask[:, None] & (cols0 < D)[None, :]
+        p = tl.load(P + r64[:, None] * stride_p + cols0[None, :], mask=m2, other=0.0).to(zero2.dtype)
+        dy = tl.load(DY + r64[:, None] * stride_dy + cols0[None, :], mask=m2, other=0.0).to(zero2.dtype)
+        u, h = _bwd_terms(p, dy, alpha, mode, F64)
+        su = tl.sum(u, 1)
+        suy = tl.sum(u * dy, 1)
+        c = suy / su
+        dx = u * dy - u * c[:, None]
+        tl.store(DX + r64[:, None] * stride_dx + cols0[None, :], dx.to(DX.dtype.element_ty), mask=m2)
+        if NEED_ALPHA:
+            spy = tl.sum(p * dy, 1)
+            sh = tl.sum(h, 1)
+            shy = tl.sum(h * dy, 1)
+    else:
+        au = zero2
+        auy = zero2
+        apy = zero2
+        ah = zero2
+        ahy = zero2
+        for start in range(0, D, BLOCK_D):
+            cols = start + cols0
+            m2 = rmask[:, None] & (cols < D)[None, :]
+            p = tl.load(P + r64[:, None] * stride_p + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+            dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+            u, h = _bwd_terms(p, dy, alpha, mode, F64)
+            au += u
+            auy += u * dy
+            if NEED_ALPHA:
+                apy += p * dy
+                ah += h
+                ahy += h * dy
+        su = tl.sum(au, 1)
+        suy = tl.sum(auy, 1)
+        c = suy / su
+        spy = tl.sum(apy, 1)
+        sh = tl.sum(ah, 1)
+        shy = tl.sum(ahy, 1)
+        for start in range(0, D, BLOCK_D):
+            cols = start + cols0
+            m2 = rmask[:, None] & (cols < D)[None, :]
+            p = tl.load(P + r64[:, None] * stride_p + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+            dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+            u, h = _bwd_terms(p, dy, alpha, mode, F64)
+            dx = u * dy - u * c[:, None]
+            tl.store(DX + r64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=m2)
+    if NEED_ALPHA:
+        # Σ ∂p/∂α·dy = (Σp·dy − Σs·dy)/(α−1)² − (Σh·dy − (Σs·dy)Σh)/(α−1),  Σs·dy = c
+        am1 = alpha - 1.0
+        da = (spy - c) / (am1 * am1) - (shy - c * sh) / am1
+        tl.store(DALPHA + rows, da, mask=rmask)
+
+
+# ----------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------
+
+
+def _num_warps(block: int) -> int:
+    if block <= 512:
+        return 2
+    if block <= 2048:
+        return 4
+    if block <= 4096:
+        return 8
+    return 16
+
+
+def _check(x: torch.Tensor, alpha: torch.Tensor) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D (R, d), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"unsupported dtype {x.dtype}")
+    if alpha.shape != (x.shape[0],):
+        raise ValueError(f"alpha must have shape ({x.shape[0]},), got {tuple(alpha.shape)}")
+    if alpha.device != x.device:
+        raise ValueError("alpha must be on x's device")
+
+
+def entmax_forward(x: torch.Tensor, alpha: torch.Tensor, solver: str = "auto",
+                   tol: float | None = None, max_iter: int | None = None,
+                   max_onchip: int | None = None, chunk: int | None = None) -> RowwiseResult:
+    """Row-wise α-entmax of a contiguous (R, d) tensor; α: (R,) float32 tensor (> 1).
+
+    Computes in float32 (float64 for float64 x), returns p in x's dtype and per-row τ (in the
+    prepared space), support size, iteration count and convergence flag. No host
+    synchronisation. ``tol`` is the relative step tolerance on τ (default 2·eps of the compute
+    dtype); ``max_iter`` caps solver passes (default 100); ``max_onchip`` overrides
+    ``MAX_ONCHIP`` (rows longer than it are streamed) and ``chunk`` (a power of two) the
+    streaming chunk width ``CHUNK`` (both mainly for tests and benchmarks).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    _check(x, alpha)
+    x = x.contiguous()
+    alpha = alpha.contiguous()
+    R, D = x.shape
+    f64 = x.dtype == torch.float64
+    cdt = torch.float64 if f64 else torch.float32
+    if tol is None:
+        tol = 2.0 * torch.finfo(cdt).eps
+    if max_iter is None:
+        max_iter = 100
+    p = torch.empty_like(x)
+    tau = torch.empty(R, dtype=cdt, device=x.device)
+    supp = torch.empty(R, dtype=torch.int32, device=x.device)
+    iters = torch.empty(R, dtype=torch.int32, device=x.device)
+    conv = torch.empty(R, dtype=torch.int8, device=x.device)
+    res = RowwiseResult(p, tau, supp, iters, conv.view(torch.bool))
+    if R == 0 or D == 0:
+        return res
+    sid = _SOLVER_ID[solver]
+    limit = MAX_ONCHIP if max_onchip is None else max_onchip
+    if D <= limit:
+        block_d = triton.next_power_of_2(D)
+        block_r = max(1, min(TILE_ELEMS // block_d, triton.next_power_of_2(R)))
+        grid = (triton.cdiv(R, block_r),)
+        _fwd_onchip_kernel[grid](
+            x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
+            float(tol), int(max_iter),
+            BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64,
+            num_warps=_num_warps(block_d * block_r))
+    else:
+        ch = CHUNK if chunk is None else int(chunk)
+        _fwd_stream_kernel[(R,)](
+            x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
+            float(tol), int(max_iter),
+            CHUNK=ch, SOLVER=sid, F64=f64, num_warps=_num_warps(ch))
+    return res
+
+
+def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
+                    need_alpha_grad: bool, max_onchip: int | None = None,
+                    chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Vector–Jacobian product of row-wise entmax from its output p (R, d).
+
+    dx = u⊙dy − u⟨u, dy⟩/Σu with u = p^{2−α} on the support; if ``need_alpha_grad``,
+    dα_r = ⟨∂p/∂α, dy⟩ with ∂p/∂α = (p − s)/(α−1)² − (h − sΣh)/(α−1), s = u/Σu, h = p log p.
+    Returns (dx in grad's dtype, dα (R,) float32/float64 or None).
+    """
+    _check(p, alpha)
+    p = p.contiguous()
+    grad = grad.contiguous()
+    alpha = alpha.contiguous()
+    R, D = p.shape
+    f64 = p.dtype == torch.float64 or grad.dtype == torch.float64
+    cdt = torch.float64 if f64 else torch.float32
+    dx = torch.empty_like(grad)
+    dalpha = torch.empty(R, dtype=cdt, device=p.device) if need_alpha_grad else None
+    if R == 0 or D == 0:
+        if dalpha is not None:
+            dalpha.zero_()
+        return dx, dalpha
+    one_pass = D <= (MAX_ONCHIP if max_onchip is None else max_onchip)
+    block_d = triton.next_power_of_2(D) if one_pass else (CHUNK if chunk is None else int(chunk))
+    block_r = max(1, min(TILE_ELEMS // block_d, triton.next_power_of_2(R))) if one_pass else 1
+    grid = (triton.cdiv(R, block_r),)
+    _bwd_kernel[grid](
+        p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
+        p.stride(0), grad.stride(0), dx.stride(0),
+        BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
+        F64=f64, num_warps=_num_warps(block_d * block_r))
+    return dx, dalpha
