@@ -1,0 +1,809 @@
+"""Fused flash α-entmax attention: Triton kernels and their launchers.
+
+Weights p = α-entmax over keys of s = scale·q·kᵀ, out = p·v, never materialising the N×N
+score matrix.  The naive reference is ``attention_reference.py`` beside this file.
+
+Notation (per query row i, keys j visible to it; n_i = their number)::
+
+    c     = (α−1)·scale                       (per head)
+    z_ij  = c·(q_i·k_j) − m_i ≤ 0             (m_i = max_j c·q_i·k_j: the row max)
+    τ'_i  ∈ [−1, −n_i^{1−α}]                  (threshold relative to the row max)
+    d_ij  = z_ij − τ'_i,   p_ij = [d_ij]_+^Q,  u_ij = [d_ij]_+^{Q−1} = p_ij^{2−α}   (Q = 1/(α−1))
+    f(τ') = Σ_j [z_ij − τ']_+^Q − 1           decreasing; convex for α ≤ 2
+
+Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
+(cdiv(max Nq, BLOCK_M), B·H)):
+
+1. ``_fwd_rowmax_kernel``  (dense sweep 1): m_i.  QKᵀ only.
+2. ``_fwd_bound_kernel``   (dense sweep 2): with m known, evaluates f and f' at NLEV levels of the
+   bracket [−1, −n^{1−α}] in one pass, takes the highest level with f ≥ 0 (a lower bound on τ')
+   and one Newton step from it (still a lower bound when α ≤ 2, by convexity), and stores, for
+   every (query block, key block) tile, ``tile_max = max_{i,j in tile} z_ij``.
+   The tile mask is then implicit: a tile is *live* for a lower bound ℓ of the block's τ' iff
+   tile_max > min_i ℓ_i.  Any element of a dead tile has z ≤ ℓ_i ≤ τ'_i, so p = 0 there: the live
+   set contains the true support.  Memory: one float per tile (≤ N²/(BM·BN) floats per head).
+3. ``_fwd_solve_kernel``   (sparse sweeps): iterates over live tiles only, until every row of the
+   block has converged (|Σp − 1| ≤ TOL), with
+   - α = 2:   Michelot / closed form  τ = τ_k + (Σd − 1)/|S|,
+   - α = 1.5: closed form on the current support τ = τ_k + d̄ − √((1 − Σ(d−d̄)²)/|S|),
+     accepted when certified (δ ≥ 0 and min_S d ≥ δ: no element crosses), else Newton;
+   - other α ≤ 2: Newton (monotone from below);
+   - α > 2: safeguarded Newton inside the bracket [lo, hi] with bisection when the step
+     does not halve (f is not convex there); the tile mask uses the bracket's lower end.
+   The loop is a device-side ``while``: no host synchronisation, no fixed iteration count.
+4. ``_fwd_output_kernel``  (sparse): out = Σ_j p_ij v_j over live tiles (mask from the final τ),
+   and, only when a gradient is needed, O2 = Σ_j u_ij v_j / Σ_j u_ij (for δ in the backward).
+   Also writes the per-block minimum τ' (the backward's mask) and live/visible tile counts.
+
+Dense QKᵀ sweeps before the sparse passes: **2** (sweeps 1 and 2).
+
+Backward (deterministic, no atomics): δ_i = dO_i·O2_i, dP = dO·Vᵀ, dS = u ⊙ (dP − δ),
+dV = pᵀ·dO, dK = scale·dSᵀ·Q (one program per key block *and query head*; GQA partial sums are
+reduced afterwards in a fixed order), dQ = scale·dS·K (one program per query block).  Both
+kernels visit only live tiles.
+
+Offsets are 64-bit; sequence lengths are runtime arguments (not specialised), so a new length
+does not recompile.  Varlen (packed, cu_seqlens) and the padded (B, H, N, D) layout share the
+kernels: the padded layout is "varlen with batch strides".
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "alpha_mode"]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# sizes that change with the sequence length: never specialised (no recompilation per length)
+_NOSPEC = ["Nq", "Nk", "stride_sb", "stride_sh"]
+
+# ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2.
+MODE_GENERIC, MODE_15, MODE_2 = 0, 1, 2
+
+
+def alpha_mode(alpha) -> int:
+    """Compile-time specialisation for a python-float α (tensors use the generic path)."""
+    if isinstance(alpha, float):
+        if alpha == 1.5:
+            return MODE_15
+        if alpha == 2.0:
+            return MODE_2
+    return MODE_GENERIC
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pow_pu(d, qexp, MODE: tl.constexpr):
+    """p = [d]_+^Q and u = [d]_+^{Q−1} (0 where d ≤ 0)."""
+    pos = d > 0
+    dp = tl.where(pos, d, 0.0)
+    if MODE == 1:
+        p = dp * dp
+        u = dp
+    elif MODE == 2:
+        p = dp
+        u = tl.where(pos, 1.0, 0.0)
+    else:
+        lg = tl.log2(tl.where(pos, d, 1.0))
+        p = tl.where(pos, tl.exp2(qexp * lg), 0.0)
+        u = tl.where(pos, tl.exp2((qexp - 1.0) * lg), 0.0)
+    return p, u
+
+
+@triton.jit
+def _seq_info(pid_b, CU_Q, CU_K, Nq, Nk, VARLEN: tl.constexpr):
+    """(start_q, len_q, start_k, len_k) of sequence ``pid_b``."""
+    if VARLEN:
+        sq = tl.load(CU_Q + pid_b)
+        lq = tl.load(CU_Q + pid_b + 1) - sq
+        sk = tl.load(CU_K + pid_b)
+        lk = tl.load(CU_K + pid_b + 1) - sk
+    else:
+        sq = pid_b * 0
+        lq = Nq + pid_b * 0
+        sk = pid_b * 0
+        lk = Nk + pid_b * 0
+    return sq, lq, sk, lk
+
+
+@triton.jit
+def _kend(start_m, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
+    """One past the last key visible to any row of the query block starting at ``start_m``."""
+    if CAUSAL:
+        ke = tl.minimum(len_k, start_m + BLOCK_M + (len_k - len_q))
+    else:
+        ke = len_k
+    ke = tl.where(start_m < len_q, ke, 0)
+    return tl.maximum(ke, 0)
+
+
+@triton.jit
+def _visible(rows, cols, len_q, len_k, CAUSAL: tl.constexpr):
+    vis = (rows[:, None] < len_q) & (cols[None, :] < len_k)
+    if CAUSAL:
+        vis = vis & (cols[None, :] <= rows[:, None] + (len_k - len_q))
+    return vis
+
+
+@triton.jit
+def _nvis(rows, len_q, len_k, CAUSAL: tl.constexpr):
+    """Number of keys visible to each row (0 for rows past the sequence)."""
+    if CAUSAL:
+        n = tl.minimum(tl.maximum(rows + (len_k - len_q) + 1, 0), len_k)
+    else:
+        n = rows * 0 + len_k
+    return tl.where(rows < len_q, n, 0)
+
+
+@triton.jit
+def _load_q(Q_base, rows, offs_d, len_q, stride_qn, HEAD_DIM: tl.constexpr):
+    ptr = Q_base + rows[:, None].to(tl.int64) * stride_qn + offs_d[None, :]
+    return tl.load(ptr, mask=(rows[:, None] < len_q) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def _load_kT(K_base, cols, offs_d, len_k, stride_kn, HEAD_DIM: tl.constexpr):
+    ptr = K_base + cols[None, :].to(tl.int64) * stride_kn + offs_d[:, None]
+    return tl.load(ptr, mask=(cols[None, :] < len_k) & (offs_d[:, None] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def _load_rows(base, rows, offs_d, n, stride_n, HEAD_DIM: tl.constexpr):
+    ptr = base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :]
+    return tl.load(ptr, mask=(rows[:, None] < n) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def _level_sums(z, lev, qexp, MODE: tl.constexpr):
+    """Row sums F = Σ[z − lev]_+^Q and G = Σ[z − lev]_+^{Q−1} (lev: per row)."""
+    p, u = _pow_pu(z - lev[:, None], qexp, MODE)
+    return tl.sum(p, axis=1), tl.sum(u, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward, dense sweep 1: row max
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _fwd_rowmax_kernel(
+    Q, K, ALPHA, M, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    c = (tl.load(ALPHA + h) - 1.0) * scale
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
+    for start_n in range(0, kend, BLOCK_N):
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        s = tl.dot(q, kT, input_precision=PREC) * c
+        s = tl.where(_visible(rows, cols, lq, lk, CAUSAL), s, float("-inf"))
+        m = tl.maximum(m, tl.max(s, axis=1))
+    n = _nvis(rows, lq, lk, CAUSAL)
+    m = tl.where(n > 0, m, 0.0)
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    tl.store(M + S_base + rows.to(tl.int64) * stride_sn, m, mask=rows < lq)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward, dense sweep 2: bracket + Newton lower bound + tile maxima
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _fwd_bound_kernel(
+    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    c = (alpha - 1.0) * scale
+    qexp = 1.0 / (alpha - 1.0)
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    rmask = rows < lq
+    srow = S_base + rows.to(tl.int64) * stride_sn
+    m = tl.load(M + srow, mask=rmask, other=0.0)
+    n = _nvis(rows, lq, lk, CAUSAL)
+    nf = tl.maximum(n, 1).to(tl.float32)
+    hi0 = -tl.exp2((1.0 - alpha) * tl.log2(nf))          # −n^{1−α}: uniform weights
+    # four levels in [−1, hi0): lev_0 = −1 (f ≥ 0 always: the max alone gives 1)
+    w = (hi0 + 1.0) * 0.25
+    l0 = tl.full([BLOCK_M], -1.0, tl.float32)
+    l1 = l0 + w
+    l2 = l0 + 2.0 * w
+    l3 = l0 + 3.0 * w
+    F0 = tl.zeros([BLOCK_M], tl.float32)
+    F1 = tl.zeros([BLOCK_M], tl.float32)
+    F2 = tl.zeros([BLOCK_M], tl.float32)
+    F3 = tl.zeros([BLOCK_M], tl.float32)
+    G0 = tl.zeros([BLOCK_M], tl.float32)
+    G1 = tl.zeros([BLOCK_M], tl.float32)
+    G2 = tl.zeros([BLOCK_M], tl.float32)
+    G3 = tl.zeros([BLOCK_M], tl.float32)
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
+    for start_n in range(0, kend, BLOCK_N):
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+        z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+        tl.store(T_base + start_n // BLOCK_N, tl.max(tl.max(z, axis=1), axis=0))
+        f, g = _level_sums(z, l0, qexp, MODE)
+        F0 += f
+        G0 += g
+        f, g = _level_sums(z, l1, qexp, MODE)
+        F1 += f
+        G1 += g
+        f, g = _level_sums(z, l2, qexp, MODE)
+        F2 += f
+        G2 += g
+        f, g = _level_sums(z, l3, qexp, MODE)
+        F3 += f
+        G3 += g
+    # highest level with f ≥ 0 (F is decreasing in the level)
+    lo = l0
+    Fl = F0
+    Gl = G0
+    hi = tl.where(F1 < 1.0, l1, hi0)
+    up = F1 >= 1.0
+    lo = tl.where(up, l1, lo)
+    Fl = tl.where(up, F1, Fl)
+    Gl = tl.where(up, G1, Gl)
+    hi = tl.where(up & (F2 < 1.0), l2, hi)
+    up = F2 >= 1.0
+    lo = tl.where(up, l2, lo)
+    Fl = tl.where(up, F2, Fl)
+    Gl = tl.where(up, G2, Gl)
+    hi = tl.where(up & (F3 < 1.0), l3, hi)
+    up = F3 >= 1.0
+    lo = tl.where(up, l3, lo)
+    Fl = tl.where(up, F3, Fl)
+    Gl = tl.where(up, G3, Gl)
+    convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
+    # one Newton step from the lower level: τ − f/f' with f' = −Q·G; a lower bound when α ≤ 2
+    step = (Fl - 1.0) / (qexp * tl.maximum(Gl, 1e-30))
+    tau = tl.where(convex, tl.minimum(lo + step, hi), lo)
+    tau = tl.where(n > 0, tau, 0.0)
+    tl.store(TAU + srow, tau, mask=rmask)
+    tl.store(TLO + srow, tl.where(convex, tau, lo), mask=rmask)
+    tl.store(THI + srow, hi, mask=rmask)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward, sparse sweeps: exact τ on live tiles
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _fwd_solve_kernel(
+    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, ITERS, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    c = (alpha - 1.0) * scale
+    qexp = 1.0 / (alpha - 1.0)
+    convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    rmask = rows < lq
+    srow = S_base + rows.to(tl.int64) * stride_sn
+    m = tl.load(M + srow, mask=rmask, other=0.0)
+    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    lo = tl.load(TLO + srow, mask=rmask, other=0.0)
+    hi = tl.load(THI + srow, mask=rmask, other=0.0)
+    n = _nvis(rows, lq, lk, CAUSAL)
+    # a single visible key: τ' = −1 exactly (p = 1)
+    done = (n <= 1)
+    tau = tl.where(n == 1, -1.0, tau)
+    last_step = hi - lo
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
+    it = 0
+    n_open = tl.sum((~done).to(tl.int32), axis=0)
+    while (n_open > 0) & (it < MAX_ITER):
+        # lower bound of every open row: elements at or below it cannot be in any support
+        bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
+        F = tl.zeros([BLOCK_M], tl.float32)
+        G = tl.zeros([BLOCK_M], tl.float32)
+        S1 = tl.zeros([BLOCK_M], tl.float32)
+        CNT = tl.zeros([BLOCK_M], tl.float32)
+        DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+        for start_n in range(0, kend, BLOCK_N):
+            tmax = tl.load(T_base + start_n // BLOCK_N)
+            if tmax > bound:
+                cols = start_n + offs_n
+                kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+                z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+                z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+                d = z - tau[:, None]
+                p, u = _pow_pu(d, qexp, MODE)
+                F += tl.sum(p, axis=1)
+                G += tl.sum(u, axis=1)
+                pos = d > 0
+                S1 += tl.sum(tl.where(pos, d, 0.0), axis=1)
+                CNT += tl.sum(pos.to(tl.float32), axis=1)
+                DMIN = tl.minimum(DMIN, tl.min(tl.where(pos, d, float("inf")), axis=1))
+        f = F - 1.0
+        ok = tl.abs(f) <= TOL
+        # bracket update (f ≥ 0: τ is a lower bound)
+        lo = tl.where(f >= 0, tl.maximum(lo, tau), lo)
+        hi = tl.where(f < 0, tl.minimum(hi, tau), hi)
+        newton = tau + f / (qexp * tl.maximum(G, 1e-30))
+        cnt = tl.maximum(CNT, 1.0)
+        if MODE == 1:
+            # α = 1.5: Σ(d − δ)² = 1 on the support S = {d > 0}
+            mean = S1 / cnt
+            var_sum = tl.maximum(F - cnt * mean * mean, 0.0)
+            delta = mean - tl.sqrt(tl.maximum(1.0 - var_sum, 0.0) / cnt)
+            cert = (delta >= 0) & (DMIN >= delta) & (var_sum <= 1.0)
+            new_tau = tl.where(cert, tau + delta, newton)
+            ok = ok | cert
+        elif MODE == 2:
+            # α = 2 (Michelot): Σ(d − δ) = 1 on S
+            delta = (S1 - 1.0) / cnt
+            cert = (delta >= 0) & (DMIN >= delta)
+            new_tau = tau + delta
+            ok = ok | cert
+        else:
+            # convex: plain Newton. Otherwise (α > 2): Newton only if it stays strictly inside
+            # the bracket and at least halves the previous step, else bisect.
+            inside = (newton > lo) & (newton < hi)
+            fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
+            use_newton = convex | (inside & fast)
+            new_tau = tl.where(use_newton, newton, 0.5 * (lo + hi))
+            tiny = (hi - lo) <= 1e-7 * tl.maximum(tl.abs(lo), 1.0)
+            ok = ok | ((~convex) & tiny)
+        new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo), hi))
+        last_step = tl.where(done | ok, last_step, new_tau - tau)
+        # rows that were already done keep τ; rows that converge now take the certified value
+        if MODE == 0:
+            tau = tl.where(done | ok, tau, new_tau)
+        else:
+            tau = tl.where(done, tau, new_tau)
+        done = done | ok
+        it += 1
+        n_open = tl.sum((~done).to(tl.int32), axis=0)
+    tau = tl.where(n > 0, tau, 0.0)
+    tl.store(TAU + srow, tau, mask=rmask)
+    tl.store(ITERS + pid_bh.to(tl.int64) * NQB + pid_m, it)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward, sparse output pass
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _fwd_output_kernel(
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, O, O2, LIVE, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+    NEED_O2: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    c = (alpha - 1.0) * scale
+    qexp = 1.0 / (alpha - 1.0)
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
+    O_off = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    rmask = rows < lq
+    srow = S_base + rows.to(tl.int64) * stride_sn
+    m = tl.load(M + srow, mask=rmask, other=0.0)
+    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    n = _nvis(rows, lq, lk, CAUSAL)
+    tmin = tl.min(tl.where(n > 0, tau, float("inf")), axis=0)
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    su = tl.zeros([BLOCK_M], tl.float32)
+    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
+    n_live = 0
+    n_tiles = 0
+    for start_n in range(0, kend, BLOCK_N):
+        n_tiles += 1
+        tmax = tl.load(T_base + start_n // BLOCK_N)
+        if tmax > tmin:
+            n_live += 1
+            cols = start_n + offs_n
+            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+            v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+            z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+            p, u = _pow_pu(z - tau[:, None], qexp, MODE)
+            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+            if NEED_O2:
+                acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
+                su += tl.sum(u, axis=1)
+    optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
+    omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
+    tl.store(O + optr, acc.to(O.dtype.element_ty), mask=omask)
+    if NEED_O2:
+        o2 = acc2 / tl.where(su > 0, su, 1.0)[:, None]
+        tl.store(O2 + optr, o2, mask=omask)
+    tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m, tmin)
+    tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2, n_live)
+    tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2 + 1, n_tiles)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DK, DV, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
+    stride_sb, stride_sh, stride_sn,
+    stride_pb, stride_ph, stride_pn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+):
+    """One program per (key block, query head): dV_h = Σ_i pᵀ dO, dK_h = scale·Σ_i dSᵀ Q."""
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    c = (alpha - 1.0) * scale
+    qexp = 1.0 / (alpha - 1.0)
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
+    DO_base = DO + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    start_n = pid_n * BLOCK_N
+    cols = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_m = tl.arange(0, BLOCK_M)
+    k = _load_rows(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+    v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    # query blocks whose key range reaches this key block (same tiles as the forward visits)
+    if CAUSAL:
+        qb_lo = tl.maximum(start_n - (lk - lq), 0) // BLOCK_M
+    else:
+        qb_lo = 0
+    qb_hi = tl.where(start_n < lk, tl.cdiv(lq, BLOCK_M), 0)
+    TB = TMAX + pid_bh.to(tl.int64) * NQB * NKB + pid_n
+    TM = TMIN + pid_bh.to(tl.int64) * NQB
+    for qb in range(qb_lo, qb_hi):
+        tmax = tl.load(TB + qb * NKB)
+        tmin = tl.load(TM + qb)
+        if tmax > tmin:
+            rows = qb * BLOCK_M + offs_m
+            rmask = rows < lq
+            srow = S_base + rows.to(tl.int64) * stride_sn
+            m = tl.load(M + srow, mask=rmask, other=0.0)
+            tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+            dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
+            q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+            do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
+            # transposed tile: keys × queries
+            zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
+            visT = (cols[:, None] < lk) & (rows[None, :] < lq)
+            if CAUSAL:
+                visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
+            zT = tl.where(visT, zT, float("-inf"))
+            pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
+            dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+            dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
+            dsT = uT * (dpT - dlt[None, :])
+            dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
+    P_off = b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph + sk.to(tl.int64) * stride_pn
+    ptr = P_off + cols[:, None].to(tl.int64) * stride_pn + offs_d[None, :]
+    msk = (cols[:, None] < lk) & (offs_d[None, :] < HEAD_DIM)
+    tl.store(DK + ptr, dk * scale, mask=msk)
+    tl.store(DV + ptr, dv, mask=msk)
+
+
+@triton.jit(do_not_specialize=_NOSPEC)
+def _bwd_dq_kernel(
+    Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DQ, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+):
+    """One program per (query block, query head): dQ = scale·Σ_j dS K."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    c = (alpha - 1.0) * scale
+    qexp = 1.0 / (alpha - 1.0)
+    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
+    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
+    O_off = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
+    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    rmask = rows < lq
+    srow = S_base + rows.to(tl.int64) * stride_sn
+    m = tl.load(M + srow, mask=rmask, other=0.0)
+    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    tmin = tl.load(TMIN + pid_bh.to(tl.int64) * NQB + pid_m)
+    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
+    for start_n in range(0, kend, BLOCK_N):
+        tmax = tl.load(T_base + start_n // BLOCK_N)
+        if tmax > tmin:
+            cols = start_n + offs_n
+            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+            vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+            z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+            p, u = _pow_pu(z - tau[:, None], qexp, MODE)
+            dp = tl.dot(do, vT, input_precision=PREC)
+            ds = u * (dp - dlt[:, None])
+            dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+    optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
+    tl.store(DQ + optr, dq * scale, mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _config(head_dim: int, dtype: torch.dtype):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward/backward kernels."""
+    if INTERPRET:
+        return 32, 32, 4, 1
+    if dtype == torch.float32:
+        return (64, 32, 4, 2) if head_dim <= 64 else (32, 32, 4, 2)
+    if head_dim <= 64:
+        return 64, 64, 4, 3
+    if head_dim <= 128:
+        return 64, 64, 8, 2
+    return 64, 32, 8, 2
+
+
+def _layout(x: torch.Tensor, varlen: bool):
+    """(batch, head, token) strides; the last dim must be contiguous."""
+    if varlen:  # (T, H, D)
+        return 0, x.stride(1), x.stride(0)
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def entmax_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha_h: torch.Tensor,
+    mode: int,
+    scale: float,
+    causal: bool,
+    need_o2: bool,
+    cu_seqlens_q: Optional[torch.Tensor] = None,
+    cu_seqlens_k: Optional[torch.Tensor] = None,
+    max_seqlen_q: int = 0,
+    max_seqlen_k: int = 0,
+    tol: float = 2e-6,
+    max_iter: int = 64,
+):
+    """Launch the forward pipeline.
+
+    Padded layout: q (B, H, Nq, D), k/v (B, Hkv, Nk, D).  Varlen: q (Tq, H, D), k/v (Tk, Hkv, D)
+    with int32 ``cu_seqlens_*`` (B+1,).  ``alpha_h``: float32 (H,) on the device.
+    Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config.
+    """
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        Tq, H, D = q.shape
+        Hkv = k.shape[1]
+        B = cu_seqlens_q.numel() - 1
+        Nq, Nk = max_seqlen_q, max_seqlen_k
+        stat_shape = (Tq, H)
+    else:
+        B, H, Nq, D = q.shape
+        Hkv, Nk = k.shape[1], k.shape[2]
+        stat_shape = (B, H, Nq)
+    G = H // Hkv
+    dev = q.device
+    BM, BN, nw, ns = _config(D, q.dtype)
+    BD = max(16, triton.next_power_of_2(D))
+    NQB = max(1, triton.cdiv(Nq, BM))
+    NKB = max(1, triton.cdiv(Nk, BN))
+    prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    o = torch.empty(q.shape, dtype=q.dtype, device=dev)
+    o2 = torch.empty(q.shape, dtype=torch.float32, device=dev) if need_o2 else o
+    f32 = dict(dtype=torch.float32, device=dev)
+    m = torch.empty(stat_shape, **f32)
+    tau = torch.empty(stat_shape, **f32)
+    tlo = torch.empty(stat_shape, **f32)
+    thi = torch.empty(stat_shape, **f32)
+    tmax = torch.empty((B * H, NQB, NKB), **f32)
+    tmin = torch.empty((B * H, NQB), **f32)
+    live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
+    iters = torch.zeros((B * H, NQB), dtype=torch.int32, device=dev)
+    if varlen:
+        ss = (0, 1, H)  # stats (T, H)
+        cq, ck = cu_seqlens_q, cu_seqlens_k
+    else:
+        ss = (H * Nq, Nq, 1)
+        cq = ck = alpha_h  # unused placeholders
+    sqs = _layout(q, varlen)
+    sks = _layout(k, varlen)
+    svs = _layout(v, varlen)
+    sos = _layout(o, varlen)
+    grid = (NQB, B * H)
+    common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
+                  PREC=prec, num_warps=nw, num_stages=ns)
+    if B * H > 0 and Nq > 0:
+        _fwd_rowmax_kernel[grid](q, k, alpha_h, m, cq, ck, *sqs, *sks, *ss, Nq, Nk, H, G, scale,
+                                 **common)
+        _fwd_bound_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, cq, ck, *sqs, *sks, *ss,
+                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, **common)
+        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cq, ck, *sqs, *sks, *ss,
+                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, **common)
+        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, live, cq, ck,
+                                 *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
+                                 MODE=mode, NEED_O2=need_o2, **common)
+    return dict(o=o, o2=o2 if need_o2 else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
+                iters=iters, cfg=(BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk))
+
+
+def entmax_attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o2: torch.Tensor,
+    alpha_h: torch.Tensor,
+    mode: int,
+    scale: float,
+    causal: bool,
+    fwd: dict,
+    cu_seqlens_q: Optional[torch.Tensor] = None,
+    cu_seqlens_k: Optional[torch.Tensor] = None,
+):
+    """dq, dk, dv (in the input dtypes) from the saved forward state ``fwd``."""
+    varlen = cu_seqlens_q is not None
+    BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk = fwd["cfg"]
+    D = q.shape[-1]
+    do = do.contiguous()
+    delta = (do.float() * o2).sum(-1)  # δ_i = dO_i · O2_i, same layout as the stats
+    if not delta.is_contiguous():
+        delta = delta.contiguous()
+    dq = torch.empty(o2.shape, dtype=torch.float32, device=q.device)
+    if varlen:
+        pshape = (k.shape[0], H, D)
+    else:
+        pshape = (B, H, Nk, D)
+    dk_p = torch.empty(pshape, dtype=torch.float32, device=q.device)
+    dv_p = torch.empty(pshape, dtype=torch.float32, device=q.device)
+    cq = cu_seqlens_q if varlen else alpha_h
+    ck = cu_seqlens_k if varlen else alpha_h
+    sqs, sks, svs = _layout(q, varlen), _layout(k, varlen), _layout(v, varlen)
+    sos = _layout(o2, varlen)
+    sps = _layout(dk_p, varlen)
+    common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
+                  PREC=prec, MODE=mode, num_warps=nw, num_stages=ns)
+    if B * H > 0 and Nk > 0:
+        _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
+                                       fwd["tmin"], dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+                                       *sps, Nq, Nk, H, G, scale, NQB, NKB, **common)
+    if B * H > 0 and Nq > 0:
+        _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
+                                     fwd["tmin"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+                                     Nq, Nk, H, G, scale, NQB, NKB, **common)
+    else:
+        dq.zero_()
+    if varlen:
+        Tk, Hkv = k.shape[0], k.shape[1]
+        dk = dk_p.view(Tk, Hkv, G, D).sum(2) if G > 1 else dk_p
+        dv = dv_p.view(Tk, Hkv, G, D).sum(2) if G > 1 else dv_p
+    else:
+        Hkv = k.shape[1]
+        dk = dk_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dk_p
+        dv = dv_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dv_p
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
