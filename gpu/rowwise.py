@@ -75,8 +75,7 @@ CHUNK = 4096
 #: elements per program targeted by the on-chip kernel (several short rows per program)
 TILE_ELEMS = 4096
 
-INF: tl.constexpr = float("inf")
-NAN: tl.constexpr = float("nan")
+INF = tl.constexpr(float("inf"))
 
 
 @dataclass
@@ -98,6 +97,16 @@ class RowwiseResult:
 # ----------------------------------------------------------------------------------------
 # jit helpers (all work on 2-D tiles [R, C] and per-row vectors [R])
 # ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _sqrt(v, F64: tl.constexpr):
+    """Correctly rounded square root (float32 sqrt_rn; float64 sqrt)."""
+    if F64:
+        r = tl.sqrt(v)
+    else:
+        r = tl.sqrt_rn(v)
+    return r
 
 
 @triton.jit
@@ -170,7 +179,7 @@ def _p_from_tau(zs, tau, q, mode, F64: tl.constexpr):
 
 @triton.jit
 def _update(tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode,
-            tol, SOLVER: tl.constexpr):
+            tol, SOLVER: tl.constexpr, F64: tl.constexpr):
     """One solver update per row from the sums at τ. Returns the new loop state.
 
     S0 = Σd^q, S1 = Σd^{q−1}, S2 = Σd^{q−2}, k = |S|, dmin = min_S d.
@@ -207,7 +216,7 @@ def _update(tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q
         elif mode == 1:
             mean = S1 / k
             disc = ((1.0 - S0) + S1 * mean) / k
-            tcf = tau + mean - tl.sqrt_rn(tl.maximum(disc, 0.0))
+            tcf = tau + mean - _sqrt(tl.maximum(disc, 0.0), F64)
             cert = (disc >= 0) & (tcf >= tau) & (dmin >= tcf - tau)
             new = tl.where(cert, tcf, new)
     small = (tl.abs(new - tau) <= tol * tl.abs(tau)) | (hi - lo <= tol * tl.abs(hi)) | (new == tau)
@@ -240,7 +249,7 @@ def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
         it += (~done).to(tl.int32)
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode, tol,
-            SOLVER)
+            SOLVER, F64)
         n += 1
     return tau, conv, it
 
@@ -301,10 +310,10 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     hi = _upper_bound(alpha, d_eff, F64)
     tau, conv, it = _solve_tile(zs, lo, lo, hi, bad, alpha, q, mode, tol, max_iter, SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
-    p = tl.where(bad[:, None], NAN, p)
+    p = tl.where(bad[:, None], INF - INF, p)
     tl.store(P + r64[:, None] * stride_p + cols[None, :], p.to(P.dtype.element_ty), mask=m2)
     supp = tl.where(bad, 0, tl.sum(pos.to(tl.int32), 1))
-    tl.store(TAU + rows, tl.where(bad, NAN, tau), mask=rmask)
+    tl.store(TAU + rows, tl.where(bad, INF - INF, tau), mask=rmask)
     tl.store(SUPP + rows, supp, mask=rmask)
     tl.store(ITERS + rows, it, mask=rmask)
     tl.store(CONV + rows, conv.to(tl.int8), mask=rmask)
@@ -386,7 +395,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         it += (~done).to(tl.int32)
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, tl.sum(a0, 1), tl.sum(a1, 1),
-            tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER)
+            tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER, F64)
         n += 1
     # ---- output pass ----------------------------------------------------------------
     supp = (alpha * 0.0).to(tl.int32)
@@ -398,9 +407,9 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         zs = tl.where(bad[:, None], 0.0, zs)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
         supp += tl.sum(pos.to(tl.int32), 1)
-        p = tl.where(bad[:, None], NAN, p)
+        p = tl.where(bad[:, None], INF - INF, p)
         tl.store(prow + cols[None, :], p.to(P.dtype.element_ty), mask=cm)
-    tl.store(TAU + row + ridx, tl.where(bad, NAN, tau))
+    tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
     tl.store(ITERS + row + ridx, it)
     tl.store(CONV + row + ridx, conv.to(tl.int8))
@@ -419,7 +428,7 @@ def _bwd_terms(p, dy, alpha, mode, F64: tl.constexpr):
     if mode == 0:
         u = pos.to(p.dtype)
     elif mode == 1:
-        u = tl.where(pos, tl.sqrt_rn(ps), 0.0)
+        u = tl.where(pos, _sqrt(ps, F64), 0.0)
     else:
         u = tl.where(pos, _pow_pos(ps, (2.0 - alpha)[:, None], F64), 0.0)
     if F64:

@@ -40,7 +40,10 @@ def _prepare(x: torch.Tensor, alpha: torch.Tensor):
     bad = _bad_rows(x)
     xs = torch.where(bad[:, None], torch.zeros_like(x), x)
     m = xs.max(dim=-1, keepdim=True).values.detach()
-    zs = (a - 1.0) * (xs - m)
+    fin = torch.isfinite(xs)
+    # −inf entries stay −inf without (α−1)·(−inf) in the graph (its α-gradient would be NaN)
+    zs = torch.where(fin, (a - 1.0) * torch.where(fin, xs - m, torch.zeros_like(xs)),
+                     torch.full_like(xs, -float("inf")))
     d_eff = torch.isfinite(xs).sum(-1).clamp_min(1).to(torch.float64)
     return zs, bad, d_eff
 

@@ -1,0 +1,311 @@
+"""Tests of the row-wise Triton entmax kernels (``sparsemap_tools.gpu.rowwise``).
+
+"kernel" = ``gpu/rowwise.py`` (Triton), "reference" = ``gpu/rowwise_reference.py`` (plain
+float64 PyTorch: bisection to float64 resolution + one differentiable Newton step).
+
+Without a CUDA device the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (small
+shapes; ``tests/conftest.py`` switches the interpreter on before triton is imported, and so
+does the first line below when this module is imported first). With a device the same tests
+run on CUDA tensors at larger shapes (marker ``gpu``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # must happen before triton is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from sparsemap_tools.gpu import rowwise  # noqa: E402
+from sparsemap_tools.gpu.rowwise_reference import (  # noqa: E402
+    entmax_backward_reference,
+    entmax_reference,
+    tau_reference,
+)
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_DEVICES = []
+if torch.cuda.is_available():
+    _DEVICES.append(pytest.param("cuda", marks=pytest.mark.gpu))
+if INTERPRET:
+    _DEVICES.append(pytest.param("cpu", marks=pytest.mark.interpreter))
+
+
+@pytest.fixture(params=_DEVICES)
+def device(request):
+    return request.param
+
+
+def _cfg(device):
+    """Shapes per device: (rows, small lengths, streaming override (max_onchip, chunk))."""
+    if device == "cpu":
+        return dict(rows=6, lengths=[1, 2, 7, 33, 100], stream=(32, 64),
+                    stream_lengths=[63, 64, 65, 200])
+    return dict(rows=512, lengths=[1, 2, 7, 33, 100, 1000, 1023, 1024, 1025, 4097, 16384],
+                stream=(1024, 1024), stream_lengths=[1023, 1024, 1025, 5000, 70000])
+
+
+def _rows(kind: str, R: int, D: int, gen: torch.Generator) -> torch.Tensor:
+    """Fresh random rows of a given kind (never zeros)."""
+    x = torch.randn(R, D, generator=gen, dtype=torch.float64)
+    if kind == "flat":
+        x = 0.1 * x
+    elif kind == "heavy":
+        x = x / torch.rand(R, D, generator=gen, dtype=torch.float64).clamp_min(1e-3)
+    elif kind == "peaked":
+        x = 30.0 * x
+    elif kind == "ties":
+        x = torch.round(2.0 * x) / 2.0
+    return x.float()
+
+
+def _alpha(a, R, device):
+    if a == "mixed":
+        vals = torch.tensor([1.25, 1.5, 2.0, 3.0, 1.75, 1.1])
+        return vals.repeat(R // len(vals) + 1)[:R].to(device)
+    return torch.full((R,), float(a), device=device)
+
+
+def _tol_p(alpha: torch.Tensor) -> torch.Tensor:
+    """Per-row bound on |p − p*| in float32: 1e-6 for α ≤ 2; α > 2 is only Hölder-continuous
+    in τ (p error ≈ ulp(τ)^{1/(α−1)}, ~1e-4 in float32), so 5e-4 there."""
+    return torch.where(alpha.cpu() <= 2.0, 1e-6, 5e-4).double()
+
+
+def _check_forward(x, al, res, tol_p=None):
+    ref = entmax_reference(x.double().cpu(), al.double().cpu())
+    err = (res.p.double().cpu() - ref).abs().amax(-1)
+    tol_p = _tol_p(al) if tol_p is None else tol_p
+    assert res.p.dtype == x.dtype and res.p.shape == x.shape
+    assert bool(res.converged.all()), res.iterations
+    assert bool((err <= tol_p).all()), (err.max().item(), al[err.argmax()].item())
+    tau_ref = tau_reference(x.double().cpu(), al.double().cpu())
+    assert torch.allclose(res.tau.double().cpu(), tau_ref, atol=2e-6, rtol=0, equal_nan=True)
+    assert torch.equal(res.support_size.cpu(), (res.p > 0).sum(-1).int().cpu())
+    assert bool((res.iterations >= 1).all())
+    return err
+
+
+# ------------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0, "mixed"])
+def test_forward_onchip_matches_reference(device, alpha):
+    cfg = _cfg(device)
+    gen = torch.Generator().manual_seed(1)
+    for D in cfg["lengths"]:
+        for kind in ["randn", "flat", "heavy"]:
+            x = _rows(kind, cfg["rows"], D, gen).to(device)
+            al = _alpha(alpha, cfg["rows"], device)
+            _check_forward(x, al, rowwise.entmax_forward(x, al))
+
+
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0, "mixed"])
+def test_forward_stream_matches_reference(device, alpha):
+    """Rows longer than max_onchip take the streaming kernel; lengths around the chunk."""
+    cfg = _cfg(device)
+    max_onchip, chunk = cfg["stream"]
+    gen = torch.Generator().manual_seed(2)
+    for D in cfg["stream_lengths"]:
+        x = _rows("randn", 4, D, gen).to(device)
+        x[1] = 0.1 * x[1]  # flat row: large support
+        al = _alpha(alpha, 4, device)
+        _check_forward(x, al, rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk))
+
+
+@pytest.mark.parametrize("solver", rowwise.SOLVERS)
+def test_every_solver_converges(device, solver):
+    gen = torch.Generator().manual_seed(3)
+    R = 8 if device == "cpu" else 256
+    max_onchip, chunk = _cfg(device)["stream"]
+    for D in [50, 3 * chunk // 2]:
+        x = _rows("randn", R, D, gen).to(device)
+        al = _alpha("mixed", R, device)
+        res = rowwise.entmax_forward(x, al, solver=solver, max_onchip=max_onchip, chunk=chunk)
+        _check_forward(x, al, res)
+
+
+def test_auto_is_exact_for_closed_forms(device):
+    """α ∈ {1.5, 2}: closed form + certificate: few passes, error at float32 rounding."""
+    gen = torch.Generator().manual_seed(4)
+    x = _rows("randn", 16, 300, gen).to(device)
+    for a in [1.5, 2.0]:
+        al = _alpha(a, 16, device)
+        res = rowwise.entmax_forward(x, al)
+        err = _check_forward(x, al, res)
+        assert err.max() < 3e-7
+        bis = rowwise.entmax_forward(x, al, solver="bisect")
+        assert res.iterations.float().mean() < bis.iterations.float().mean() / 2
+
+
+def test_shift_invariance(device):
+    gen = torch.Generator().manual_seed(5)
+    base = _rows("randn", 6, 40, gen)
+    for shift in [1e4, -1e4]:
+        x = (base.double() + shift).float().to(device)  # the reference sees the same rounded input
+        for a in [1.25, 1.5, 2.0]:
+            al = _alpha(a, 6, device)
+            _check_forward(x, al, rowwise.entmax_forward(x, al))
+
+
+def test_ties_and_constant_rows(device):
+    gen = torch.Generator().manual_seed(6)
+    x = _rows("ties", 6, 21, gen).to(device)
+    x[0] = 3.0  # all equal: p = 1/d
+    for a in [1.25, 1.5, 2.0, 3.0]:
+        al = _alpha(a, 6, device)
+        res = rowwise.entmax_forward(x, al)
+        _check_forward(x, al, res)
+        assert torch.allclose(res.p[0].cpu(), torch.full((21,), 1 / 21), atol=1e-7)
+        assert int(res.support_size[0]) == 21
+
+
+def test_one_element_and_peaked(device):
+    x = torch.tensor([[0.3], [-7.0]], device=device)
+    al = torch.tensor([1.5, 3.0], device=device)
+    res = rowwise.entmax_forward(x, al)
+    assert torch.equal(res.p.cpu(), torch.ones(2, 1))
+    gen = torch.Generator().manual_seed(7)
+    x = _rows("peaked", 4, 17, gen).to(device)
+    al = _alpha("mixed", 4, device)
+    res = rowwise.entmax_forward(x, al)
+    _check_forward(x, al, res)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_special_rows(device, stream):
+    """−inf → p = 0; all −inf, NaN or +inf rows → NaN; other rows unaffected."""
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 9
+    gen = torch.Generator().manual_seed(8)
+    x = _rows("randn", 6, D, gen)
+    x[1, ::2] = -float("inf")
+    x[2] = -float("inf")
+    x[3, 4] = float("nan")
+    x[4, 1] = float("inf")
+    x = x.to(device)
+    al = _alpha("mixed", 6, device)
+    res = rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk)
+    p = res.p.cpu()
+    for r in (2, 3, 4):
+        assert bool(torch.isnan(p[r]).all()) and bool(torch.isnan(res.tau[r]))
+        assert int(res.support_size[r]) == 0
+    assert bool((p[1, ::2] == 0).all())
+    good = [0, 1, 5]
+    ref = entmax_reference(x[good].double().cpu(), al[good].double().cpu())
+    assert (p[good].double() - ref).abs().max() < 1e-6
+    assert not bool(torch.isnan(p[good]).any())
+    assert bool(res.converged.all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes(device, dtype):
+    gen = torch.Generator().manual_seed(9)
+    R, D = (5, 37) if device == "cpu" else (256, 3000)
+    x = _rows("randn", R, D, gen).to(dtype).to(device)
+    al = _alpha("mixed", R, device)
+    res = rowwise.entmax_forward(x, al)
+    assert res.p.dtype == dtype
+    assert res.tau.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    ref = entmax_reference(x.double().cpu(), al.double().cpu())
+    err = (res.p.double().cpu() - ref).abs().max().item()
+    bound = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-12}[dtype]
+    if dtype == torch.float64:  # α = 3 rows: Hölder floor ~ ulp^{1/2}
+        ok = al.cpu() <= 2.0
+        err = (res.p.double().cpu() - ref)[ok].abs().max().item()
+    assert err <= bound, err
+    assert bool(res.converged.all())
+
+
+def test_max_iter_reports_unconverged(device):
+    gen = torch.Generator().manual_seed(10)
+    x = _rows("randn", 8, 64, gen).to(device)
+    al = _alpha(1.25, 8, device)
+    res = rowwise.entmax_forward(x, al, solver="bisect", max_iter=3)
+    assert not bool(res.converged.any())
+    assert bool((res.iterations == 3).all())
+    full = rowwise.entmax_forward(x, al, solver="bisect")
+    assert bool(full.converged.all()) and int(full.iterations.min()) > 3
+
+
+def test_bad_arguments(device):
+    x = torch.randn(3, 4, device=device)
+    with pytest.raises(ValueError):
+        rowwise.entmax_forward(x, torch.full((3,), 1.5, device=device), solver="sort")
+    with pytest.raises(ValueError):
+        rowwise.entmax_forward(x, torch.full((2,), 1.5, device=device))
+    with pytest.raises(ValueError):
+        rowwise.entmax_forward(x[0], torch.full((3,), 1.5, device=device))
+
+
+# ------------------------------------------------------------------------------ backward
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_backward_matches_autograd_reference(device, stream):
+    """dx and dα of the kernel vs torch.autograd through the float64 reference."""
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 23
+    gen = torch.Generator().manual_seed(11)
+    x64 = torch.randn(6, D, generator=gen, dtype=torch.float64)
+    x64[2, :5] = -float("inf")
+    al64 = torch.tensor([1.25, 1.5, 2.0, 1.75, 1.5, 1.125], dtype=torch.float64)  # exact in fp32
+    dy = torch.randn(6, D, generator=gen, dtype=torch.float64)
+    xr = x64.clone().requires_grad_(True)
+    ar = al64.clone().requires_grad_(True)
+    pr = entmax_reference(xr, ar)
+    gx, ga = torch.autograd.grad(pr, (xr, ar), dy)
+    gx = torch.nan_to_num(gx, nan=0.0)
+    for dtype, tol in [(torch.float64, 1e-9), (torch.float32, 2e-5)]:
+        x = x64.to(dtype).to(device)
+        al = al64.float().to(device)
+        res = rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk)
+        dx, da = rowwise.entmax_backward(res.p, dy.to(dtype).to(device), al, True,
+                                         max_onchip=max_onchip, chunk=chunk)
+        assert dx.dtype == dtype
+        scale = gx.abs().max().item()
+        assert (dx.double().cpu() - gx).abs().max().item() <= tol * max(1.0, scale)
+        assert (da.double().cpu() - ga).abs().max().item() <= tol * max(1.0, ga.abs().max().item()) * 10
+        dx2, none = rowwise.entmax_backward(res.p, dy.to(dtype).to(device), al, False,
+                                            max_onchip=max_onchip, chunk=chunk)
+        assert none is None and torch.allclose(dx2, dx)
+
+
+def test_backward_closed_form_reference_agrees(device):
+    """The closed-form backward of the reference equals autograd through it (checks the
+    reference itself, so the kernel test above compares against something right)."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 15, generator=gen, dtype=torch.float64, requires_grad=True)
+    a = torch.tensor([1.25, 1.5, 2.0, 1.8], dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(4, 15, generator=gen, dtype=torch.float64)
+    p = entmax_reference(x, a)
+    gx, ga = torch.autograd.grad(p, (x, a), dy)
+    dx, da = entmax_backward_reference(p.detach(), dy, a.detach())
+    assert torch.allclose(dx, gx, atol=1e-10) and torch.allclose(da, ga, atol=1e-9)
+
+
+class _KernelEntmax(torch.autograd.Function):
+    """Test-only autograd wrapper of the kernels (the public one lives in sparsemap_tools)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        res = rowwise.entmax_forward(x, alpha)
+        ctx.save_for_backward(res.p, alpha)
+        return res.p
+
+    @staticmethod
+    def backward(ctx, dy):
+        p, alpha = ctx.saved_tensors
+        dx, da = rowwise.entmax_backward(p, dy.contiguous(), alpha, ctx.needs_input_grad[1])
+        return dx, (None if da is None else da.to(alpha.dtype))
+
+
+def test_gradcheck_float64(device):
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(3, 6, generator=gen, dtype=torch.float64).to(device).requires_grad_(True)
+    # float64 α (the kernel accepts float32 or float64 α), so finite differences in α are exact
+    a = torch.tensor([1.25, 1.5, 1.75], dtype=torch.float64, device=device).requires_grad_(True)
+    assert torch.autograd.gradcheck(_KernelEntmax.apply, (x, a), eps=1e-6, atol=1e-6, rtol=1e-5)
