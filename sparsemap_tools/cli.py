@@ -1,0 +1,321 @@
+"""The ``sparsemap-tools`` command line (also ``python -m sparsemap_tools``).
+
+Subcommands
+-----------
+``converge``  run the threshold solvers with history on a workload and report how they converge
+              (table in the terminal; with ``--out DIR``: CSV/Markdown tables, raw traces, plots)
+``bench``     run the CPU benchmark (and the GPU one when CUDA is available)
+
+Bad arguments print one line ``sparsemap-tools: error: ...`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from .workloads import WORKLOADS
+
+PROG = "sparsemap-tools"
+DEFAULT_ALPHAS = (1.25, 1.5, 2.0, 3.0)
+DEFAULT_TOLS = (1e-7, 1e-14)
+
+
+class UsageError(Exception):
+    """A bad command-line argument: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class Progress:
+    """A tiny progress bar on a stream (stderr by default).
+
+    It stays silent for the first ``delay`` seconds (short work shows nothing) and draws only
+    on a terminal unless ``force`` is set.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True,
+                 delay: float = 0.5, force: bool = False, width: int = 28) -> None:
+        self.total = max(int(total), 1)
+        self.stream = sys.stderr if stream is None else stream
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = enabled and (tty or force)
+        self.delay = delay
+        self.width = width
+        self.done = 0
+        self.start = time.perf_counter()
+        self.drawn = False
+
+    def update(self, message: str = "", step: int = 1) -> None:
+        """Advance by ``step`` and redraw (once past the initial delay)."""
+        self.done = min(self.done + step, self.total)
+        elapsed = time.perf_counter() - self.start
+        if not self.enabled or elapsed < self.delay:
+            return
+        filled = round(self.width * self.done / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r[{bar}] {self.done}/{self.total} {elapsed:5.1f}s {message}"
+        self.stream.write(line[:100].ljust(100))
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """Clear the bar's line."""
+        if self.drawn:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# argument types (each raises argparse.ArgumentTypeError -> one-line message)
+# --------------------------------------------------------------------------------------------
+def _alpha(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 1.0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"alpha must be > 1 (alpha = 1 is softmax), got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _int_at_least(lo: int):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return conv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser (exposed for documentation and tests)."""
+    from .solvers import SOLVERS
+
+    p = _Parser(prog=PROG, description="Exact and fast alpha-entmax threshold solvers: "
+                "convergence analysis and benchmarks.",
+                epilog=f"Run '{PROG} converge' for the default convergence report.")
+    sub = p.add_subparsers(dest="command", metavar="{converge,bench}", parser_class=_Parser)
+
+    c = sub.add_parser(
+        "converge", help="measure how the threshold solvers converge (table + plots)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run every solver on every row with history on (NumPy backend, float64) and measure\n"
+            "the error |tau_k - tau*| against the exact sort threshold after each pass over the\n"
+            "row. Prints, per workload, alpha and solver: median/p90/max iterations to each\n"
+            "tolerance, failures (final error above tol), passes used, rows the solver flagged as\n"
+            "not converged, rows with a wrong support size, and the largest final error.\n\n"
+            "built-in workloads (rows x d by default; --rows/--dim override):\n"
+            + "\n".join(f"  {w.name:<14} {w.description} ({w.rows}x{w.dim})"
+                        for w in WORKLOADS.values())
+            + "\n  all            every workload above"),
+        epilog=f"example:\n  {PROG} converge --alpha 1.25 1.5 2 3 --dim 4096 --rows 2000 "
+        "--workload attention --out report/\n")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--workload", "-w", nargs="+", metavar="NAME", default=None,
+                     help="built-in workload(s) generated from --seed (default: gaussian); "
+                     f"one or more of: {', '.join(WORKLOADS)}, or all")
+    src.add_argument("--scores", nargs="+", metavar="FILE.npy", default=None,
+                     help="your own scores instead: .npy array(s), rows along the last axis; "
+                     "-inf marks masked entries")
+    c.add_argument("--alpha", "-a", nargs="+", type=_alpha, default=list(DEFAULT_ALPHAS),
+                   metavar="A", help="alpha value(s) > 1 (default: %(default)s)")
+    c.add_argument("--solvers", "-s", nargs="+", choices=SOLVERS, metavar="NAME",
+                   default=["bisect", "newton", "halley", "sort"],
+                   help=f"solvers to compare, from {{{','.join(SOLVERS)}}} "
+                   "(default: %(default)s)")
+    c.add_argument("--tol", "-t", nargs="+", type=_positive_float, default=list(DEFAULT_TOLS),
+                   metavar="TOL", help="absolute tolerance(s) on |tau - tau*| in the prepared "
+                   "space (tau in [-1, 0)) (default: %(default)s)")
+    c.add_argument("--rows", "-n", type=_int_at_least(1), default=None,
+                   help="rows per workload (default: the workload's own, 500; long: 8)")
+    c.add_argument("--dim", "-d", type=_int_at_least(1), default=None,
+                   help="row length d (default: the workload's own, 1024; long: 100000)")
+    c.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the workload generator (default: %(default)s)")
+    c.add_argument("--max-iter", type=_int_at_least(1), default=None, metavar="N",
+                   help="pass limit for the iterative solvers (default: theirs, 200 for bisect, "
+                   "100 otherwise)")
+    c.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
+                   help="write summary.csv, summary.md, rows.csv, traces.npz, report.json and "
+                   "convergence_<workload>.png into DIR (created if missing)")
+    c.add_argument("--no-plot", action="store_true", help="with --out: skip the PNG plots")
+    c.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar and no table (files are still written)")
+
+    b = sub.add_parser(
+        "bench", help="run the CPU benchmark (and the GPU one when CUDA is available)",
+        description="Forward to sparsemap_tools.bench_cpu and, when torch sees a CUDA device, "
+        "to sparsemap_tools.gpu.bench_rowwise.")
+    b.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
+    b.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
+                   help="directory for the benchmark results (GPU results go to DIR/gpu)")
+    b.add_argument("--cpu-only", action="store_true", help="skip the GPU benchmark")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+# --------------------------------------------------------------------------------------------
+def _converge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .analysis import ConvergenceReport, compare_solvers
+
+    sources = args.scores if args.scores else (args.workload or ["gaussian"])
+    if not args.scores and "all" in sources:
+        sources = list(WORKLOADS)
+    if args.scores:
+        for s in sources:
+            if not Path(s).is_file():
+                raise UsageError(f"{PROG} converge: --scores file not found: {s}")
+    else:
+        unknown = [w for w in sources if w not in WORKLOADS]
+        if unknown:
+            raise UsageError(f"{PROG} converge: unknown workload {unknown[0]!r}; choose from "
+                             f"{', '.join(WORKLOADS)}")
+    if args.no_plot and args.out is None:
+        raise UsageError(f"{PROG} converge: --no-plot only makes sense with --out DIR")
+
+    total = len(sources) * len(args.alpha) * len(args.solvers)
+    bar = Progress(total, stream=err, enabled=not args.quiet)
+    t0 = time.perf_counter()
+    reports = []
+    try:
+        for s in sources:
+            try:
+                reports.append(compare_solvers(
+                    s, alpha=args.alpha, solvers=args.solvers, tol=args.tol, rows=args.rows,
+                    dim=args.dim, seed=args.seed, max_iter=args.max_iter,
+                    progress=bar.update))
+            except ValueError as exc:
+                raise UsageError(f"{PROG} converge: {exc}") from None
+    finally:
+        bar.close()
+    report = ConvergenceReport.merge(reports)
+    report.meta["seconds"] = round(time.perf_counter() - t0, 2)
+    table = report.table()
+
+    if not args.quiet:
+        shapes = ", ".join(f"{i['label']} {i['rows']}x{i['dim']}" for i in report.meta["inputs"])
+        print(f"Convergence of threshold solvers (float64, NumPy backend; error |tau_k - tau*| "
+              f"vs exact sort; seed {args.seed}; {shapes})", file=out)
+        print(table.to_text(), file=out)
+        if "bisect" in report.solvers:
+            for s in ("halley", "newton"):
+                if s in report.solvers:
+                    ratios = ", ".join(f"{report.speedup(s, 'bisect', tol=tl):.1f}x at tol "
+                                       f"{tl:g}" for tl in report.tols)
+                    print(f"median iterations to tol, bisect / {s} (all rows and alphas "
+                          f"pooled): {ratios}", file=out)
+        dropped = report.meta.get("dropped_rows", 0)
+        if dropped:
+            print(f"note: {dropped} all -inf row(s) dropped (no threshold)", file=out)
+
+    if args.out is not None:
+        d = args.out
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{PROG} converge: cannot create --out {d}: {exc}") from None
+        written = report.to_csv(d)
+        (d / "summary.md").write_text(table.to_markdown() + "\n")
+        written.append(d / "summary.md")
+        written.append(report.save_traces(d / "traces.npz"))
+        written.append(report.to_json(d / "report.json"))
+        if not args.no_plot:
+            for w in report.workloads:
+                written.append(d / f"convergence_{w}.png")
+                report.plot(written[-1], workload=w)
+        if not args.quiet:
+            print(f"wrote {len(written)} files to {d}/: "
+                  + ", ".join(p.name for p in written), file=out)
+    return 0
+
+
+def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import importlib
+
+    def load(module: str, what: str):
+        """Import ``module`` or say in one line why not (returns None then)."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name and module.startswith(
+                exc.name)
+            why = "is not available in this build" if missing else f"failed to import ({exc})"
+            print(f"{PROG} bench: the {what} ({module}) {why}", file=err)
+            return None
+
+    fwd: list[str] = ["--quick"] if args.quick else []
+    cpu = load("sparsemap_tools.bench_cpu", "CPU benchmark")
+    if cpu is None:
+        return 1
+    rc = int(cpu.main(fwd + (["--out", str(args.out)] if args.out else [])) or 0)
+    if args.cpu_only:
+        return rc
+    try:
+        import torch
+    except ImportError:
+        print(f"{PROG} bench: torch is not installed; GPU benchmark skipped", file=err)
+        return rc
+    if not torch.cuda.is_available():
+        print(f"{PROG} bench: no CUDA device; GPU benchmark skipped", file=err)
+        return rc
+    gpu = load("sparsemap_tools.gpu.bench_rowwise", "GPU benchmark")
+    if gpu is None:
+        return rc
+    gpu_out = ["--out", str(args.out / "gpu")] if args.out else []
+    return max(rc, int(gpu.main(fwd + gpu_out) or 0))
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    """Entry point of ``sparsemap-tools``; returns the exit status (0 ok, 2 bad arguments).
+
+    With no subcommand it prints the help and returns 0.
+    """
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        if args.command is None:
+            parser.print_help(out)
+            return 0
+        if args.command == "converge":
+            return _converge(args, out, err)
+        return _bench(args, out, err)
+    except UsageError as exc:
+        print(str(exc).replace("\n", " "), file=err)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=err)
+        return 130
+
+
+__all__ = ["main", "build_parser", "Progress", "UsageError"]
