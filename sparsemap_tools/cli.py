@@ -163,17 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write summary.csv, summary.md, rows.csv, traces.npz, report.json and "
                    "convergence_<workload>.png into DIR (created if missing)")
     c.add_argument("--no-plot", action="store_true", help="with --out: skip the PNG plots")
+    c.add_argument("--show", action="store_true",
+                   help="also open the plots in a window (needs an interactive matplotlib backend)")
     c.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar and no table (files are still written)")
 
     b = sub.add_parser(
         "bench", help="run the CPU benchmark (and the GPU one when CUDA is available)",
         description="Forward to sparsemap_tools.bench_cpu and, when torch sees a CUDA device, "
-        "to sparsemap_tools.gpu.bench_rowwise.")
+        "to sparsemap_tools.gpu.bench_rowwise (or, in a source checkout, "
+        "benchmarks/gpu_rowwise.py). Exit status 1 when neither benchmark could run.")
     b.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
     b.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
                    help="directory for the benchmark results (GPU results go to DIR/gpu)")
-    b.add_argument("--cpu-only", action="store_true", help="skip the GPU benchmark")
+    which = b.add_mutually_exclusive_group()
+    which.add_argument("--cpu-only", action="store_true", help="skip the GPU benchmark")
+    which.add_argument("--gpu-only", action="store_true", help="skip the CPU benchmark")
     return p
 
 
@@ -251,11 +256,25 @@ def _converge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not args.quiet:
             print(f"wrote {len(written)} files to {d}/: "
                   + ", ".join(p.name for p in written), file=out)
+    if args.show:
+        import matplotlib.pyplot as plt
+
+        for w in report.workloads:
+            report.plot(workload=w)
+        plt.show()
     return 0
 
 
+def _gpu_script() -> Path | None:
+    """``benchmarks/gpu_rowwise.py`` of a source checkout (editable install), if present."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_rowwise.py"
+    return script if script.is_file() else None
+
+
 def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """CPU benchmark, then the GPU one when CUDA is there; 1 if nothing could run."""
     import importlib
+    import subprocess
 
     def load(module: str, what: str):
         """Import ``module`` or say in one line why not (returns None then)."""
@@ -264,30 +283,44 @@ def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except ImportError as exc:
             missing = isinstance(exc, ModuleNotFoundError) and exc.name and module.startswith(
                 exc.name)
-            why = "is not available in this build" if missing else f"failed to import ({exc})"
-            print(f"{PROG} bench: the {what} ({module}) {why}", file=err)
+            if not missing:
+                print(f"{PROG} bench: the {what} ({module}) failed to import: {exc}", file=err)
             return None
 
     fwd: list[str] = ["--quick"] if args.quick else []
-    cpu = load("sparsemap_tools.bench_cpu", "CPU benchmark")
-    if cpu is None:
-        return 1
-    rc = int(cpu.main(fwd + (["--out", str(args.out)] if args.out else [])) or 0)
-    if args.cpu_only:
-        return rc
-    try:
-        import torch
-    except ImportError:
-        print(f"{PROG} bench: torch is not installed; GPU benchmark skipped", file=err)
-        return rc
-    if not torch.cuda.is_available():
-        print(f"{PROG} bench: no CUDA device; GPU benchmark skipped", file=err)
-        return rc
-    gpu = load("sparsemap_tools.gpu.bench_rowwise", "GPU benchmark")
-    if gpu is None:
-        return rc
-    gpu_out = ["--out", str(args.out / "gpu")] if args.out else []
-    return max(rc, int(gpu.main(fwd + gpu_out) or 0))
+    ran, rc = 0, 0
+    if not args.gpu_only:
+        cpu = load("sparsemap_tools.bench_cpu", "CPU benchmark")
+        if cpu is None:
+            print(f"{PROG} bench: the CPU benchmark (sparsemap_tools.bench_cpu) is not "
+                  "available in this build", file=err)
+        else:
+            rc = max(rc, int(cpu.main(fwd + (["--out", str(args.out)] if args.out else [])) or 0))
+            ran += 1
+    if not args.cpu_only:
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:
+            cuda = None
+        if not cuda:
+            why = "torch is not installed" if cuda is None else "no CUDA device"
+            print(f"{PROG} bench: {why}; GPU benchmark skipped", file=err)
+        else:
+            gpu_out = ["--out", str(args.out / "gpu")] if args.out else []
+            gpu = load("sparsemap_tools.gpu.bench_rowwise", "GPU benchmark")
+            script = _gpu_script()
+            if gpu is not None:
+                rc = max(rc, int(gpu.main(fwd + gpu_out) or 0))
+                ran += 1
+            elif script is not None:  # source checkout: run the benchmark script
+                rc = max(rc, subprocess.call([sys.executable, str(script), *fwd, *gpu_out]))
+                ran += 1
+            else:
+                print(f"{PROG} bench: no GPU benchmark in this build "
+                      "(sparsemap_tools.gpu.bench_rowwise); skipped", file=err)
+    return rc if ran else 1
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

@@ -139,5 +139,10 @@ def test_bench_forwards_to_cpu_benchmark(monkeypatch, tmp_path):
 def test_bench_missing_module_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "sparsemap_tools.bench_cpu", None)
     rc, _, err = run(["bench", "--cpu-only"])
-    assert rc == 1
+    assert rc == 1  # nothing could run
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bench_cpu_and_gpu_only_are_exclusive():
+    rc, _, err = run(["bench", "--cpu-only", "--gpu-only"])
+    assert rc == 2 and len(err.strip().splitlines()) == 1
