@@ -89,11 +89,15 @@ def forward_rows(
     if _use_triton(x2d, backend):
         from .gpu import rowwise
 
+        if solver not in rowwise.SOLVERS:
+            raise ValueError(
+                f"solver={solver!r} is not available on the Triton backend (one of {rowwise.SOLVERS})"
+            )
         r = rowwise.entmax_forward(x2d, alpha_rows.detach().float(), solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
     a_np = alpha_rows.detach().to(torch.float64).cpu().numpy()
-    p2d, res = fn(x2d.detach().numpy(), a_np, solver, tol=tol, max_iter=max_iter)
+    p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
     return torch.from_numpy(p2d), res
 
 
@@ -153,7 +157,7 @@ def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, to
     V.check_backend(backend)
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
     x2d, a_rows, ax, moved_shape, out_dtype = prepare(x, alpha, axis)
-    p2d = EntmaxFunction.apply(x2d, a_rows, resolve_solver(solver), backend, tol, max_iter)
+    p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter)
     return p2d.reshape(moved_shape).movedim(-1, ax).to(out_dtype)
 
 
@@ -164,7 +168,7 @@ def threshold(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str,
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
     with torch.no_grad():
         x2d, a_rows, ax, moved_shape, _ = prepare(x, alpha, axis)
-        _, res = forward_rows(x2d, a_rows, resolve_solver(solver), backend, tol, max_iter)
+        _, res = forward_rows(x2d, a_rows, solver, backend, tol, max_iter)
     return x2d, a_rows, res, tuple(moved_shape[:-1])
 
 
