@@ -146,3 +146,23 @@ def test_bench_missing_module_is_one_line(monkeypatch):
 def test_bench_cpu_and_gpu_only_are_exclusive():
     rc, _, err = run(["bench", "--cpu-only", "--gpu-only"])
     assert rc == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_bench_forwards_to_gpu_benchmark_when_cuda(monkeypatch, tmp_path):
+    calls = {}
+    cpu = types.ModuleType("sparsemap_tools.bench_cpu")
+    cpu.main = lambda argv=None: calls.setdefault("cpu", argv) and 0
+    gpu = types.ModuleType("sparsemap_tools.gpu.bench_rowwise")
+    gpu.main = lambda argv=None: calls.setdefault("gpu", argv) and 0
+    torch = types.ModuleType("torch")
+    torch.cuda = types.SimpleNamespace(is_available=lambda: True)
+    monkeypatch.setitem(sys.modules, "sparsemap_tools.bench_cpu", cpu)
+    monkeypatch.setitem(sys.modules, "sparsemap_tools.gpu.bench_rowwise", gpu)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    rc, _, err = run(["bench", "--out", str(tmp_path)])
+    assert rc == 0, err
+    assert calls == {"cpu": ["--out", str(tmp_path)], "gpu": ["--out", str(tmp_path / "gpu")]}
+    torch.cuda = types.SimpleNamespace(is_available=lambda: False)
+    calls.clear()
+    rc, _, err = run(["bench", "--quick"])
+    assert rc == 0 and calls == {"cpu": ["--quick"]} and "no CUDA device" in err
