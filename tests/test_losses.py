@@ -1,0 +1,218 @@
+"""Fenchel-Young entmax loss: value against an independent formula built on the reference
+entmax, special cases (alpha = 1 is cross-entropy), the entmax package's losses, gradients
+(p - y, gradcheck for x and alpha) and -inf scores (entmax package issue #9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from _reference import entmax_ref
+from sparsemap_tools import entmax, entmax_loss
+
+torch = pytest.importorskip("torch")
+
+HYP = settings(max_examples=25, deadline=None)
+
+
+def tsallis(p, alpha):
+    p = np.asarray(p, np.float64)
+    if alpha == 1.0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+    return (1.0 - (np.where(p > 0, p, 0.0) ** alpha).sum(-1)) / (alpha * (alpha - 1.0))
+
+
+def fy_loss_ref(x, y, alpha):
+    """Omega(y) + Omega*(x) - <x, y> with Omega = -H_alpha and Omega*(x) = <p*, x> + H(p*)."""
+    p = entmax_ref(x, alpha)
+    inner = lambda a, b: np.where(a != 0, a * np.where(a != 0, b, 0.0), 0.0).sum(-1)  # noqa: E731
+    return -tsallis(y, alpha) + inner(p, x) + tsallis(p, alpha) - inner(y, x)
+
+
+def one_hot(t, d):
+    return (np.arange(d) == np.asarray(t)[..., None]).astype(np.float64)
+
+
+ALPHAS = [1.0, 1.25, 1.5, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_value_indices_and_distributions(alpha):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 9)) * 2
+    t = rng.integers(0, 9, size=6)
+    L = entmax_loss(x, t, alpha)
+    assert L.shape == (6,) and L.dtype == np.float64
+    np.testing.assert_allclose(L, fy_loss_ref(x, one_hot(t, 9), alpha), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(entmax_loss(x, one_hot(t, 9), alpha), L, rtol=1e-12, atol=1e-14)
+    y = rng.dirichlet(np.ones(9) * 0.5, size=6)
+    np.testing.assert_allclose(entmax_loss(x, y, alpha), fy_loss_ref(x, y, alpha), rtol=1e-10, atol=1e-12)
+    assert (entmax_loss(x, y, alpha) >= -1e-12).all()
+
+
+def test_alpha1_is_cross_entropy():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 7))
+    t = rng.integers(0, 7, size=5)
+    ce = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(t), reduction="none").numpy()
+    np.testing.assert_allclose(entmax_loss(x, t, 1.0), ce, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_zero_at_own_prediction(alpha):
+    x = np.random.default_rng(2).standard_normal((4, 8)) * 3
+    p = entmax(x, alpha)
+    np.testing.assert_allclose(entmax_loss(x, p, alpha), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_axis_and_dim(axis):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 5, 6))
+    d = x.shape[axis]
+    tshape = tuple(s for i, s in enumerate(x.shape) if i != axis % 3)
+    t = rng.integers(0, d, size=tshape)
+    L = entmax_loss(x, t, 1.5, axis=axis)
+    assert L.shape == tshape
+    xm = np.moveaxis(x, axis, -1)
+    np.testing.assert_allclose(L, fy_loss_ref(xm, one_hot(t, d), 1.5), rtol=1e-12, atol=1e-13)
+    y = np.moveaxis(one_hot(t, d), -1, axis)  # a distribution in x's layout
+    np.testing.assert_allclose(entmax_loss(x, y, 1.5, axis=axis), L, rtol=1e-12, atol=1e-14)
+    Lt = entmax_loss(torch.tensor(x), torch.tensor(t), 1.5, dim=axis)
+    np.testing.assert_allclose(Lt.numpy(), L, rtol=1e-12, atol=1e-14)
+
+
+@HYP
+@given(
+    x=hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 8)), elements=st.floats(-20, 20)),
+    alpha=st.sampled_from(ALPHAS + [1.75]),
+    data=st.data(),
+)
+def test_prop_nonnegative_and_zero_iff_match(x, alpha, data):
+    w = data.draw(hnp.arrays(np.float64, x.shape, elements=st.floats(0, 1)))
+    w = w + 1e-3
+    y = w / w.sum(-1, keepdims=True)
+    L = entmax_loss(x, y, alpha)
+    assert (L >= -1e-9).all(), L
+    L0 = entmax_loss(x, entmax(x, alpha), alpha)
+    np.testing.assert_allclose(L0, 0.0, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch: gradients
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_grad_is_p_minus_y(alpha):
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(5, 8, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    t = torch.randint(0, 8, (5,), generator=g)
+    L = entmax_loss(x, t, alpha)
+    assert L.shape == (5,) and L.dtype == torch.float64
+    np.testing.assert_allclose(L.detach().numpy(), entmax_loss(x.detach().numpy(), t.numpy(), alpha), rtol=1e-12)
+    w = torch.rand(5, generator=g, dtype=torch.float64)
+    (L * w).sum().backward()
+    p = entmax(x.detach(), alpha)
+    y = torch.nn.functional.one_hot(t, 8).double()
+    torch.testing.assert_close(x.grad, (p - y) * w[:, None], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 2.5])
+def test_gradcheck_x(alpha):
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(3, 6, generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    y = torch.softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1)
+    t = torch.tensor([0, 5, 2])
+    assert torch.autograd.gradcheck(lambda z: entmax_loss(z, y, alpha), (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda z: entmax_loss(z, t, alpha), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha0", [1.2, 1.5, 2.0, 2.4])
+def test_gradcheck_alpha(alpha0):
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, 6, generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    y = torch.softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1)
+    a = torch.tensor(alpha0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z, s: entmax_loss(z, y, s), (x, a), eps=1e-6, atol=1e-6)
+    ar = torch.tensor([[1.3], [alpha0], [2.2]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: entmax_loss(x.detach(), y, s), (ar,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 2.0, 1.25])
+def test_minus_inf_scores(alpha):
+    """entmax package issue #9: -inf scores gave 0 * inf = NaN in the loss."""
+    x = torch.tensor([[1.0, float("-inf"), 0.5, float("-inf")], [0.2, 0.1, float("-inf"), 3.0]],
+                     dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 3])
+    L = entmax_loss(x, t, alpha)
+    assert torch.isfinite(L).all() and (L >= 0).all()
+    L.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (x.grad[torch.isinf(x)] == 0).all()
+    xn = x.detach().numpy()
+    Ln = entmax_loss(xn, t.numpy(), alpha)
+    assert np.isfinite(Ln).all()
+    np.testing.assert_allclose(L.detach().numpy(), Ln, rtol=1e-12)
+    xf = np.where(np.isinf(xn), -1e4, xn)  # a very negative finite score gives the same loss
+    np.testing.assert_allclose(Ln, entmax_loss(xf, t.numpy(), alpha), rtol=1e-12, atol=1e-12)
+    # a target putting mass on a -inf score costs +inf (documented), not NaN
+    Linf = entmax_loss(xn, np.array([1, 3]), alpha)
+    assert np.isposinf(Linf[0]) and np.isfinite(Linf[1])
+
+
+def test_float32_loss():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 10, generator=g).requires_grad_()
+    t = torch.randint(0, 10, (4,), generator=g)
+    L = entmax_loss(x, t, 1.5)
+    assert L.dtype == torch.float32
+    L.sum().backward()
+    assert x.grad.dtype == torch.float32
+    ref = entmax_loss(x.detach().double(), t, 1.5)
+    torch.testing.assert_close(L.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_agrees_with_entmax_package_losses():
+    E = pytest.importorskip("entmax")
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(6, 9, generator=g, dtype=torch.float64) * 2
+    t = torch.randint(0, 9, (6,), generator=g)
+    torch.testing.assert_close(entmax_loss(x, t, 2.0), E.sparsemax_loss(x, t), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(entmax_loss(x, t, 1.5), E.entmax15_loss(x, t), rtol=1e-12, atol=1e-12)
+    for a in (1.25, 1.75):
+        torch.testing.assert_close(entmax_loss(x, t, a), E.entmax_bisect_loss(x, t, a, n_iter=60),
+                                   rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "target, exc, match",
+    [
+        (np.array([0, 1, 9]), ValueError, "target"),  # index out of range
+        (np.array([0, -1, 2]), ValueError, "target"),
+        (np.array([0, 1]), ValueError, "target"),  # wrong shape
+        (np.zeros((3, 5)), ValueError, "target"),
+        (np.zeros((3, 4), dtype=np.int64), TypeError, "target"),  # int with x's shape
+    ],
+)
+def test_bad_target(target, exc, match):
+    x = np.random.default_rng(9).standard_normal((3, 4))
+    with pytest.raises(exc, match=match):
+        entmax_loss(x, target, 1.5)
+
+
+def test_bad_alpha_and_axis():
+    x = np.random.default_rng(9).standard_normal((3, 4))
+    t = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="alpha"):
+        entmax_loss(x, t, 0.5)
+    with pytest.raises(ValueError, match="axis"):
+        entmax_loss(x, t, 1.5, axis=3)
+    with pytest.raises(ValueError, match="solver"):
+        entmax_loss(x, t, 1.5, solver="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        entmax_loss(torch.tensor(x), torch.tensor(t), 0.5)
