@@ -12,7 +12,8 @@ On the support ``S`` the threshold equation is polynomial for ``q = 1/(alpha-1) 
   ``delta = s1/k - sqrt((1 - ss)/k)`` (needs ``ss <= 1``).
 
 ``tau_cf = tau + delta`` is the exact threshold iff it induces the same support:
-``delta >= 0`` (everything outside ``S`` is ``<= tau <= tau_cf``) and ``min_S d >= delta``
+``max_{not S} d <= delta`` (everything outside ``S`` stays at or below ``tau_cf``; automatic
+when ``delta >= 0``, i.e. when the iterate approached from the left) and ``min_S d >= delta``
 (everything in ``S`` stays at or above ``tau_cf``; an element landing exactly on ``tau_cf`` has
 ``p = 0`` and changes nothing). Then ``f(tau_cf) = 0`` exactly in real arithmetic.
 """
@@ -41,9 +42,13 @@ def closed_form_delta(alpha, count, s1, ss):
     return np.where(count > 0, out, np.nan)
 
 
-def certified(delta, min_d):
-    """The certificate ``0 <= delta <= min_S d`` (False for NaN)."""
-    return (delta >= 0.0) & (delta <= min_d)
+def certified(delta, min_d, max_out=0.0):
+    """The certificate ``max_{not S} d <= delta <= min_S d`` (False for NaN).
+
+    With the default ``max_out = 0`` it is the one-sided test ``0 <= delta <= min_S d``, valid
+    for iterates below the root (every element outside ``S`` has ``d <= 0``).
+    """
+    return (delta >= max_out) & (delta <= min_d)
 
 
 def closed_form_delta_scalar(alpha: float, count: int, s1: float, ss: float) -> float:

@@ -43,6 +43,7 @@ class _Sums:
     s1: np.ndarray  # sum d
     ss: np.ndarray  # sum (d - mean d)^2, centred
     min_d: np.ndarray  # min_S d (inf if S empty)
+    max_out: np.ndarray  # max of d outside S (-inf if none): <= 0
 
 
 def bracket(zs: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,14 @@ def row_sums(zs: np.ndarray, tau: np.ndarray, q: np.ndarray, halley: bool = Fals
         mean = s1 / np.maximum(count, 1)
         ss = np.where(support, (d - mean[:, None]) ** 2, 0.0).sum(axis=1)
     min_d = np.where(support, d, np.inf).min(axis=1)
-    return _Sums(f, sq1, sq2, count, s1, ss, min_d)
+    max_out = np.where(support, -np.inf, d).max(axis=1)
+    return _Sums(f, sq1, sq2, count, s1, ss, min_d, max_out)
+
+
+def _empty_result(solver: str) -> TauResult:
+    e = np.zeros(0)
+    return TauResult(e, e.astype(np.int64), e.astype(np.int64), e.astype(bool), e.astype(bool),
+                     e, solver, None)
 
 
 def residual(zs: np.ndarray, tau: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -96,7 +104,7 @@ def residual(zs: np.ndarray, tau: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _closed_form_step(s: _Sums, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form increment ``delta`` (tau_cf = tau + delta) and its certificate, per row."""
     delta = cf.closed_form_delta(alpha, s.count, s.s1, s.ss)
-    ok = cf.certified(delta, s.min_d)
+    ok = cf.certified(delta, s.min_d, s.max_out)
     return delta, ok
 
 
@@ -121,8 +129,9 @@ def iterate(
     ``newton``: ``tau <- tau + f / (q sum d^(q-1))`` from ``tau = lo``. For ``alpha <= 2`` it is
     monotone and needs no safeguard; for ``alpha > 2`` it is safeguarded like ``halley``.
 
-    ``halley``: ``tau <- tau - 2 f f' / (2 f'^2 - f f'')`` with a bracket *and progress*
-    safeguard: a step that leaves ``(lo, hi)`` is replaced by the midpoint, and after a
+    ``halley``: ``tau <- tau - 2 f f' / (2 f'^2 - f f'')`` where ``f`` is C^2 (alpha <= 1.5;
+    elsewhere ``f''`` is unbounded at breakpoints and the step is a Newton step), with a bracket
+    *and progress* safeguard: a step that leaves ``(lo, hi)`` is replaced by the midpoint, and after a
     Newton/Halley step that failed to halve ``|f|`` the next pass bisects. This is what keeps the
     hybrid from stalling at ``alpha = 3`` (where ``f'`` is unbounded at breakpoints and the
     unguarded hybrid makes vanishing steps).
@@ -133,6 +142,8 @@ def iterate(
     if method not in ITERATIVE:
         raise ValueError(f"solver must be one of {ITERATIVE}, got {method!r}")
     rows = zs.shape[0]
+    if rows == 0:
+        return _empty_result(method)
     q = 1.0 / (alpha - 1.0)
     lo0, hi0 = bracket(zs, alpha)
     lo = lo0 if lo is None else lo.astype(np.float64, copy=True)
@@ -174,9 +185,13 @@ def iterate(
         else:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 fp = -qq * s.sq1  # f'(t) < 0 on a non-empty support
-                if method == "halley":
+                if method == "halley" and np.all(a <= 1.5):
                     fpp = qq * (qq - 1.0) * s.sq2
                     new = t - 2.0 * f * fp / (2.0 * fp * fp - f * fpp)
+                elif method == "halley":
+                    fpp = qq * (qq - 1.0) * s.sq2
+                    hal = t - 2.0 * f * fp / (2.0 * fp * fp - f * fpp)
+                    new = np.where(a <= 1.5, hal, t - f / fp)
                 else:
                     # For q >= 1 Newton runs on phi = (f + 1)^(1/q) - 1, the l_q norm of
                     # (zs - tau)_+ minus 1: still convex and decreasing (so still monotone from
@@ -244,6 +259,8 @@ def sort_solve(zs: np.ndarray, alpha: np.ndarray, *, record_history: bool = Fals
     solve on that interval (whose passes are reported as iterations).
     """
     rows, d = zs.shape
+    if rows == 0:
+        return _empty_result("sort")
     q = 1.0 / (alpha - 1.0)
     srt = -np.sort(-zs, axis=1)
     m = np.maximum((srt > -1.0).sum(axis=1), 1)  # candidates; s_1 = 0 > -1 always

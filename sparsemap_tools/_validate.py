@@ -37,8 +37,14 @@ def check_backend(backend: Any) -> str:
     return backend
 
 
+class DimAxis(int):
+    """An axis the user passed as ``dim=`` (so that messages name ``dim``)."""
+
+
 def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Normalise ``axis`` to ``0 <= axis < ndim``."""
+    if isinstance(axis, DimAxis):
+        name = "dim"
     if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral,)):
         raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
     if ndim == 0:
@@ -74,9 +80,11 @@ def resolve_axis(axis: Any, dim: Any) -> Any:
     """``dim`` is accepted as the PyTorch-style alias of ``axis`` (not both)."""
     if dim is None:
         return axis
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
     if axis != -1 and axis != dim:
         raise ValueError(f"pass either axis or dim, not both (axis={axis!r}, dim={dim!r})")
-    return dim
+    return DimAxis(dim)
 
 
 def check_alpha_values(alpha: np.ndarray) -> None:
