@@ -9,6 +9,7 @@
 See README.md and docs/ for the solvers, backends, the convergence analyzer and the GPU kernels.
 """
 
+from .analysis import ConvergenceReport, compare_solvers
 from .api import Threshold, entmax, entmax15, sparsemax, threshold
 from .losses import entmax_loss
 from .solvers import SOLVERS, TauResult, solve_tau
@@ -25,5 +26,7 @@ __all__ = [
     "TauResult",
     "solve_tau",
     "SOLVERS",
+    "compare_solvers",
+    "ConvergenceReport",
     "__version__",
 ]
