@@ -63,17 +63,22 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX_ONCHIP", "CHUNK"]
+__all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX_ONCHIP", "CHUNK",
+           "CONFIG"]
 
 SOLVERS = ("auto", "bisect", "newton", "halley")
 _SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
 
 #: rows up to this length are solved fully on chip (one read, one write)
-MAX_ONCHIP = 16384
+MAX_ONCHIP = 8192
 #: chunk width of the streaming kernel (longer rows)
-CHUNK = 4096
-#: elements per program targeted by the on-chip kernel (several short rows per program)
-TILE_ELEMS = 4096
+CHUNK = 2048
+#: launch configuration (module-level so that benchmarks can sweep it):
+#: tile_elems: elements per on-chip program (several short rows per program);
+#: elems_per_thread: sets num_warps = elements / (32 · elems_per_thread), clipped to [1, 16];
+#: group / group_min_d: on-chip subset lower bound from maxima of `group` consecutive entries,
+#: used when the row block is at least group_min_d wide (0 disables)
+CONFIG = dict(tile_elems=2048, elems_per_thread=8, group=4, group_min_d=256)
 
 INF = tl.constexpr(float("inf"))
 
@@ -230,6 +235,42 @@ def _update(tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q
 
 
 @triton.jit
+def _tile_sums(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
+    """Per-row sums at τ over a tile held on chip, reducing only what the mode needs.
+
+    Returns (S0, S1, S2, k, dmin) = (Σd^q, Σd^{q−1}, Σd^{q−2}, |S|, min_S d); for α = 2
+    S1 = k, S2 = 0; for α = 1.5 S2 = k; in the generic mode k and dmin are not needed
+    (no closed form) and come back as 1 and +inf.
+    """
+    d = zs - tau[:, None]
+    pos = d > 0
+    dp = tl.where(pos, d, 0.0)
+    if mode == 0:
+        S0 = tl.sum(dp, 1)
+        k = tl.sum(pos.to(dp.dtype), 1)
+        dmin = tl.min(tl.where(pos, d, INF), 1)
+        S1 = k
+        S2 = k * 0.0
+    elif mode == 1:
+        S0 = tl.sum(dp * dp, 1)
+        S1 = tl.sum(dp, 1)
+        k = tl.sum(pos.to(dp.dtype), 1)
+        dmin = tl.min(tl.where(pos, d, INF), 1)
+        S2 = k
+    else:
+        t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
+        S0 = tl.sum(t0, 1)
+        S1 = tl.sum(t1, 1)
+        if NEED_S2:
+            S2 = tl.sum(t2, 1)
+        else:
+            S2 = S1 * 0.0
+        k = S1 * 0.0 + 1.0
+        dmin = S1 * 0.0 + INF
+    return S0, S1, S2, k, dmin
+
+
+@triton.jit
 def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
                 SOLVER: tl.constexpr, F64: tl.constexpr):
     """Iterate on a tile held on chip until every row is done or max_iter passes."""
@@ -240,18 +281,25 @@ def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
     it = (tau * 0.0).to(tl.int32)
     n = tl.sum(it, 0)
     while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
-        t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
-        S0 = tl.sum(t0, 1)
-        S1 = tl.sum(t1, 1)
-        S2 = tl.sum(t2, 1)
-        k = tl.sum(one, 1)
-        dmin = tl.min(dm, 1)
+        S0, S1, S2, k, dmin = _tile_sums(zs, tau, q, mode, NEED_S2, F64)
         it += (~done).to(tl.int32)
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode, tol,
             SOLVER, F64)
         n += 1
     return tau, conv, it
+
+
+@triton.jit
+def _start_from_subset(tsub, csub, hi, F64: tl.constexpr):
+    """Initial τ from a subset's threshold τ_sub ≤ τ* (less a relative margin that covers
+    rounding), clipped to the bracket [−1, hi]; −1 where the subset solve did not converge."""
+    if F64:
+        margin = 1e-13
+    else:
+        margin = 2e-6
+    tau = tl.where(csub, tl.maximum(tsub - margin * tl.abs(tsub), -1.0), -1.0)
+    return tl.minimum(tau, hi)
 
 
 @triton.jit
@@ -278,7 +326,7 @@ def _upper_bound(alpha, d_eff, F64: tl.constexpr):
 def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stride_p,
                        tol, max_iter,
                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, SOLVER: tl.constexpr,
-                       F64: tl.constexpr):
+                       F64: tl.constexpr, GROUP: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -308,7 +356,17 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     mode = _row_mode(alpha, rmask)
     lo = alpha * 0.0 - 1.0
     hi = _upper_bound(alpha, d_eff, F64)
-    tau, conv, it = _solve_tile(zs, lo, lo, hi, bad, alpha, q, mode, tol, max_iter, SOLVER, F64)
+    tau = lo
+    if GROUP > 1:
+        # lower bound from the subset of group maxima (GROUP consecutive entries each):
+        # the threshold of any subset is ≤ τ*, and the top entries usually sit in
+        # different groups, so τ_sub is tight and the full-row loop mostly just certifies.
+        zsub = tl.max(tl.reshape(zs, [BLOCK_R, BLOCK_D // GROUP, GROUP]), 2)
+        hsub = _upper_bound(alpha, tl.sum((zsub > -INF).to(alpha.dtype), 1), F64)
+        tsub, csub, isub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol, max_iter,
+                                       SOLVER, F64)
+        tau = _start_from_subset(tsub, csub, hi, F64)
+    tau, conv, it = _solve_tile(zs, tau, lo, hi, bad, alpha, q, mode, tol, max_iter, SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
     p = tl.where(bad[:, None], INF - INF, p)
     tl.store(P + r64[:, None] * stride_p + cols[None, :], p.to(P.dtype.element_ty), mask=m2)
@@ -360,12 +418,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     hsub = _upper_bound(alpha, tl.sum((vmax > -INF).to(zero2.dtype), 1), F64)
     tsub, csub, isub = _solve_tile(zsv, neg1, neg1, hsub, bad, alpha, q, mode, tol, max_iter,
                                    SOLVER, F64)
-    if F64:
-        margin = 1e-13
-    else:
-        margin = 2e-6
-    tau = tl.where(csub, tl.maximum(tsub - margin * tl.abs(tsub), neg1), neg1)
-    tau = tl.minimum(tau, hi)
+    tau = _start_from_subset(tsub, csub, hi, F64)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
@@ -512,14 +565,14 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
 # ----------------------------------------------------------------------------------------
 
 
-def _num_warps(block: int) -> int:
-    if block <= 512:
-        return 2
-    if block <= 2048:
-        return 4
-    if block <= 4096:
-        return 8
-    return 16
+def _num_warps(elems: int, cfg: dict) -> int:
+    return int(min(16, max(1, elems // (32 * cfg["elems_per_thread"]))))
+
+
+def _onchip_blocks(R: int, D: int, cfg: dict) -> tuple[int, int]:
+    block_d = triton.next_power_of_2(D)
+    block_r = max(1, min(cfg["tile_elems"] // block_d, triton.next_power_of_2(R)))
+    return block_r, block_d
 
 
 def _check(x: torch.Tensor, alpha: torch.Tensor) -> None:
@@ -535,7 +588,8 @@ def _check(x: torch.Tensor, alpha: torch.Tensor) -> None:
 
 def entmax_forward(x: torch.Tensor, alpha: torch.Tensor, solver: str = "auto",
                    tol: float | None = None, max_iter: int | None = None,
-                   max_onchip: int | None = None, chunk: int | None = None) -> RowwiseResult:
+                   max_onchip: int | None = None, chunk: int | None = None,
+                   config: dict | None = None) -> RowwiseResult:
     """Row-wise α-entmax of a contiguous (R, d) tensor; α: (R,) float32 tensor (> 1).
 
     Computes in float32 (float64 for float64 x), returns p in x's dtype and per-row τ (in the
@@ -543,7 +597,8 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor, solver: str = "auto",
     synchronisation. ``tol`` is the relative step tolerance on τ (default 2·eps of the compute
     dtype); ``max_iter`` caps solver passes (default 100); ``max_onchip`` overrides
     ``MAX_ONCHIP`` (rows longer than it are streamed) and ``chunk`` (a power of two) the
-    streaming chunk width ``CHUNK`` (both mainly for tests and benchmarks).
+    streaming chunk width ``CHUNK``; ``config`` overrides entries of ``CONFIG`` (all three
+    mainly for tests and benchmarks).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -566,28 +621,30 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor, solver: str = "auto",
     if R == 0 or D == 0:
         return res
     sid = _SOLVER_ID[solver]
+    cfg = CONFIG if config is None else {**CONFIG, **config}
     limit = MAX_ONCHIP if max_onchip is None else max_onchip
     if D <= limit:
-        block_d = triton.next_power_of_2(D)
-        block_r = max(1, min(TILE_ELEMS // block_d, triton.next_power_of_2(R)))
+        block_r, block_d = _onchip_blocks(R, D, cfg)
+        group = cfg["group"] if (cfg["group"] > 1 and block_d >= cfg["group_min_d"]) else 0
         grid = (triton.cdiv(R, block_r),)
         _fwd_onchip_kernel[grid](
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter),
-            BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64,
-            num_warps=_num_warps(block_d * block_r))
+            BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group,
+            num_warps=_num_warps(block_d * block_r, cfg))
     else:
         ch = CHUNK if chunk is None else int(chunk)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter),
-            CHUNK=ch, SOLVER=sid, F64=f64, num_warps=_num_warps(ch))
+            CHUNK=ch, SOLVER=sid, F64=f64, num_warps=_num_warps(ch, cfg))
     return res
 
 
 def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
                     need_alpha_grad: bool, max_onchip: int | None = None,
-                    chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    chunk: int | None = None,
+                    config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Vector–Jacobian product of row-wise entmax from its output p (R, d).
 
     dx = u⊙dy − u⟨u, dy⟩/Σu with u = p^{2−α} on the support; if ``need_alpha_grad``,
@@ -607,13 +664,16 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
         if dalpha is not None:
             dalpha.zero_()
         return dx, dalpha
+    cfg = CONFIG if config is None else {**CONFIG, **config}
     one_pass = D <= (MAX_ONCHIP if max_onchip is None else max_onchip)
-    block_d = triton.next_power_of_2(D) if one_pass else (CHUNK if chunk is None else int(chunk))
-    block_r = max(1, min(TILE_ELEMS // block_d, triton.next_power_of_2(R))) if one_pass else 1
+    if one_pass:
+        block_r, block_d = _onchip_blocks(R, D, cfg)
+    else:
+        block_r, block_d = 1, (CHUNK if chunk is None else int(chunk))
     grid = (triton.cdiv(R, block_r),)
     _bwd_kernel[grid](
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
         p.stride(0), grad.stride(0), dx.stride(0),
         BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
-        F64=f64, num_warps=_num_warps(block_d * block_r))
+        F64=f64, num_warps=_num_warps(block_d * block_r, cfg))
     return dx, dalpha

@@ -116,6 +116,23 @@ def test_forward_stream_matches_reference(device, alpha):
         _check_forward(x, al, rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk))
 
 
+@pytest.mark.parametrize("group", [0, 2, 4])
+def test_onchip_subset_lower_bound(device, group):
+    """The on-chip subset start (maxima of `group` consecutive entries) changes the pass
+    count, never the answer; with it α ∈ {1.5, 2} rows mostly need one certifying pass."""
+    gen = torch.Generator().manual_seed(14)
+    R, D = (8, 40) if device == "cpu" else (512, 1000)
+    cfg = dict(group=group, group_min_d=16)
+    x = _rows("randn", R, D, gen).to(device)
+    x[1] = 0.1 * x[1]
+    for a in [1.25, 1.5, 2.0, 3.0, "mixed"]:
+        al = _alpha(a, R, device)
+        res = rowwise.entmax_forward(x, al, config=cfg)
+        _check_forward(x, al, res)
+        if group and a in (1.5, 2.0):
+            assert res.iterations.float().mean() <= 2.0
+
+
 @pytest.mark.parametrize("solver", rowwise.SOLVERS)
 def test_every_solver_converges(device, solver):
     gen = torch.Generator().manual_seed(3)
