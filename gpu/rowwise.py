@@ -361,7 +361,16 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
         # lower bound from the subset of group maxima (GROUP consecutive entries each):
         # the threshold of any subset is ≤ τ*, and the top entries usually sit in
         # different groups, so τ_sub is tight and the full-row loop mostly just certifies.
-        zsub = tl.max(tl.reshape(zs, [BLOCK_R, BLOCK_D // GROUP, GROUP]), 2)
+        # (the tile is re-read as [BLOCK_R, BLOCK_D/GROUP, GROUP] from L1/L2 rather than
+        # reshaped: tl.reshape + reduce trips triton 3.6's layout pass)
+        gi = tl.arange(0, BLOCK_D // GROUP)
+        gj = tl.arange(0, GROUP)
+        c3 = gi[None, :, None] * GROUP + gj[None, None, :]
+        x3 = tl.load(X + r64[:, None, None] * stride_x + c3,
+                     mask=rmask[:, None, None] & (c3 < D), other=-INF).to(alpha.dtype)
+        x3 = tl.where(x3 != x3, -INF, x3)
+        zsub = (alpha - 1.0)[:, None] * (tl.max(x3, 2) - m[:, None])
+        zsub = tl.where(bad[:, None], 0.0, zsub)
         hsub = _upper_bound(alpha, tl.sum((zsub > -INF).to(alpha.dtype), 1), F64)
         tsub, csub, isub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol, max_iter,
                                        SOLVER, F64)
