@@ -66,20 +66,16 @@ def _pow_kind(q: float) -> int:
 
 @numba.njit(**_JIT)
 def _ipow(d: float, n: int) -> float:
-    """``d^n`` for ``0 <= n <= 8`` by repeated squaring (exact to a few ulps)."""
-    r = 1.0
-    b = d
-    while n > 0:
-        if n & 1:
-            r *= b
-        b *= b
-        n >>= 1
-    return r
+    """``d^n`` for ``0 <= n <= 7`` by squaring, branch-free (selects on the bits of ``n``)."""
+    d2 = d * d
+    r = d if n & 1 else 1.0
+    r = r * d2 if n & 2 else r
+    return r * (d2 * d2) if n & 4 else r
 
 
 @numba.njit(**_JIT)
 def _powq(d: float, q: float, kind: int) -> tuple[float, float]:
-    """``(d^q, d^(q-1))`` for ``d > 0``."""
+    """``(d^q, d^(q-1))`` for ``d > 0`` (``kind = _pow_kind(q)``)."""
     if kind == 1:
         return d, 1.0
     if kind == 2:
@@ -92,51 +88,128 @@ def _powq(d: float, q: float, kind: int) -> tuple[float, float]:
 
 
 @numba.njit(**_JIT)
-def _pass(z, idx, m, t, lo, q, kind, halley, need_ss):
-    """One pass over the ``m`` buffered candidates at ``tau = t``.
+def _root_inv(f: float, q: float, kind: int) -> float:
+    """``f^(-1/q)`` (no ``pow`` for q in {1, 2})."""
+    if kind == 1:
+        return 1.0 / f
+    if kind == 2:
+        return 1.0 / math.sqrt(f)
+    return f ** (-1.0 / q)
 
-    Drops (compacts away) the candidates with ``z <= lo`` (they can never re-enter the
-    support) and returns ``(f, sum d^(q-1), sum d^(q-2), k, sum d, centred sum (d - mean)^2,
-    min d, new m)``, all sums over the support ``S = {d = z - t > 0}``. The centred sum of
-    squares (for the alpha = 1.5 closed form) costs a second loop over the kept entries and is
-    only computed when ``need_ss``.
+
+@numba.njit(fastmath=_SUM_FASTMATH, **_JIT)
+def _sums(z, m, t, q, kind, halley):
+    """Power sums at ``tau = t`` over the support ``S = {d = z - t > 0}`` of ``z[:m]``.
+
+    Returns ``(f = sum d^q - 1, sum d^(q-1), sum d^(q-2) (Halley only), |S|, sum d)``.
+    Pure masked reductions over finite values: vectorised with the reassociating fastmath
+    subset (no ``nnan``/``ninf``), so the order of the additions differs from NumPy's
+    pairwise sums by rounding only.
     """
     f1 = 0.0
     sq1 = 0.0
     sq2 = 0.0
     cnt = 0
     s1 = 0.0
-    mind = math.inf
-    w = 0
     for j in range(m):
-        zj = z[j]
-        if zj > lo:
-            z[w] = zj
-            idx[w] = idx[j]
-            w += 1
-            d = zj - t
-            if d > 0.0:
-                cnt += 1
-                s1 += d
-                if d < mind:
-                    mind = d
-                a, b = _powq(d, q, kind)
-                f1 += a
-                sq1 += b
-                if halley:
-                    sq2 += b / d
-    ss = 0.0
-    if need_ss and cnt > 0:
-        mean = s1 / cnt
-        for j in range(w):
-            d = z[j] - t
-            if d > 0.0:
-                ss += (d - mean) * (d - mean)
-    return f1 - 1.0, sq1, sq2, cnt, s1, ss, mind, w
+        d = z[j] - t
+        ins = d > 0.0
+        dp = d if ins else 1.0
+        a, b = _powq(dp, q, kind)
+        cnt += 1 if ins else 0
+        s1 += d if ins else 0.0
+        f1 += a if ins else 0.0
+        sq1 += b if ins else 0.0
+        if halley:
+            sq2 += b / dp if ins else 0.0
+    return f1 - 1.0, sq1, sq2, cnt, s1
 
 
 @numba.njit(**_JIT)
-def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf):
+def _sums_strict(z, m, t, q, kind, halley):
+    """:func:`_sums` in strict left-to-right order (no reassociation, not vectorised).
+
+    Used by :func:`solve_tau`: the rounding of these sums decides the last passes of the
+    rounding-level endgame (raw step below 2 ulps, ``f == 0``, the Halley progress test), and
+    in this order the endgame takes the same number of passes as the NumPy reference on
+    almost every row; the vectorised order of :func:`_sums` often ends one or two passes
+    earlier or later (same tau to an ulp). ``entmax_rows`` uses the fast one.
+    """
+    f1 = 0.0
+    sq1 = 0.0
+    sq2 = 0.0
+    cnt = 0
+    s1 = 0.0
+    for j in range(m):
+        d = z[j] - t
+        ins = d > 0.0
+        dp = d if ins else 1.0
+        a, b = _powq(dp, q, kind)
+        cnt += 1 if ins else 0
+        s1 += d if ins else 0.0
+        f1 += a if ins else 0.0
+        sq1 += b if ins else 0.0
+        if halley:
+            sq2 += b / dp if ins else 0.0
+    return f1 - 1.0, sq1, sq2, cnt, s1
+
+
+@numba.njit(fastmath=_SUM_FASTMATH, **_JIT)
+def _centred_ss(z, m, t, mean):
+    """``sum_S (d - mean)^2`` (two-pass variance: no cancellation)."""
+    ss = 0.0
+    for j in range(m):
+        d = z[j] - t
+        e = d - mean
+        ss += e * e if d > 0.0 else 0.0
+    return ss
+
+
+@numba.njit(fastmath=_SUM_FASTMATH, **_JIT)
+def _n_violating(z, m, t, delta):
+    """Entries that break the certificate ``max_{not S} d <= delta <= min_S d``.
+
+    Counts ``0 < d < delta`` (a support entry that would fall below ``tau_cf``) and
+    ``delta < d <= 0`` (an outside entry that would rise above it; possible only when
+    ``delta < 0``, i.e. after an overshoot). Zero iff certified (for the entries in ``z``).
+    """
+    n = 0
+    for j in range(m):
+        d = z[j] - t
+        bad = (d > 0.0 and d < delta) or (d <= 0.0 and d > delta)
+        n += 1 if bad else 0
+    return n
+
+
+@numba.njit(**_JIT)
+def _pad(z, m):
+    """Fill ``z[m : m8]`` (``m8`` = ``m`` rounded up to 8) with ``-2`` and return ``m8``.
+
+    ``-2`` lies below every iterate (``tau >= -1``), so the padding never enters a sum; the
+    reduction loops then run over whole SIMD vectors (no scalar remainder, fewer
+    mispredicted loop exits). Buffers hold ``d + 8`` entries.
+    """
+    m8 = (m + 7) & ~7
+    for j in range(m, m8):
+        z[j] = -2.0
+    return m8
+
+
+@numba.njit(**_JIT)
+def _compact(z, idx, m, lo):
+    """Keep the entries ``z > lo`` (order preserved, branch-free); returns their count."""
+    w = 0
+    for j in range(m):
+        zj = z[j]
+        z[w] = zj
+        idx[w] = idx[j]
+        w += zj > lo
+    _pad(z, w)
+    return w
+
+
+@numba.njit(**_JIT)
+def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf, strict):
     """Scalar twin of ``numpy_backend.iterate`` for one row (candidates ``z[:m]``).
 
     ``bisect``: midpoint of ``[lo, hi]`` until it stops moving or ``hi - lo <= tol``.
@@ -145,12 +218,14 @@ def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf):
     .. math:: \tau^+ = \tau + \frac{q F (1 - F^{-1/q})}{q \sum_S d^{q-1}}, \quad F = \sum_S d^q,
 
     monotone from ``lo``; for ``q < 1`` plain Newton ``tau + f / (q sum d^(q-1))``, guarded.
-    ``halley``: ``tau - 2 f f' / (2 f'^2 - f f'')``, guarded.
+    ``halley``: ``tau - 2 f f' / (2 f'^2 - f f'')`` where f is C^2 (alpha <= 1.5), a Newton
+    step elsewhere; guarded.
     Guard: a step outside ``(lo, hi)`` becomes the midpoint, and after a Newton/Halley step
     that did not halve ``|f|`` the next pass bisects. Stops on ``f == 0``, a raw step
     ``<= max(tol, 4e-16 |tau|)``, bracket collapse (guarded), no increase (monotone), or a
-    certified closed form (alpha in {1.5, 2}, ``use_cf``).
+    closed form (alpha in {1.5, 2}, ``use_cf``) that passes the two-sided certificate.
 
+    ``strict``: sums in the reference order (:func:`_sums_strict`) instead of vectorised.
     Returns ``(tau, iterations, converged, certified, m)`` (``m``: candidates kept).
     """
     q = 1.0 / (alpha - 1.0)
@@ -159,19 +234,27 @@ def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf):
     halley = method == HALLEY
     guarded = halley or (method == NEWTON and alpha > 2.0)
     has_cf = use_cf and (not bis) and (alpha == 2.0 or alpha == 1.5)
-    need_ss = has_cf and alpha == 1.5
     tau = 0.5 * (lo + hi) if bis else lo
     iters = 0
     converged = False
     certified = False
     force = False
     last_absf = math.inf
+    cnt_lo = m  # entries above lo (lo only rises; those at or below it are dead)
+    m8 = _pad(z, m)
     for _ in range(max_iter):
+        if 10 * cnt_lo < 7 * m:
+            m = _compact(z, idx, m, lo)
+            m8 = (m + 7) & ~7
         t = 0.5 * (lo + hi) if bis else tau
-        f, sq1, sq2, cnt, s1, ss, mind, m = _pass(z, idx, m, t, lo, q, kind, halley, need_ss)
+        if strict:
+            f, sq1, sq2, cnt, s1 = _sums_strict(z, m8, t, q, kind, halley)
+        else:
+            f, sq1, sq2, cnt, s1 = _sums(z, m8, t, q, kind, halley)
         iters += 1
         if f >= 0.0:
             lo = t
+            cnt_lo = cnt
         else:
             hi = t
         zero = f == 0.0
@@ -182,12 +265,14 @@ def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf):
                 new = t
         else:
             fp = -q * sq1
-            if halley:
+            if halley and alpha <= 1.5:
                 fpp = q * (q - 1.0) * sq2
                 new = t - 2.0 * f * fp / (2.0 * fp * fp - f * fpp)
+            elif halley:  # f'' unbounded at breakpoints: a (guarded) Newton step
+                new = t - f / fp
             elif q >= 1.0:
                 fq = max(f + 1.0, 1e-300)
-                new = t - q * fq * (1.0 - fq ** (-1.0 / q)) / fp
+                new = t - q * fq * (1.0 - _root_inv(fq, q, kind)) / fp
             else:
                 new = t - f / fp
             finite = math.isfinite(new)
@@ -207,8 +292,12 @@ def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf):
             if zero or stall or (small and guarded and (new <= lo or new >= hi)):
                 new = t
             if has_cf:
+                ss = _centred_ss(z, m8, t, s1 / cnt) if (alpha == 1.5 and cnt > 0) else 0.0
                 delta = _cf_delta(alpha, cnt, s1, ss)
-                if delta >= 0.0 and delta <= mind:  # certificate (False for NaN)
+                # certificate max_{not S} d <= delta <= min_S d (False for NaN). Entries no
+                # longer buffered are <= lo, so they pass iff t + delta >= lo; below that the
+                # row is simply not certified at this pass (tau_cf < lo can only be rounding).
+                if t + delta >= lo and _n_violating(z, m8, t, delta) == 0:
                     new = t + delta
                     done = True
                     certified = True
@@ -231,14 +320,14 @@ def _breakpoint_g(z, m, s, q, kind):
 
 
 @numba.njit(**_JIT)
-def _sort_row(z, idx, m, alpha, srt):
+def _sort_row(z, idx, m, alpha, srt, strict):
     """Scalar twin of ``numpy_backend.sort_solve`` on the candidates ``z[:m]``.
 
     Sort descending ``s_1 = 0 >= s_2 >= ...``; ``G(k) = sum_{j<k} (s_j - s_k)^q`` is
     nondecreasing, the support size is ``k* = max{k : G(k) < 1}`` (binary search), and on
     ``[a, b] = [max(s_{k*+1}, -1), s_{k*}]`` ``f`` is smooth: closed form (alpha in {1.5, 2},
     clipped to ``[a, b]``) or the l_q-/guarded Newton of :func:`_iterate_row` without
-    closed-form finish. Returns ``(tau, k*, iterations)``.
+    closed-form finish. Returns ``(tau, k*, iterations, m)`` (``m``: candidates kept).
     """
     q = 1.0 / (alpha - 1.0)
     kind = _pow_kind(q)
@@ -261,21 +350,25 @@ def _sort_row(z, idx, m, alpha, srt):
     if a < -1.0:
         a = -1.0
     if alpha == 2.0 or alpha == 1.5:
-        _, _, _, cnt, s1, ss, _, _ = _pass(z, idx, m, a, -math.inf, q, kind, False, alpha == 1.5)
+        m8 = _pad(z, m)
+        _, _, _, cnt, s1 = _sums(z, m8, a, q, kind, False)
+        ss = _centred_ss(z, m8, a, s1 / cnt) if alpha == 1.5 else 0.0
         tau = min(max(a + _cf_delta(alpha, cnt, s1, ss), a), b)
-        return tau, k, 0
-    tau, iters, _, _, _ = _iterate_row(z, idx, m, alpha, NEWTON, 0.0, 100, a, b, False)
-    return tau, k, iters
+        return tau, k, 0, m
+    tau, iters, _, _, m = _iterate_row(z, idx, m, alpha, NEWTON, 0.0, 100, a, b, False, strict)
+    return tau, k, iters, m
 
 
 @numba.njit(**_JIT)
-def _solve_candidates(z, idx, m, d_eff, alpha, method, tol, max_iter, srt):
+def _solve_candidates(z, idx, m, d_eff, alpha, method, tol, max_iter, srt, strict):
     """Dispatch one row: returns ``(tau, support or -1, iterations, converged, certified, m)``."""
     if method == SORT:
-        tau, k, iters = _sort_row(z, idx, m, alpha, srt)
+        tau, k, iters, m = _sort_row(z, idx, m, alpha, srt, strict)
         return tau, k, iters, True, True, m
     hi = -(d_eff ** (1.0 - alpha))
-    tau, iters, conv, cert, m = _iterate_row(z, idx, m, alpha, method, tol, max_iter, -1.0, hi, True)
+    tau, iters, conv, cert, m = _iterate_row(
+        z, idx, m, alpha, method, tol, max_iter, -1.0, hi, True, strict
+    )
     return tau, -1, iters, conv, cert, m
 
 
@@ -289,8 +382,8 @@ def _solve_tau_kernel(zs, alpha, method, tol, max_iter, nblocks, tau, support, i
     rows, d = zs.shape
     step = (rows + nblocks - 1) // nblocks
     for blk in numba.prange(nblocks):
-        z = np.empty(max(d, 1))
-        idx = np.empty(max(d, 1), np.int64)
+        z = np.empty(d + 8)
+        idx = np.empty(d + 8, np.int64)
         srt = np.empty(max(d, 1))
         for r in range(blk * step, min(rows, (blk + 1) * step)):
             row = zs[r]
@@ -316,7 +409,9 @@ def _solve_tau_kernel(zs, alpha, method, tol, max_iter, nblocks, tau, support, i
                 cert[r] = False
                 res[r] = math.nan
                 continue
-            t, k, it, cv, ce, m = _solve_candidates(z, idx, m, float(d_eff), a, method, tol, max_iter, srt)
+            t, k, it, cv, ce, m = _solve_candidates(
+                z, idx, m, float(d_eff), a, method, tol, max_iter, srt, True
+            )
             q = 1.0 / (a - 1.0)
             kind = _pow_kind(q)
             f = 0.0
@@ -385,14 +480,30 @@ def solve_tau(
 # ----------------------------------------------------------------------------------------------
 
 
-@numba.njit(fastmath={"nnan", "nsz"}, **_JIT)
-def _row_max(xr):
-    """Row maximum (vectorisable; the NaN scan happens in the candidate pass)."""
-    m = -np.inf
-    for i in range(xr.shape[0]):
-        v = xr[i]
-        m = v if v > m else m
-    return m
+@numba.njit(**_JIT)
+def _max_key(xb, buf):
+    """Row maximum and NaN scan on the raw bits of a float32/float64 row, vectorisable.
+
+    ``xb`` is the row viewed as int32/int64. IEEE floats order like sign-magnitude integers;
+    ``key = b ^ ((b >> (bits-1)) & (2^(bits-1) - 1))`` maps them to two's-complement order
+    (``-inf`` < finite < ``+inf``), so an integer max reduction (which LLVM vectorises; the float
+    ``fcmp``/``select`` one it does not) gives the float max. A NaN has all exponent bits set
+    and a nonzero mantissa: ``(b & ~sign) > bits(+inf)``. The max is decoded through ``buf``
+    (a 1-element array of the same integer type, viewed as float). Returns ``(max, has_nan)``.
+    """
+    sh = xb.itemsize * 8 - 1
+    one = xb[0] - xb[0] + 1
+    mag = (one << sh) - one  # 0x7fff...  (all but the sign bit)
+    inf_bits = 0x7F800000 if sh == 31 else 0x7FF0000000000000
+    kmax = -mag - one
+    nan = 0
+    for i in range(xb.shape[0]):
+        v = xb[i]
+        k = v ^ ((v >> sh) & mag)
+        kmax = max(kmax, k)
+        nan |= (v & mag) > inf_bits
+    buf[0] = kmax ^ ((kmax >> sh) & mag)
+    return buf, nan != 0
 
 
 @numba.njit(**_JIT)
@@ -420,45 +531,64 @@ def _softmax_row(xr, o, mx):
 
 
 @numba.njit(**_JIT)
-def _gather(xr, mx, a, z, idx):
-    """Candidates ``zs_i = (a-1)(x_i - max) > -1`` into ``z``/``idx``; NaN scan; finite count.
+def _gather(xr, mx, a, z, idx, tbuf):
+    """Candidates ``zs_i = (a-1)(x_i - max) > -1`` into ``z`` (float64) and ``idx``.
 
-    Returns ``(m, d_eff, has_nan)``. One pass, no ``pow``; the branch is rarely taken.
+    First a branch-free compaction of the indices with ``x_i > thr`` (a branch would be
+    mispredicted on every candidate), compared in the row's own dtype: ``thr`` is set
+    slightly below ``max - 1/(a-1)`` (margin 1e-6 relative, above the float32 rounding of
+    ``thr`` and of ``zs``) and stored through ``tbuf`` (1 element of ``x``'s dtype). Then, on
+    those few, ``zs_i`` is formed exactly as the NumPy reference does and ``zs_i > -1`` is
+    tested. Returns ``m``.
     """
     am1 = a - 1.0
+    thr = mx - 1.0 / am1
+    tbuf[0] = thr - (abs(thr) + abs(mx)) * 1e-6 - 1e-30
+    tx = tbuf[0]
     m = 0
-    nfin = 0
-    nan = False
     for i in range(xr.shape[0]):
-        v = float(xr[i])
-        zs = am1 * (v - mx)
-        nfin += v > -math.inf
-        if not (zs <= -1.0):
-            if zs != zs:
-                nan = True
-            else:
-                z[m] = zs
-                idx[m] = i
-                m += 1
-    return m, nfin, nan
+        idx[m] = i
+        m += xr[i] > tx
+    w = 0
+    for j in range(m):
+        i = idx[j]
+        zs = am1 * (float(xr[i]) - mx)
+        z[w] = zs
+        idx[w] = i
+        w += zs > -1.0
+    return w
+
+
+@numba.njit(**_JIT)
+def _count_finite(xr):
+    """``d_eff``: entries above ``-inf`` (NaN rows never get here)."""
+    n = 0
+    for i in range(xr.shape[0]):
+        n += xr[i] > -math.inf
+    return n
+
+
+@numba.njit(fastmath=_SUM_FASTMATH, **_JIT)
+def _probs(z, m, tau, q, kind):
+    """``z_j <- [z_j - tau]_+^q`` in place; returns ``(k, sum)`` (branch-free, vectorised)."""
+    s = 0.0
+    cnt = 0
+    for j in range(m):
+        d = z[j] - tau
+        ins = d > 0.0
+        p = _powq(d if ins else 1.0, q, kind)[0]
+        p = p if ins else 0.0
+        z[j] = p
+        s += p
+        cnt += 1 if ins else 0
+    return cnt, s
 
 
 @numba.njit(**_JIT)
 def _write_row(o, z, idx, m, tau, q, kind):
     """``p_i = [z_i - tau]_+^q / sum`` on the candidates, 0 elsewhere. Returns ``(k, sum)``."""
-    s = 0.0
-    cnt = 0
-    for j in range(m):
-        d = z[j] - tau
-        if d > 0.0:
-            p = _powq(d, q, kind)[0]
-            cnt += 1
-        else:
-            p = 0.0
-        z[j] = p
-        s += p
-    for i in range(o.shape[0]):
-        o[i] = 0.0
+    cnt, s = _probs(z, _pad(z, m), tau, q, kind)
+    o[:] = 0.0
     inv = 1.0 / s
     for j in range(m):
         o[idx[j]] = z[j] * inv
@@ -466,13 +596,15 @@ def _write_row(o, z, idx, m, tau, q, kind):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _entmax_kernel(x, alpha, method, tol, max_iter, nblocks, out, tau, support, iters, conv, cert, res):
+def _entmax_kernel(x, xb, alpha, method, tol, max_iter, nblocks, out, tau, support, iters, conv, cert, res):
     rows, d = x.shape
     step = (rows + nblocks - 1) // nblocks
     for blk in numba.prange(nblocks):
-        z = np.empty(max(d, 1))
-        idx = np.empty(max(d, 1), np.int64)
+        z = np.empty(d + 8)
+        idx = np.empty(d + 8, np.int32)
         srt = np.empty(max(d, 1)) if method == SORT else np.empty(1)
+        kbuf = np.empty(1, xb.dtype)
+        fbuf = kbuf.view(x.dtype)
         for r in range(blk * step, min(rows, (blk + 1) * step)):
             xr = x[r]
             o = out[r]
@@ -483,29 +615,24 @@ def _entmax_kernel(x, alpha, method, tol, max_iter, nblocks, out, tau, support, 
             conv[r] = False
             cert[r] = False
             res[r] = math.nan
-            mx = float(_row_max(xr))
-            if not (mx < math.inf and mx > -math.inf):  # +inf, all -inf, (NaN)
+            _, nan = _max_key(xb[r], kbuf)
+            mx = float(fbuf[0])
+            if nan or not (mx < math.inf and mx > -math.inf):  # NaN, +inf, all -inf
                 _nan_row(o)
                 continue
             if a == 1.0:
-                for i in range(d):
-                    if xr[i] != xr[i]:
-                        mx = math.nan
-                if mx != mx:
-                    _nan_row(o)
-                    continue
                 cnt, s = _softmax_row(xr, o, mx)
                 support[r] = cnt
                 conv[r] = True
                 cert[r] = True
-                res[r] = 0.0
-                iters[r] = 0
                 continue
-            m, d_eff, nan = _gather(xr, mx, a, z, idx)
-            if nan:
-                _nan_row(o)
-                continue
-            t, k, it, cv, ce, m = _solve_candidates(z, idx, m, float(d_eff), a, method, tol, max_iter, srt)
+            m = _gather(xr, mx, a, z, idx, fbuf)
+            guarded = method == HALLEY or (method == NEWTON and a > 2.0)
+            # d_eff only enters the upper bracket end, which only bisect/guarded steps read
+            d_eff = _count_finite(xr) if (method == BISECT or guarded) else d
+            t, k, it, cv, ce, m = _solve_candidates(
+                z, idx, m, float(d_eff), a, method, tol, max_iter, srt, False
+            )
             q = 1.0 / (a - 1.0)
             cnt, s = _write_row(o, z, idx, m, t, q, _pow_kind(q))
             tau[r] = t
@@ -558,8 +685,9 @@ def entmax_rows(
     cert = np.empty(rows, np.bool_)
     res = np.empty(rows)
     if rows and d:
+        xb = x.view(np.int32 if x.dtype == np.float32 else np.int64)
         _entmax_kernel(
-            x, alpha, method, tol, int(max_iter), _nblocks(rows), out, tau, support, iters, conv, cert, res
+            x, xb, alpha, method, tol, int(max_iter), _nblocks(rows), out, tau, support, iters, conv, cert, res
         )
     elif rows:
         tau[:] = np.nan
