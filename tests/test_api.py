@@ -24,15 +24,9 @@ BACKENDS = [
     "numpy",
     pytest.param("numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")),
 ]
-# "auto" resolves to newton; "sort" on numba is excluded from property tests for generic alpha
-# because of the bug recorded in test_solvers.NUMBA_SORT_BUG.
+# "auto" resolves to newton
 SOLVERS = ["auto", "sort", "bisect", "newton", "halley"]
 HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _skip_known(backend, solver, alpha):
-    if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-        pytest.skip("numba sort bug for generic alpha (xfail'ed in test_solvers)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -196,7 +190,6 @@ def test_float32_nan_row(backend):
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0])
 def test_threshold_reproduces_p(alpha, solver, backend):
-    _skip_known(backend, solver, alpha)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((4, 3, 13)) * 3 + 100.0
     x[0, 0, :4] = -np.inf
@@ -263,8 +256,6 @@ def _tol(alpha):
 @HYP
 @given(x=rows, alpha=alphas, solver=solvers, backend=backends)
 def test_prop_simplex_and_reference(x, alpha, solver, backend):
-    if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-        solver = "newton"
     p = entmax(x, alpha, solver=solver, backend=backend)
     assert (p >= 0).all()
     np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=0, atol=1e-12)
@@ -433,13 +424,8 @@ def test_sparsemax_entmax15_validate_too():
         sparsemax(X, backend="nope")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bad dim= is reported as 'axis' (entmax(x, 1.5, dim=1.0) -> TypeError "
-    "'axis must be an int'; dim=5 -> 'axis=5 is out of range'): the message does not name "
-    "the argument the user passed",
-)
 def test_bad_dim_message_names_dim():
+    """Regression: a bad dim= was reported as 'axis'."""
     with pytest.raises(TypeError, match="dim"):
         entmax(X, 1.5, dim=1.0)
     with pytest.raises(ValueError, match="dim"):

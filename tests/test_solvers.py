@@ -36,11 +36,6 @@ BACKENDS = [
 CONCRETE = ["sort", "bisect", "newton", "halley"]
 ALPHAS = [1.0001, 1.01, 1.25, 1.5, 1.75, 2.0, 3.0, 10.0]
 
-NUMBA_SORT_BUG = (
-    "BUG: numba entmax_rows(solver='sort') for alpha not in {1.5, 2}: _sort_row discards the "
-    "candidate count m returned (after compaction) by _iterate_row, so _write_row sums stale "
-    "duplicated candidates: p too small, sum(p) < 1"
-)
 
 
 def _rows_fn(backend):
@@ -104,10 +99,6 @@ def test_random_rows_float64(alpha, solver, backend):
     rng = np.random.default_rng(int(alpha * 1000))
     x = rng.standard_normal((12, 37)) * rng.uniform(0.5, 4.0, size=(12, 1))
     p, res = _run(x, alpha, solver, backend)
-    p_ref, _ = ref_rows(x, alpha)
-    if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-        if np.abs(p - p_ref).max() > 1e-12:
-            pytest.xfail(NUMBA_SORT_BUG)
     assert p.dtype == np.float64
     assert_close_to_reference(x, p, alpha, tau=res.tau)
     assert res.converged.all()
@@ -123,9 +114,6 @@ def test_random_rows_float32(alpha, solver, backend):
     p, _ = _run(x, alpha, solver, backend)
     assert p.dtype == np.float32
     p_ref, tau_ref = ref_rows(x.astype(np.float64), alpha)
-    if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-        if np.abs(p - p_ref).max() > 1e-6:
-            pytest.xfail(NUMBA_SORT_BUG)
     err = np.abs(p.astype(np.float64) - p_ref)
     bound = 1e-6 if alpha <= 2 else 1e-6 + _holder_bound(x, alpha, tau_ref)
     assert (err <= bound).all(), err.max()
@@ -133,9 +121,9 @@ def test_random_rows_float32(alpha, solver, backend):
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")
-@pytest.mark.xfail(strict=True, reason=NUMBA_SORT_BUG)
 def test_numba_sort_generic_alpha_regression():
-    """The exact input of the reported numba sort bug (numba gives p summing to ~0.57)."""
+    """Regression: numba sort for alpha not in {1.5, 2} once discarded the compacted candidate
+    count and summed stale duplicates (p summed to ~0.57 on this row)."""
     x = np.array([[0.3, -1.2, 0.8, 0.1, -0.4, 1.1, 0.9, -0.2]])
     p_ref, _ = ref_rows(x, 1.75)  # [0, 0, .23302, 0, 0, .46201, .30497, 0]
     p, _ = numba_backend.entmax_rows(x, np.array([1.75]), "sort")
@@ -179,10 +167,6 @@ NASTY = _nasty_rows()
 def test_nasty_rows(name, alpha, solver, backend):
     x = NASTY[name][None, :]
     p, res = _run(x, alpha, solver, backend)
-    p_ref, _ = ref_rows(x, alpha)
-    if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-        if np.abs(p - p_ref).max() > 1e-12:
-            pytest.xfail(NUMBA_SORT_BUG)
     assert_close_to_reference(x, p, alpha, tau=res.tau)
     assert res.converged.all()
     assert np.isfinite(res.tau).all()
@@ -201,8 +185,6 @@ def test_shift_1e4_matches_unshifted(alpha, backend):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((6, 50))
     for solver in CONCRETE:
-        if backend == "numba" and solver == "sort" and alpha not in (1.5, 2.0):
-            continue  # covered (xfail) above
         p0, _ = _run(x, alpha, solver, backend)
         for c in (1e4, -1e4):
             p1, _ = _run(x + c, alpha, solver, backend)
@@ -235,8 +217,6 @@ def test_per_row_alpha_including_softmax_rows(solver, backend):
     alphas = np.array([1.0, 1.5, 2.0, 1.25, 1.0, 3.0, 1.75, 1.01])
     p, _ = _rows_fn(backend)(x, alphas, solver)
     for i, a in enumerate(alphas):
-        if backend == "numba" and solver == "sort" and a not in (1.0, 1.5, 2.0):
-            continue
         p_ref, _ = ref_rows(x[i : i + 1], a)
         tol = 1e-12 if a <= 2 else 1e-9
         np.testing.assert_allclose(p[i], p_ref[0], rtol=0, atol=tol, err_msg=f"row {i} alpha {a}")
@@ -286,15 +266,10 @@ def test_halley_certified_alpha2(rows1024, backend):
     assert res.certified.all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: solvers/__init__.py documents halley as 'certified for 1.5, 2', but at alpha=1.5 "
-    "Halley can overshoot tau* from below (e.g. -0.7750408 > tau* = -0.77505717), the certificate "
-    "0 <= delta requires approaching from the left, so 8 of these 64 rows end converged but "
-    "certified=False",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_halley_certified_alpha15(rows1024, backend):
+    """Halley may overshoot tau* (e.g. -0.7750408 > tau* = -0.77505717 on one of these rows);
+    the two-sided certificate must still certify the closed form."""
     _, res = _run(rows1024, 1.5, "halley", backend)
     assert res.converged.all()
     assert res.certified.all(), f"{(~res.certified).sum()} rows not certified"
@@ -405,23 +380,10 @@ def test_solve_tau_history_needs_numpy_backend():
         solve_tau(zs, 1.5, "newton", backend="numba", record_history=True)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            "numpy",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: solve_tau(np.zeros((0, 5)), 1.5, backend='numpy') raises IndexError "
-                "(numpy_backend._powers indexes e[0] of an empty alpha array); numba returns "
-                "empty results",
-            ),
-        ),
-        BACKENDS[1],
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("solver", CONCRETE)
 def test_solve_tau_zero_rows(solver, backend):
+    """Regression: the NumPy backend raised IndexError on an empty batch."""
     r = solve_tau(np.zeros((0, 5)), 1.5, solver, backend=backend)
     assert r.tau.shape == (0,) and r.support_size.shape == (0,)
 
@@ -440,20 +402,17 @@ def test_solve_tau_bad_arguments():
         solve_tau(zs, 1.5, backend="torch")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_backends_agree_on_iterations(rows1024, backend):
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")
+@pytest.mark.parametrize("solver", ["bisect", "newton", "halley"])
+def test_backends_agree_on_iterations(rows1024, solver):
     """The Numba backend mirrors the NumPy one: same stopping rules, same pass counts (+-1)."""
-    if backend == "numpy":
-        pytest.skip("reference")
-    for solver in ("bisect", "newton", "halley"):
-        for alpha in (1.25, 1.5, 2.0):
-            _, rn = _run(rows1024[:16], alpha, solver, "numpy")
-            _, rb = _run(rows1024[:16], alpha, solver, "numba")
-            if solver != "bisect":  # bisect may hit f == 0 exactly a few passes earlier in one
-                assert np.abs(rn.iterations - rb.iterations).max() <= 1, (solver, alpha)
-            np.testing.assert_allclose(rb.tau, rn.tau, rtol=0, atol=1e-14)
-            if solver == "newton":
-                np.testing.assert_array_equal(rb.certified, rn.certified)
+    for alpha in (1.25, 1.5, 2.0):
+        _, rn = _run(rows1024[:16], alpha, solver, "numpy")
+        _, rb = _run(rows1024[:16], alpha, solver, "numba")
+        if solver != "bisect":  # bisect may hit f == 0 exactly a few passes earlier in one
+            assert np.abs(rn.iterations - rb.iterations).max() <= 1, (solver, alpha)
+        np.testing.assert_allclose(rb.tau, rn.tau, rtol=0, atol=1e-14)
+        np.testing.assert_array_equal(rb.certified, rn.certified)
 
 
 # ------------------------------------------------------------------------------------------------
