@@ -63,6 +63,13 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # sizes that change with the sequence length: never specialised (no recompilation per length)
 _NOSPEC = ["Nq", "Nk", "stride_sb", "stride_sh"]
 
+# candidate buffer per query row in the solve kernel (floats); rows with more candidates fall back
+# to sparse sweeps
+_CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
+
+# profiling hook (benchmarks only): run just the first k forward kernels
+_PROFILE_STAGES = 4
+
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2.
 MODE_GENERIC, MODE_15, MODE_2 = 0, 1, 2
 
@@ -125,6 +132,18 @@ def _kend(start_m, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
         ke = len_k
     ke = tl.where(start_m < len_q, ke, 0)
     return tl.maximum(ke, 0)
+
+
+@triton.jit
+def _mask_scores(z, start_m, start_n, rows, cols, len_q, len_k, CAUSAL: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """−inf outside the visible region; interior tiles skip the elementwise mask."""
+    edge = (start_n + BLOCK_N > len_k) | (start_m + BLOCK_M > len_q)
+    if CAUSAL:
+        edge = edge | (start_n + BLOCK_N - 1 > start_m + (len_k - len_q))
+    if edge:
+        z = tl.where(_visible(rows, cols, len_q, len_k, CAUSAL), z, float("-inf"))
+    return z
 
 
 @triton.jit
@@ -206,7 +225,7 @@ def _fwd_rowmax_kernel(
         cols = start_n + offs_n
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         s = tl.dot(q, kT, input_precision=PREC) * c
-        s = tl.where(_visible(rows, cols, lq, lk, CAUSAL), s, float("-inf"))
+        s = _mask_scores(s, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
         m = tl.maximum(m, tl.max(s, axis=1))
     n = _nvis(rows, lq, lk, CAUSAL)
     m = tl.where(n > 0, m, 0.0)
@@ -273,7 +292,7 @@ def _fwd_bound_kernel(
         cols = start_n + offs_n
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-        z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
         tl.store(T_base + start_n // BLOCK_N, tl.max(tl.max(z, axis=1), axis=0))
         f, g = _level_sums(z, l0, qexp, MODE)
         F0 += f
@@ -321,9 +340,84 @@ def _fwd_bound_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
+@triton.jit
+def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, convex, qexp, TOL,
+                   MODE: tl.constexpr):
+    """One threshold update per row from the sums at the current τ (rows not ``active`` keep
+    their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+, CNT = #{d > 0}, DMIN = min_{d>0} d,
+    d = z − τ.  Returns (tau, lo, hi, last_step, done)."""
+    f = F - 1.0
+    ok = tl.abs(f) <= TOL
+    lo_n = tl.where(f >= 0, tl.maximum(lo, tau), lo)
+    hi_n = tl.where(f < 0, tl.minimum(hi, tau), hi)
+    newton = tau + f / (qexp * tl.maximum(G, 1e-30))
+    cnt = tl.maximum(CNT, 1.0)
+    if MODE == 1:
+        # α = 1.5: Σ_S (d − δ)² = 1 on the support S = {d > 0}; certified if no element crosses
+        mean = S1 / cnt
+        var_sum = tl.maximum(F - cnt * mean * mean, 0.0)
+        delta = mean - tl.sqrt(tl.maximum(1.0 - var_sum, 0.0) / cnt)
+        cert = (delta >= 0) & (DMIN >= delta) & (var_sum <= 1.0)
+        new_tau = tl.where(cert, tau + delta, newton)
+        ok = ok | cert
+    elif MODE == 2:
+        # α = 2 (Michelot): Σ_S (d − δ) = 1
+        delta = (S1 - 1.0) / cnt
+        cert = (delta >= 0) & (DMIN >= delta)
+        new_tau = tau + delta
+        ok = ok | cert
+    else:
+        # convex (α ≤ 2): plain Newton, monotone from below.  α > 2: Newton only if it stays
+        # strictly inside the bracket and at least halves the previous step, else bisection.
+        inside = (newton > lo_n) & (newton < hi_n)
+        fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
+        use_newton = convex | (inside & fast)
+        new_tau = tl.where(use_newton, newton, 0.5 * (lo_n + hi_n))
+        tiny = (hi_n - lo_n) <= 1e-7 * tl.maximum(tl.abs(lo_n), 1.0)
+        ok = ok | ((~convex) & tiny)
+    new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo_n), hi_n))
+    upd = active & (~done)
+    if MODE == 0:
+        tau_n = tl.where(ok, tau, new_tau)
+    else:
+        tau_n = new_tau
+    last_n = tl.where(ok, last_step, new_tau - tau)
+    tau = tl.where(upd, tau_n, tau)
+    lo = tl.where(upd, lo_n, lo)
+    hi = tl.where(upd, hi_n, hi)
+    last_step = tl.where(upd, last_n, last_step)
+    done = done | (upd & ok)
+    return tau, lo, hi, last_step, done
+
+
+@triton.jit
+def _row_sums(z, tau, qexp, MODE: tl.constexpr):
+    """(F, G, S1, CNT, DMIN) of d = z − τ over a tile (see ``_solver_update``)."""
+    d = z - tau[:, None]
+    p, u = _pow_pu(d, qexp, MODE)
+    pos = d > 0
+    F = tl.sum(p, axis=1)
+    if MODE == 1:
+        S1 = tl.sum(u, axis=1)
+        G = S1
+        CNT = tl.sum(pos.to(tl.float32), axis=1)
+        DMIN = tl.min(tl.where(pos, d, float("inf")), axis=1)
+    elif MODE == 2:
+        S1 = F
+        CNT = tl.sum(u, axis=1)
+        G = CNT
+        DMIN = tl.min(tl.where(pos, d, float("inf")), axis=1)
+    else:
+        G = tl.sum(u, axis=1)
+        S1 = F
+        CNT = tl.sum(pos.to(tl.float32), axis=1)
+        DMIN = F
+    return F, G, S1, CNT, DMIN
+
+
 @triton.jit(do_not_specialize=_NOSPEC)
 def _fwd_solve_kernel(
-    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, ITERS, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, ITERS, CAND, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -331,7 +425,16 @@ def _fwd_solve_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr,
 ):
+    """Exact τ' per row.
+
+    Pass 0 sweeps the live tiles once (tile mask from the K2 lower bound), updates τ, and copies
+    every candidate value z > (lower bound) of each row into a per-row buffer of CAP floats.  For
+    α ≤ 2 the iterates only increase, so the buffer holds everything that can still matter: rows
+    whose candidates fit finish **in registers** (no more QKᵀ).  Rows that overflow the buffer
+    (e.g. α close to 1 with long rows) continue with sparse sweeps over the live tiles.
+    """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -349,6 +452,7 @@ def _fwd_solve_kernel(
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
+    offs_c = tl.arange(0, CHUNK)
     rmask = rows < lq
     srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
@@ -357,16 +461,75 @@ def _fwd_solve_kernel(
     hi = tl.load(THI + srow, mask=rmask, other=0.0)
     n = _nvis(rows, lq, lk, CAUSAL)
     # a single visible key: τ' = −1 exactly (p = 1)
-    done = (n <= 1)
+    done = n <= 1
     tau = tl.where(n == 1, -1.0, tau)
     last_step = hi - lo
+    everyone = rows >= 0
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    C_row = CAND + srow * CAP
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    it = 0
+
+    # ---- pass 0: one sweep over the live tiles, collecting candidates ----
+    cbound = tl.minimum(lo, tau)
+    bound = tl.min(tl.where(done, float("inf"), cbound), axis=0)
+    F = tl.zeros([BLOCK_M], tl.float32)
+    G = tl.zeros([BLOCK_M], tl.float32)
+    S1 = tl.zeros([BLOCK_M], tl.float32)
+    CNT = tl.zeros([BLOCK_M], tl.float32)
+    DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+    ncand = tl.zeros([BLOCK_M], tl.int32)
+    for start_n in range(0, kend, BLOCK_N):
+        tmax = tl.load(T_base + start_n // BLOCK_N)
+        if tmax > bound:
+            cols = start_n + offs_n
+            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+            f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE)
+            F += f_
+            G += g_
+            S1 += s_
+            CNT += c_
+            DMIN = tl.minimum(DMIN, d_)
+            is_c = z > cbound[:, None]
+            ic = is_c.to(tl.int32)
+            slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
+            tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+            ncand += tl.sum(ic, axis=1)
+    tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
+                                                  everyone, convex, qexp, TOL, MODE)
+    it = 1
+
+    # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
+    fits = (ncand <= CAP) & rmask
+    n_open = tl.sum((fits & ~done).to(tl.int32), axis=0)
+    nmax = tl.max(tl.where(fits & ~done, ncand, 0), axis=0)
+    it_buf = 0
+    while (n_open > 0) & (it_buf < MAX_ITER):
+        F = tl.zeros([BLOCK_M], tl.float32)
+        G = tl.zeros([BLOCK_M], tl.float32)
+        S1 = tl.zeros([BLOCK_M], tl.float32)
+        CNT = tl.zeros([BLOCK_M], tl.float32)
+        DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+        for c0 in range(0, nmax, CHUNK):
+            oc = c0 + offs_c
+            Z = tl.load(C_row[:, None] + oc[None, :],
+                        mask=fits[:, None] & (oc[None, :] < ncand[:, None]), other=float("-inf"))
+            f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
+            F += f_
+            G += g_
+            S1 += s_
+            CNT += c_
+            DMIN = tl.minimum(DMIN, d_)
+        tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
+                                                      fits, convex, qexp, TOL, MODE)
+        it_buf += 1
+        n_open = tl.sum((fits & ~done).to(tl.int32), axis=0)
+
+    # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
     while (n_open > 0) & (it < MAX_ITER):
-        # lower bound of every open row: elements at or below it cannot be in any support
         bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
         F = tl.zeros([BLOCK_M], tl.float32)
         G = tl.zeros([BLOCK_M], tl.float32)
@@ -379,53 +542,15 @@ def _fwd_solve_kernel(
                 cols = start_n + offs_n
                 kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
                 z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-                z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
-                d = z - tau[:, None]
-                p, u = _pow_pu(d, qexp, MODE)
-                F += tl.sum(p, axis=1)
-                G += tl.sum(u, axis=1)
-                pos = d > 0
-                S1 += tl.sum(tl.where(pos, d, 0.0), axis=1)
-                CNT += tl.sum(pos.to(tl.float32), axis=1)
-                DMIN = tl.minimum(DMIN, tl.min(tl.where(pos, d, float("inf")), axis=1))
-        f = F - 1.0
-        ok = tl.abs(f) <= TOL
-        # bracket update (f ≥ 0: τ is a lower bound)
-        lo = tl.where(f >= 0, tl.maximum(lo, tau), lo)
-        hi = tl.where(f < 0, tl.minimum(hi, tau), hi)
-        newton = tau + f / (qexp * tl.maximum(G, 1e-30))
-        cnt = tl.maximum(CNT, 1.0)
-        if MODE == 1:
-            # α = 1.5: Σ(d − δ)² = 1 on the support S = {d > 0}
-            mean = S1 / cnt
-            var_sum = tl.maximum(F - cnt * mean * mean, 0.0)
-            delta = mean - tl.sqrt(tl.maximum(1.0 - var_sum, 0.0) / cnt)
-            cert = (delta >= 0) & (DMIN >= delta) & (var_sum <= 1.0)
-            new_tau = tl.where(cert, tau + delta, newton)
-            ok = ok | cert
-        elif MODE == 2:
-            # α = 2 (Michelot): Σ(d − δ) = 1 on S
-            delta = (S1 - 1.0) / cnt
-            cert = (delta >= 0) & (DMIN >= delta)
-            new_tau = tau + delta
-            ok = ok | cert
-        else:
-            # convex: plain Newton. Otherwise (α > 2): Newton only if it stays strictly inside
-            # the bracket and at least halves the previous step, else bisect.
-            inside = (newton > lo) & (newton < hi)
-            fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
-            use_newton = convex | (inside & fast)
-            new_tau = tl.where(use_newton, newton, 0.5 * (lo + hi))
-            tiny = (hi - lo) <= 1e-7 * tl.maximum(tl.abs(lo), 1.0)
-            ok = ok | ((~convex) & tiny)
-        new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo), hi))
-        last_step = tl.where(done | ok, last_step, new_tau - tau)
-        # rows that were already done keep τ; rows that converge now take the certified value
-        if MODE == 0:
-            tau = tl.where(done | ok, tau, new_tau)
-        else:
-            tau = tl.where(done, tau, new_tau)
-        done = done | ok
+                z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+                f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE)
+                F += f_
+                G += g_
+                S1 += s_
+                CNT += c_
+                DMIN = tl.minimum(DMIN, d_)
+        tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
+                                                      everyone, convex, qexp, TOL, MODE)
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     tau = tl.where(n > 0, tau, 0.0)
@@ -493,7 +618,7 @@ def _fwd_output_kernel(
             kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
             v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
             z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
             p, u = _pow_pu(z - tau[:, None], qexp, MODE)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
             if NEED_O2:
@@ -574,10 +699,14 @@ def _bwd_dkdv_kernel(
             do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
             # transposed tile: keys × queries
             zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
-            visT = (cols[:, None] < lk) & (rows[None, :] < lq)
+            edge = (start_n + BLOCK_N > lk) | (qb * BLOCK_M + BLOCK_M > lq)
             if CAUSAL:
-                visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
-            zT = tl.where(visT, zT, float("-inf"))
+                edge = edge | (start_n + BLOCK_N - 1 > qb * BLOCK_M + (lk - lq))
+            if edge:
+                visT = (cols[:, None] < lk) & (rows[None, :] < lq)
+                if CAUSAL:
+                    visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
+                zT = tl.where(visT, zT, float("-inf"))
             pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
             dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
             dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
@@ -640,7 +769,7 @@ def _bwd_dq_kernel(
             kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
             vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
             z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
             p, u = _pow_pu(z - tau[:, None], qexp, MODE)
             dp = tl.dot(do, vT, input_precision=PREC)
             ds = u * (dp - dlt[:, None])
@@ -696,6 +825,10 @@ def entmax_attention_fwd(
     with int32 ``cu_seqlens_*`` (B+1,).  ``alpha_h``: float32 (H,) on the device.
     Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config.
     """
+    out_dtype = q.dtype
+    if INTERPRET and q.dtype == torch.bfloat16:
+        # triton 3.9's interpreter mis-computes tl.dot on bfloat16 operands: interpret in float32
+        q, k, v = q.float(), k.float(), v.float()
     varlen = cu_seqlens_q is not None
     if varlen:
         Tq, H, D = q.shape
@@ -725,6 +858,8 @@ def entmax_attention_fwd(
     tmin = torch.empty((B * H, NQB), **f32)
     live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
     iters = torch.zeros((B * H, NQB), dtype=torch.int32, device=dev)
+    cap = _CAND_CAP
+    cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
         cq, ck = cu_seqlens_q, cu_seqlens_k
@@ -738,16 +873,21 @@ def entmax_attention_fwd(
     grid = (NQB, B * H)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, num_warps=nw, num_stages=ns)
-    if B * H > 0 and Nq > 0:
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         _fwd_rowmax_kernel[grid](q, k, alpha_h, m, cq, ck, *sqs, *sks, *ss, Nq, Nk, H, G, scale,
                                  **common)
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         _fwd_bound_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, cq, ck, *sqs, *sks, *ss,
                                 Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, **common)
-        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cq, ck, *sqs, *sks, *ss,
-                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, **common)
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
+        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
+                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, **common)
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, **common)
+    if o.dtype != out_dtype:
+        o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
                 iters=iters, cfg=(BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk))
 
@@ -767,6 +907,9 @@ def entmax_attention_bwd(
     cu_seqlens_k: Optional[torch.Tensor] = None,
 ):
     """dq, dk, dv (in the input dtypes) from the saved forward state ``fwd``."""
+    dtypes = (q.dtype, k.dtype, v.dtype)
+    if INTERPRET and q.dtype == torch.bfloat16:  # see entmax_attention_fwd
+        q, k, v = q.float(), k.float(), v.float()
     varlen = cu_seqlens_q is not None
     BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk = fwd["cfg"]
     D = q.shape[-1]
@@ -806,4 +949,4 @@ def entmax_attention_bwd(
         Hkv = k.shape[1]
         dk = dk_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dk_p
         dv = dv_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dv_p
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    return dq.to(dtypes[0]), dk.to(dtypes[1]), dv.to(dtypes[2])

@@ -1,0 +1,443 @@
+"""Tests of fused α-entmax attention (``sparsemap_tools.attention``).
+
+Which is which:
+- ``gpu/attention_reference.py``: the dense naive reference (float64 here), itself checked
+  against ``entmax``'s row operators, against SDPA at α = 1 and by ``gradcheck`` (incl. ∂/∂α).
+- ``gpu/attention.py``: the fused Triton kernels.  Without CUDA they run on CPU tensors under
+  ``TRITON_INTERPRET=1`` (``backend="triton"``), on small shapes; tests marked ``gpu`` run the same
+  checks on CUDA at larger shapes.
+
+Tolerances (float32 inputs vs the float64 reference): 2e-5 abs + 1e-4 rel for 1 < α ≤ 2; α > 2
+is only Hölder-continuous at the support boundary, so 1e-3 there (documented in docs/attention.md).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+_TRITON_PREIMPORTED = "triton" in sys.modules
+try:
+    import torch
+
+    _HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _HAS_CUDA = False
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+
+from sparsemap_tools.attention import (  # noqa: E402
+    entmax_attention,
+    entmax_attention_reference,
+    entmax_attention_varlen,
+)
+from sparsemap_tools.gpu.attention_reference import (  # noqa: E402
+    entmax_attention_dense,
+    entmax_attention_varlen_dense,
+    entmax_rows,
+)
+
+DEV = "cuda" if _HAS_CUDA else "cpu"
+_INTERP_OK = _HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1"
+needs_triton = pytest.mark.skipif(
+    not _INTERP_OK or (not _HAS_CUDA and _TRITON_PREIMPORTED and os.environ.get("TRITON_INTERPRET") != "1"),
+    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 set before triton is imported",
+)
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not _HAS_CUDA, reason="needs CUDA")
+
+
+def _tol(alpha):
+    a = alpha if isinstance(alpha, float) else float(torch.as_tensor(alpha).max())
+    return (1e-3, 1e-3) if a > 2 else (2e-5, 1e-4)
+
+
+def _inputs(B, H, Hkv, Nq, Nk, D, dtype=torch.float32, seed=0, scale=1.0, device=DEV):
+    g = torch.Generator().manual_seed(seed)
+    q = (scale * torch.randn(B, H, Nq, D, generator=g)).to(device=device, dtype=dtype)
+    k = torch.randn(B, Hkv, Nk, D, generator=g).to(device=device, dtype=dtype)
+    v = torch.randn(B, Hkv, Nk, D, generator=g).to(device=device, dtype=dtype)
+    return [x.requires_grad_() for x in (q, k, v)]
+
+
+def _ref(q, k, v, alpha, causal, scale=None, do=None):
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+    a = alpha.detach().double().requires_grad_() if torch.is_tensor(alpha) else alpha
+    out, tau = entmax_attention_dense(qd, kd, vd, alpha=a, is_causal=causal, scale=scale, return_tau=True)
+    grads = None
+    if do is not None:
+        out.backward(do.double())
+        grads = (qd.grad, kd.grad, vd.grad, a.grad if torch.is_tensor(a) else None)
+    return out.detach(), tau.detach(), grads
+
+
+def _assert_close(x, ref, atol, rtol, what):
+    x = x.detach().double().cpu()
+    ref = ref.detach().double().cpu()
+    assert torch.isfinite(x).all(), f"{what}: non-finite values"
+    torch.testing.assert_close(x, ref, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, *, seed=0, grads=True, qscale=1.0,
+                             dtype=torch.float32, atol=None, rtol=None):
+    q, k, v = _inputs(B, H, Hkv, Nq, Nk, D, dtype=dtype, seed=seed, scale=qscale)
+    out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, enable_gqa=True,
+                               return_stats=True, backend="triton")
+    assert out.shape == (B, H, Nq, D) and out.dtype == dtype
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
+    ref, tau_ref, g_ref = _ref(q, k, v, alpha, causal, do=do if grads else None)
+    a_tol, r_tol = _tol(alpha)
+    a_tol, r_tol = atol or a_tol, rtol or r_tol
+    _assert_close(out, ref, a_tol, r_tol, "out")
+    # threshold: exact to float32 precision on every row (visible rows), 0 on rows without keys
+    _assert_close(st.tau, tau_ref, 5e-5 * max(1.0, qscale**2), 1e-5, "tau")
+    if grads:
+        out.backward(do)
+        for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
+            _assert_close(x.grad, gr, a_tol * max(1.0, qscale), r_tol * 10, name)
+    return out, st
+
+
+def _row_sums_from_tau(q, k, tau, alpha, causal):
+    """Σ_j p_ij in float64 from the kernel's τ (absolute): checks |Σp − 1| of the solver."""
+    qd, kd = q.detach().double(), k.detach().double()
+    G = qd.shape[1] // kd.shape[1]
+    kd = kd.repeat_interleave(G, 1)
+    s = qd @ kd.transpose(-1, -2) / math.sqrt(qd.shape[-1])
+    if causal:
+        Nq, Nk = s.shape[-2:]
+        i = torch.arange(Nq)[:, None]
+        j = torch.arange(Nk)[None, :]
+        s = s.masked_fill(~(j <= i + Nk - Nq), -math.inf)
+    z = (alpha - 1.0) * s - tau.double()[..., None]
+    return torch.clamp(z, min=0).pow(1.0 / (alpha - 1.0)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument validation (reference backend: no kernels needed)
+# ---------------------------------------------------------------------------------------------
+
+
+def _qkv(B=1, H=2, Hkv=2, N=8, D=16, dtype=torch.float32):
+    return (torch.randn(B, H, N, D, dtype=dtype), torch.randn(B, Hkv, N, D, dtype=dtype),
+            torch.randn(B, Hkv, N, D, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(alpha=0.5), ValueError, "alpha"),
+        (dict(alpha=float("nan")), ValueError, "alpha"),
+        (dict(alpha=True), TypeError, "bool"),
+        (dict(alpha="1.5"), TypeError, "alpha"),
+        (dict(alpha=torch.tensor([1.5, 1.0])), ValueError, "> 1"),
+        (dict(alpha=torch.tensor([1.5, 1.5, 1.5])), ValueError, "shape"),
+        (dict(alpha=torch.tensor([1, 2])), TypeError, "floating"),
+        (dict(scale=-1.0), ValueError, "scale"),
+        (dict(scale="x"), TypeError, "scale"),
+        (dict(backend="cuda"), ValueError, "backend"),
+    ],
+)
+def test_validation_arguments(kwargs, exc, match):
+    q, k, v = _qkv()
+    with pytest.raises(exc, match=match):
+        entmax_attention(q, k, v, **kwargs)
+
+
+def test_validation_shapes_dtypes():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="4-D"):
+        entmax_attention(q[0], k[0], v[0])
+    with pytest.raises(TypeError, match="dtype"):
+        entmax_attention(q, k.double(), v)
+    with pytest.raises(TypeError, match="not supported"):
+        entmax_attention(q.double(), k.double(), v.double(), backend="triton")
+    with pytest.raises(TypeError, match="not supported"):
+        entmax_attention(q.int(), k.int(), v.int())
+    with pytest.raises(ValueError, match="head dim"):
+        entmax_attention(q, k[..., :8], v)
+    with pytest.raises(ValueError, match="v head dim"):
+        entmax_attention(q, k, v[..., :8])
+    with pytest.raises(ValueError, match="batch"):
+        entmax_attention(q, torch.cat([k, k]), torch.cat([v, v]))
+    with pytest.raises(ValueError, match="same heads and length"):
+        entmax_attention(q, k, v[:, :, :4])
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        entmax_attention(q.numpy(), k, v)
+    q3, k3, v3 = _qkv(H=3, Hkv=2)
+    with pytest.raises(ValueError, match="multiple"):
+        entmax_attention(q3, k3, v3, enable_gqa=True)
+    q4, k4, v4 = _qkv(H=4, Hkv=2)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        entmax_attention(q4, k4, v4)
+    # float64 is fine for the reference
+    out = entmax_attention(q.double(), k.double(), v.double(), backend="reference")
+    assert out.dtype == torch.float64
+
+
+def test_validation_varlen():
+    q = torch.randn(10, 2, 16)
+    k = torch.randn(10, 2, 16)
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        entmax_attention_varlen(q, k, k, torch.tensor([0, 6, 4, 10], dtype=torch.int32), torch.tensor([0, 6, 4, 10], dtype=torch.int32), 6, 6)
+    with pytest.raises(ValueError, match="does not match"):
+        entmax_attention_varlen(q, k, k, torch.tensor([0, 4, 9], dtype=torch.int32), cu, 6, 6)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        entmax_attention_varlen(q, k, k, cu, cu, 3, 6)
+    with pytest.raises(TypeError, match="int32/int64"):
+        entmax_attention_varlen(q, k, k, cu.float(), cu, 6, 6)
+    with pytest.raises(ValueError, match="same length"):
+        entmax_attention_varlen(q, k, k, cu, torch.tensor([0, 10], dtype=torch.int32), 6, 10)
+    with pytest.raises(ValueError, match="3-D"):
+        entmax_attention_varlen(q[None], k[None], k[None], cu, cu, 6, 6)
+    with pytest.raises(TypeError, match="max_seqlen_q"):
+        entmax_attention_varlen(q, k, k, cu, cu, 6.0, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference itself
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0])
+def test_reference_rows_match_entmax_package(alpha):
+    entmax = pytest.importorskip("entmax")
+    x = torch.randn(50, 33, dtype=torch.float64) * 3
+    p, tau = entmax_rows(x, alpha)
+    if alpha == 1.5:
+        ref = entmax.entmax15(x, dim=-1)
+    elif alpha == 2.0:
+        ref = entmax.sparsemax(x, dim=-1)
+    else:
+        ref = entmax.entmax_bisect(x, alpha=alpha, dim=-1, n_iter=100)
+    torch.testing.assert_close(p, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(50, dtype=torch.float64))
+    # τ consistent with p
+    torch.testing.assert_close(torch.clamp((alpha - 1) * x - tau[:, None], min=0).pow(1 / (alpha - 1)), p, atol=1e-12, rtol=0)
+
+
+def test_reference_gradcheck_with_alpha():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 5, 8, dtype=torch.float64, generator=g).requires_grad_()
+    k = torch.randn(1, 1, 7, 8, dtype=torch.float64, generator=g).requires_grad_()
+    v = torch.randn(1, 1, 7, 8, dtype=torch.float64, generator=g).requires_grad_()
+    a = torch.tensor([1.3, 1.8], dtype=torch.float64, requires_grad=True)
+    f = lambda q, k, v, a: entmax_attention_dense(q, k, v, alpha=a, is_causal=True)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (q, k, v, a), eps=1e-6, atol=1e-6)
+
+
+def test_reference_alpha_one_is_sdpa_and_zero_rows():
+    q, k, v = (x.double() for x in _qkv(N=6))
+    out = entmax_attention_reference(q, k, v, alpha=1.0)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    # causal with Nq > Nk: the first Nq − Nk rows see nothing → zero rows (also for α = 1)
+    q2 = torch.randn(1, 2, 9, 16, dtype=torch.float64)
+    for a in (1.0, 1.5):
+        o = entmax_attention(q2, k, v, alpha=a, is_causal=True, backend="reference")
+        assert torch.equal(o[:, :, :3], torch.zeros_like(o[:, :, :3]))
+        assert o[:, :, 3:].abs().sum() > 0
+
+
+def test_reference_alpha_near_two_limits():
+    # α = 2 reference: sparsemax attention equals the projection onto the simplex
+    q, k, v = (x.double() for x in _qkv(N=5))
+    out, tau = entmax_attention_dense(q, k, v, alpha=2.0, return_tau=True)
+    s = q @ k.transpose(-1, -2) / 4.0
+    p = torch.clamp(s - tau[..., None], min=0)
+    torch.testing.assert_close(p.sum(-1), torch.ones_like(tau))
+    torch.testing.assert_close(out, p @ v)
+
+
+# ---------------------------------------------------------------------------------------------
+# fused kernels (interpreter on CPU, CUDA when present) against the float64 reference
+# ---------------------------------------------------------------------------------------------
+
+# B, H, Hkv, Nq, Nk, D, causal, alpha
+CASES = [
+    (1, 2, 1, 17, 17, 16, False, 1.5),
+    (2, 2, 2, 64, 64, 32, True, 1.5),
+    (1, 4, 2, 100, 100, 16, True, 2.0),
+    (1, 2, 2, 130, 130, 64, False, 1.25),
+    (1, 2, 1, 1, 1, 16, True, 1.5),
+    (1, 2, 2, 1, 130, 32, True, 2.0),       # decode: one query row
+    (1, 2, 2, 64, 100, 16, True, 1.25),     # Nq < Nk, bottom-right
+    (1, 2, 1, 100, 64, 32, True, 1.5),      # Nq > Nk: the first 36 rows see nothing
+    (1, 2, 2, 40, 70, 16, False, 3.0),
+    (1, 2, 2, 64, 64, 16, True, 3.0),
+    (1, 1, 1, 130, 17, 24, False, 1.5),     # D = 24 (padded to 32)
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", CASES)
+def test_kernels_match_reference(B, H, Hkv, Nq, Nk, D, causal, alpha):
+    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + Nk + D)
+
+
+@needs_triton
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
+def test_row_sums_and_large_logits(alpha):
+    """|Σp − 1| ≤ 1e-5 on every row, also with scores up to |s| ≈ 200 (shift invariance)."""
+    q, k, v = _inputs(1, 2, 2, 70, 70, 32, seed=3)
+    with torch.no_grad():
+        out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=True, return_stats=True, backend="triton")
+    sums = _row_sums_from_tau(q, k, st.tau, alpha, True)
+    assert (sums - 1).abs().max().item() <= 1e-5
+    # large logits (|s| up to ~200): the kernel's own weights sum to 1 (v = 1 gives out = Σp)
+    q30 = 30.0 * q.detach()
+    ones = torch.ones_like(v)
+    with torch.no_grad():
+        sums = entmax_attention(q30, k, ones, alpha=alpha, is_causal=True, backend="triton")
+        out30 = entmax_attention(q30, k, v, alpha=alpha, is_causal=True, backend="triton")
+    assert (sums.double() - 1).abs().max().item() <= 1e-5
+    ref, _, _ = _ref(q30, k, v, alpha, True)
+    # scores of magnitude 200 carry fp32 rounding of ~1e-5 in s itself
+    _assert_close(out30, ref, 1e-3, 1e-3, "out (large logits)")
+
+
+@needs_triton
+def test_per_head_alpha_and_alpha_gradient():
+    """Per-head α tensor: generic kernel path; ∂/∂α by the documented dense fallback."""
+    q, k, v = _inputs(1, 3, 3, 33, 33, 16, seed=5)
+    alpha = torch.tensor([1.25, 1.5, 2.0], device=DEV, requires_grad=True)
+    out = entmax_attention(q, k, v, alpha=alpha, is_causal=True, backend="triton")
+    do = torch.randn_like(out)
+    out.backward(do)
+    ref, _, g = _ref(q, k, v, alpha, True, do=do)
+    _assert_close(out, ref, 2e-5, 1e-4, "out")
+    for name, x, gr in zip(("dq", "dk", "dv", "dalpha"), (q, k, v, alpha), g):
+        _assert_close(x.grad, gr, 5e-5, 1e-3, name)
+
+
+@needs_triton
+def test_alpha_one_is_softmax_sdpa():
+    q, k, v = _inputs(1, 2, 2, 20, 20, 16, seed=1)
+    out = entmax_attention(q, k, v, alpha=1.0, is_causal=True, backend="triton")
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    _assert_close(out, ref, 1e-6, 1e-6, "out")
+
+
+@needs_triton
+def test_custom_scale_and_inference_path():
+    """Custom scale; the no-grad forward (no O2) gives bitwise the same output; deterministic."""
+    q, k, v = _inputs(1, 2, 2, 50, 50, 16, seed=9)
+    with torch.no_grad():
+        o_inf = entmax_attention(q, k, v, alpha=1.5, scale=0.5, backend="triton")
+    o_tr = entmax_attention(q, k, v, alpha=1.5, scale=0.5, backend="triton")
+    assert torch.equal(o_inf, o_tr.detach())
+    ref, _, _ = _ref(q, k, v, 1.5, False, scale=0.5)
+    _assert_close(o_tr, ref, 2e-5, 1e-4, "out")
+    do = torch.randn_like(o_tr)
+    o_tr.backward(do)
+    g1 = [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    entmax_attention(q, k, v, alpha=1.5, scale=0.5, backend="triton").backward(do)
+    assert all(torch.equal(a, x.grad) for a, x in zip(g1, (q, k, v)))
+
+
+@needs_triton
+def test_block_sparse_inputs_skip_tiles_exactly():
+    """Segment-topic inputs: many tiles are skipped, results still exact."""
+    g = torch.Generator().manual_seed(0)
+    N, D, seg = 128, 32, 32
+    t = 3.0 * torch.randn(1, 2, N // seg, D, generator=g)
+    tt = t.repeat_interleave(seg, 2)
+    q = (tt + torch.randn(1, 2, N, D, generator=g)).to(DEV).requires_grad_()
+    k = (tt + torch.randn(1, 2, N, D, generator=g)).to(DEV).requires_grad_()
+    v = torch.randn(1, 2, N, D, generator=g).to(DEV).requires_grad_()
+    out, st = entmax_attention(q, k, v, alpha=2.0, is_causal=False, return_stats=True, backend="triton")
+    assert st.tile_sparsity.item() > 0.3, st
+    do = torch.randn_like(out)
+    out.backward(do)
+    ref, _, gr = _ref(q, k, v, 2.0, False, do=do)
+    # scores reach |s| ~ 50 here: float32 rounding of s itself is ~4e-6
+    _assert_close(out, ref, 1e-4, 1e-3, "out")
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), gr):
+        _assert_close(x.grad, r, 2e-4, 1e-3, name)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    q, k, v = _inputs(1, 2, 1, 64, 64, 32, dtype=dtype, seed=4)
+    out = entmax_attention(q, k, v, alpha=1.5, is_causal=True, enable_gqa=True, backend="triton")
+    assert out.dtype == dtype
+    do = torch.randn_like(out)
+    out.backward(do)
+    ref, _, g = _ref(q, k, v, 1.5, True, do=do)
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    _assert_close(out, ref, tol, tol, "out")
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), g[:3]):
+        _assert_close(x.grad, r, 4 * tol, 4 * tol, name)
+
+
+@needs_triton
+def test_varlen_with_empty_sequence_and_gqa():
+    g = torch.Generator().manual_seed(2)
+    lens_q = [17, 0, 40, 1]
+    lens_k = [17, 5, 33, 20]
+    cq = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32)
+    ck = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32)
+    q = torch.randn(int(cq[-1]), 4, 16, generator=g).to(DEV).requires_grad_()
+    k = torch.randn(int(ck[-1]), 2, 16, generator=g).to(DEV).requires_grad_()
+    v = torch.randn(int(ck[-1]), 2, 16, generator=g).to(DEV).requires_grad_()
+    for causal in (True, False):
+        for x in (q, k, v):
+            x.grad = None
+        out = entmax_attention_varlen(q, k, v, cq.to(DEV), ck.to(DEV), max(lens_q), max(lens_k),
+                                      alpha=1.5, is_causal=causal, backend="triton")
+        do = torch.randn(out.shape, generator=g).to(out)
+        out.backward(do)
+        qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+        ref = entmax_attention_varlen_dense(qd, kd, vd, cq, ck, alpha=1.5, is_causal=causal)
+        ref.backward(do.double())
+        _assert_close(out, ref, 2e-5, 1e-4, "out")
+        for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), (qd, kd, vd)):
+            _assert_close(x.grad, r.grad, 2e-5, 1e-3, name)
+
+
+@needs_triton
+def test_hypothesis_random_shapes():
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.given(nq=st.integers(1, 80), nk=st.integers(1, 80), d=st.sampled_from([16, 32]),
+               g=st.sampled_from([1, 2]), causal=st.booleans(),
+               alpha=st.sampled_from([1.25, 1.5, 2.0, 1.75]), seed=st.integers(0, 1000))
+    def run(nq, nk, d, g, causal, alpha, seed):
+        _check_against_reference(1, 2, 2 // g, nq, nk, d, causal, alpha, seed=seed, grads=False)
+
+    run()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-size variants
+# ---------------------------------------------------------------------------------------------
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("Nq,Nk,D,causal,alpha,Hkv", [
+    (1024, 1024, 64, True, 1.5, 4), (777, 1500, 128, True, 2.0, 2), (2048, 2048, 64, False, 1.25, 1),
+    (513, 513, 256, True, 3.0, 4), (1, 4000, 64, True, 1.5, 4),
+])
+def test_gpu_large_shapes(Nq, Nk, D, causal, alpha, Hkv):
+    _check_against_reference(2, 4, Hkv, Nq, Nk, D, causal, alpha, seed=Nq)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_half_precision_large(dtype):
+    q, k, v = _inputs(2, 8, 2, 2048, 2048, 128, dtype=dtype, seed=1)
+    out = entmax_attention(q, k, v, alpha=1.5, is_causal=True, enable_gqa=True)
+    ref, _, _ = _ref(q, k, v, 1.5, True)
+    rel = ((out.double() - ref).norm() / ref.norm()).item()
+    assert rel < 1e-2
