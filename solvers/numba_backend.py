@@ -210,7 +210,7 @@ def _compact(z, idx, m, lo):
 
 @numba.njit(**_JIT)
 def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf, strict):
-    """Scalar twin of ``numpy_backend.iterate`` for one row (candidates ``z[:m]``).
+    r"""Scalar twin of ``numpy_backend.iterate`` for one row (candidates ``z[:m]``).
 
     ``bisect``: midpoint of ``[lo, hi]`` until it stops moving or ``hi - lo <= tol``.
     ``newton`` (``q >= 1``, alpha <= 2): the l_q-Newton step on ``phi = (f+1)^(1/q) - 1``,
@@ -360,12 +360,14 @@ def _sort_row(z, idx, m, alpha, srt, strict):
 
 
 @numba.njit(**_JIT)
-def _solve_candidates(z, idx, m, d_eff, alpha, method, tol, max_iter, srt, strict):
-    """Dispatch one row: returns ``(tau, support or -1, iterations, converged, certified, m)``."""
+def _solve_candidates(z, idx, m, hi, alpha, method, tol, max_iter, srt, strict):
+    """Dispatch one row (``hi = -d_eff^(1-alpha)``, the upper bracket end).
+
+    Returns ``(tau, support or -1, iterations, converged, certified, m)``.
+    """
     if method == SORT:
         tau, k, iters, m = _sort_row(z, idx, m, alpha, srt, strict)
         return tau, k, iters, True, True, m
-    hi = -(d_eff ** (1.0 - alpha))
     tau, iters, conv, cert, m = _iterate_row(
         z, idx, m, alpha, method, tol, max_iter, -1.0, hi, True, strict
     )
@@ -378,7 +380,7 @@ def _solve_candidates(z, idx, m, d_eff, alpha, method, tol, max_iter, srt, stric
 
 
 @numba.njit(parallel=True, **_JIT)
-def _solve_tau_kernel(zs, alpha, method, tol, max_iter, nblocks, tau, support, iters, conv, cert, res):
+def _solve_tau_kernel(zs, alpha, hi, method, tol, max_iter, nblocks, tau, support, iters, conv, cert, res):
     rows, d = zs.shape
     step = (rows + nblocks - 1) // nblocks
     for blk in numba.prange(nblocks):
@@ -410,7 +412,7 @@ def _solve_tau_kernel(zs, alpha, method, tol, max_iter, nblocks, tau, support, i
                 res[r] = math.nan
                 continue
             t, k, it, cv, ce, m = _solve_candidates(
-                z, idx, m, float(d_eff), a, method, tol, max_iter, srt, True
+                z, idx, m, hi[r], a, method, tol, max_iter, srt, True
             )
             q = 1.0 / (a - 1.0)
             kind = _pow_kind(q)
@@ -469,8 +471,12 @@ def solve_tau(
     cert = np.empty(rows, np.bool_)
     res = np.empty(rows)
     if rows:
+        # the upper bracket end exactly as the NumPy reference computes it (np.power may round
+        # differently from libm pow, and bisection's last passes depend on that ulp)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hi = -np.power(np.isfinite(zs).sum(axis=1).astype(np.float64), 1.0 - alpha)
         _solve_tau_kernel(
-            zs, alpha, method, tol, int(max_iter), _nblocks(rows), tau, support, iters, conv, cert, res
+            zs, alpha, hi, method, tol, int(max_iter), _nblocks(rows), tau, support, iters, conv, cert, res
         )
     return TauResult(tau, support, iters, conv, cert, res, solver)
 
@@ -631,7 +637,7 @@ def _entmax_kernel(x, xb, alpha, method, tol, max_iter, nblocks, out, tau, suppo
             # d_eff only enters the upper bracket end, which only bisect/guarded steps read
             d_eff = _count_finite(xr) if (method == BISECT or guarded) else d
             t, k, it, cv, ce, m = _solve_candidates(
-                z, idx, m, float(d_eff), a, method, tol, max_iter, srt, False
+                z, idx, m, -(float(d_eff) ** (1.0 - a)), a, method, tol, max_iter, srt, False
             )
             q = 1.0 / (a - 1.0)
             cnt, s = _write_row(o, z, idx, m, t, q, _pow_kind(q))
