@@ -345,3 +345,33 @@ def test_alpha1_is_softmax_not_uniform():
     x = _x(3, 7, seed=24)
     torch.testing.assert_close(entmax(x, 1.0), torch.softmax(x, -1), rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(entmax(x, torch.tensor(1.0)), torch.softmax(x, -1), rtol=1e-13, atol=1e-15)
+
+
+def test_dp_dalpha_matches_finite_difference_near_one():
+    x = _x(3, 6, seed=25)
+    dy = _x(3, 6, seed=26)
+    for a0 in (1.001, 1.01, 1.1):
+        a = torch.tensor(a0, dtype=torch.float64, requires_grad=True)
+        (ga,) = torch.autograd.grad((entmax(x, a) * dy).sum(), a)
+        h = 1e-6
+        fd = ((entmax(x, a0 + h) * dy).sum() - (entmax(x, a0 - h) * dy).sum()).item() / (2 * h)
+        assert abs(ga.item() - fd) <= 1e-5 * max(1.0, abs(fd)), (a0, ga.item(), fd)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: d entmax / d alpha at alpha == 1 exactly is reported as 0 (_torch_api.backward_rows "
+    "'reported as 0 there'), but the right derivative is finite: for this test's x, dy "
+    "autograd gives 0.0 vs one-sided FD -0.0475 (another draw: 0.0 vs -0.2312, while "
+    "alpha=1+1e-4 gives -0.23119); a learned alpha that reaches exactly 1 (e.g. after "
+    "clamping) gets no gradient",
+)
+def test_dp_dalpha_at_one():
+    x = _x(3, 6, seed=25)
+    dy = _x(3, 6, seed=26)
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    (ga,) = torch.autograd.grad((entmax(x, a) * dy).sum(), a)
+    h = 1e-5
+    F = lambda s: (entmax(x, s) * dy).sum().item()  # noqa: E731
+    fd = (-3 * F(1.0) + 4 * F(1.0 + h) - F(1.0 + 2 * h)) / (2 * h)
+    assert abs(ga.item() - fd) <= 1e-3 * abs(fd), (ga.item(), fd)
