@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import importlib
 
 import numpy as np
@@ -26,7 +27,9 @@ BACKENDS = [
 ]
 # "auto" resolves to newton
 SOLVERS = ["auto", "sort", "bisect", "newton", "halley"]
-HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# HYP_EXAMPLES=400 for a longer local property run
+HYP = settings(max_examples=int(os.environ.get("HYP_EXAMPLES", 25)), deadline=None,
+               suppress_health_check=[HealthCheck.too_slow])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ entmax, special cases (alpha = 1 is cross-entropy), the entmax package's losses,
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from sparsemap_tools import entmax, entmax_loss
 
 torch = pytest.importorskip("torch")
 
-HYP = settings(max_examples=25, deadline=None)
+HYP = settings(max_examples=int(os.environ.get("HYP_EXAMPLES", 25)), deadline=None)
 
 
 def tsallis(p, alpha):
