@@ -147,6 +147,18 @@ def _mask_scores(z, start_m, start_n, rows, cols, len_q, len_k, CAUSAL: tl.const
 
 
 @triton.jit
+def _interior_end(start_m, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    """Key tiles [0, returned) are fully visible to every row of the block (no masking)."""
+    if CAUSAL:
+        e = tl.minimum(len_k, start_m + (len_k - len_q) + 1)
+    else:
+        e = len_k
+    e = tl.where(start_m + BLOCK_M <= len_q, e, 0)
+    return (tl.maximum(e, 0) // BLOCK_N) * BLOCK_N
+
+
+@triton.jit
 def _visible(rows, cols, len_q, len_k, CAUSAL: tl.constexpr):
     vis = (rows[:, None] < len_q) & (cols[None, :] < len_k)
     if CAUSAL:
@@ -221,12 +233,18 @@ def _fwd_rowmax_kernel(
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    for start_n in range(0, kend, BLOCK_N):
+    kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
+    # interior tiles (no mask, pipelined), then the tiles on the diagonal / sequence end
+    for start_n in range(0, kint, BLOCK_N):
+        kT = _load_kT(K_base, start_n + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
+        m = tl.maximum(m, tl.max(tl.dot(q, kT, input_precision=PREC), axis=1))
+    for start_n in range(kint, kend, BLOCK_N):
         cols = start_n + offs_n
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        s = tl.dot(q, kT, input_precision=PREC) * c
-        s = _mask_scores(s, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+        s = tl.dot(q, kT, input_precision=PREC)
+        s = tl.where(_visible(rows, cols, lq, lk, CAUSAL), s, float("-inf"))
         m = tl.maximum(m, tl.max(s, axis=1))
+    m = m * c
     n = _nvis(rows, lq, lk, CAUSAL)
     m = tl.where(n > 0, m, 0.0)
     S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
@@ -288,24 +306,33 @@ def _fwd_bound_kernel(
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    for start_n in range(0, kend, BLOCK_N):
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
-        tl.store(T_base + start_n // BLOCK_N, tl.max(tl.max(z, axis=1), axis=0))
-        f, g = _level_sums(z, l0, qexp, MODE)
-        F0 += f
-        G0 += g
-        f, g = _level_sums(z, l1, qexp, MODE)
-        F1 += f
-        G1 += g
-        f, g = _level_sums(z, l2, qexp, MODE)
-        F2 += f
-        G2 += g
-        f, g = _level_sums(z, l3, qexp, MODE)
-        F3 += f
-        G3 += g
+    kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
+    for phase in tl.static_range(2):  # 0: interior tiles without masks; 1: edge tiles
+        if phase == 0:
+            n_lo = 0
+            n_hi = kint
+        else:
+            n_lo = kint
+            n_hi = kend
+        for start_n in range(n_lo, n_hi, BLOCK_N):
+            cols = start_n + offs_n
+            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+            if phase == 1:
+                z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
+            tl.store(T_base + start_n // BLOCK_N, tl.max(tl.max(z, axis=1), axis=0))
+            f, g = _level_sums(z, l0, qexp, MODE)
+            F0 += f
+            G0 += g
+            f, g = _level_sums(z, l1, qexp, MODE)
+            F1 += f
+            G1 += g
+            f, g = _level_sums(z, l2, qexp, MODE)
+            F2 += f
+            G2 += g
+            f, g = _level_sums(z, l3, qexp, MODE)
+            F3 += f
+            G3 += g
     # highest level with f ≥ 0 (F is decreasing in the level)
     lo = l0
     Fl = F0
@@ -470,14 +497,9 @@ def _fwd_solve_kernel(
     C_row = CAND + srow * CAP
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
 
-    # ---- pass 0: one sweep over the live tiles, collecting candidates ----
+    # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
     cbound = tl.minimum(lo, tau)
     bound = tl.min(tl.where(done, float("inf"), cbound), axis=0)
-    F = tl.zeros([BLOCK_M], tl.float32)
-    G = tl.zeros([BLOCK_M], tl.float32)
-    S1 = tl.zeros([BLOCK_M], tl.float32)
-    CNT = tl.zeros([BLOCK_M], tl.float32)
-    DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
     ncand = tl.zeros([BLOCK_M], tl.int32)
     for start_n in range(0, kend, BLOCK_N):
         tmax = tl.load(T_base + start_n // BLOCK_N)
@@ -486,19 +508,11 @@ def _fwd_solve_kernel(
             kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
             z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
             z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
-            f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE)
-            F += f_
-            G += g_
-            S1 += s_
-            CNT += c_
-            DMIN = tl.minimum(DMIN, d_)
             is_c = z > cbound[:, None]
             ic = is_c.to(tl.int32)
             slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
             tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
             ncand += tl.sum(ic, axis=1)
-    tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                  everyone, convex, qexp, TOL, MODE)
     it = 1
 
     # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
@@ -909,7 +923,7 @@ def entmax_attention_bwd(
     """dq, dk, dv (in the input dtypes) from the saved forward state ``fwd``."""
     dtypes = (q.dtype, k.dtype, v.dtype)
     if INTERPRET and q.dtype == torch.bfloat16:  # see entmax_attention_fwd
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v, do = q.float(), k.float(), v.float(), do.float()
     varlen = cu_seqlens_q is not None
     BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk = fwd["cfg"]
     D = q.shape[-1]

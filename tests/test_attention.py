@@ -403,6 +403,17 @@ def test_varlen_with_empty_sequence_and_gqa():
 
 
 @needs_triton
+@pytest.mark.parametrize("alpha", [1.5, 1.25, 3.0])
+def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
+    """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_CAND_CAP", 4)
+    _, st = _check_against_reference(1, 2, 2, 70, 90, 16, True, alpha, seed=11, grads=False)
+    assert int(st.solve_iters) > 1
+
+
+@needs_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
