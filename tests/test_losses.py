@@ -278,3 +278,16 @@ def test_dloss_dalpha_at_one():
     L = lambda s: entmax_loss(x.numpy(), y.numpy(), s).sum()  # noqa: E731
     fd = (-3 * L(1.0) + 4 * L(1.0 + h) - L(1.0 + 2 * h)) / (2 * h)  # one-sided, 2nd order
     assert abs(ga.item() - fd) <= 1e-3 * abs(fd), (ga.item(), fd)
+
+
+def test_per_row_alpha_loss():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 5))
+    t = np.array([0, 1, 2, 4])
+    alphas = [1.5, 2.0, 1.0, 3.0]
+    a = np.array(alphas)[:, None]
+    L = entmax_loss(x, t, a)
+    for i, ai in enumerate(alphas):
+        np.testing.assert_allclose(L[i], fy_loss_ref(x[i], one_hot(t[i], 5), ai), rtol=1e-12, atol=1e-13)
+    Lt = entmax_loss(torch.tensor(x), torch.tensor(t), torch.tensor(a))
+    np.testing.assert_allclose(Lt.numpy(), L, rtol=1e-12, atol=1e-14)
