@@ -115,15 +115,19 @@ def backward_rows(
     dx = u * dp - s * (u * dp).sum(dim=1, keepdim=True)
     if not need_alpha:
         return dx, None
-    h = torch.where(pos, p * torch.log(safe), torch.zeros_like(p))
+    logp = torch.log(safe)
+    h = torch.where(pos, p * logp, torch.zeros_like(p))
     am1 = a - 1.0
-    soft = am1 == 0
-    am1s = torch.where(soft, torch.ones_like(am1), am1)
+    # The two terms below diverge like (alpha-1)^-2 and cancel; within (eps)^(1/3) of alpha = 1
+    # use their limit instead (expand u = p^(1-(alpha-1)) in alpha-1):
+    #   dp/dalpha -> (p/2) (sum_j p_j log^2 p_j - log^2 p)      (the right derivative at 1)
+    near = am1 < torch.finfo(p.dtype).eps ** (1.0 / 3.0)
+    am1s = torch.where(near, torch.ones_like(am1), am1)
     dpda = (p - s) / am1s**2 - (h - s * h.sum(dim=1, keepdim=True)) / am1s
-    dalpha = (dpda * dp).sum(dim=1)
-    # d p / d alpha is not defined by this formula at alpha = 1 (0/0); reported as 0 there
-    dalpha = torch.where(soft.squeeze(1), torch.zeros_like(dalpha), dalpha)
-    return dx, dalpha
+    l2 = torch.where(pos, logp * logp, torch.zeros_like(p))
+    limit = 0.5 * p * ((p * l2).sum(dim=1, keepdim=True) - l2)
+    dpda = torch.where(near, limit, dpda)
+    return dx, (dpda * dp).sum(dim=1)
 
 
 class EntmaxFunction(torch.autograd.Function):

@@ -35,7 +35,11 @@ def _tsallis(p: Any, a: Any, xp: Any) -> Any:
 
 
 def _dtsallis_dalpha(p: Any, a: Any, xp: Any) -> Any:
-    """d H_alpha(p) / d alpha at fixed p (0 reported at alpha = 1)."""
+    """d H_alpha(p) / d alpha at fixed p.
+
+    At alpha = 1 the quotient is 0/0; its limit (expand sum p^alpha = sum p e^{(alpha-1) log p})
+    is ``sum p log p - (1/2) sum p log^2 p``, used there.
+    """
     pos = p > 0
     safe = xp.where(pos, p, xp.ones_like(p))
     soft = (a == 1.0)[..., 0]
@@ -44,7 +48,10 @@ def _dtsallis_dalpha(p: Any, a: Any, xp: Any) -> Any:
     splog = xp.where(pos, safe ** a0[..., None] * xp.log(safe), xp.zeros_like(p)).sum(-1)
     den = a0 * (a0 - 1.0)
     d = (-splog * den - (1.0 - spa) * (2.0 * a0 - 1.0)) / den**2
-    return xp.where(soft, xp.zeros_like(d), d)
+    logp = xp.log(safe)
+    h1 = xp.where(pos, p * logp, xp.zeros_like(p)).sum(-1)
+    h2 = xp.where(pos, p * logp * logp, xp.zeros_like(p)).sum(-1)
+    return xp.where(soft, h1 - 0.5 * h2, d)
 
 
 def _inner(diff: Any, x: Any, xp: Any) -> Any:
@@ -68,7 +75,13 @@ def _target_dist(target: Any, x_last_shape: tuple[int, ...], d: int, xp: Any, li
     if tshape == tuple(x_last_shape):
         if _is_int(t):
             raise TypeError("target with the shape of x must be a floating distribution")
-        return t.astype(like.dtype) if xp is np else t.to(like.dtype)
+        y = t.astype(like.dtype) if xp is np else t.to(like.dtype)
+        bad_sum = xp.abs(y.sum(-1) - 1.0) > 1e-6 if y.shape[-1] else y.sum(-1) != 0
+        if bool((y < 0).any()) or bool(bad_sum.any()) or not bool(xp.isfinite(y).all()):
+            raise ValueError(
+                "target distributions must be finite, non-negative and sum to 1 along the class axis"
+            )
+        return y
     raise ValueError(
         f"target must be class indices of shape {tuple(x_last_shape[:-1])} or a distribution of "
         f"shape {tuple(x_last_shape)} (with the class axis last after moving axis), got {tshape}"
@@ -126,8 +139,8 @@ def _loss_torch(x: Any, target: Any, alpha: Any, axis: int, solver: str, backend
     with torch.no_grad():
         p = entmax(xd, alpha.detach() if isinstance(alpha, torch.Tensor) else alpha, ax,
                    solver=solver, backend=backend)
-    return _FYLoss.apply(x, alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha)),
-                         p, target, ax)
+    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha), dtype=torch.float64)
+    return _FYLoss.apply(x, a, p, target, ax)
 
 
 def _make_fy():

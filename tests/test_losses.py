@@ -219,25 +219,12 @@ def test_bad_alpha_and_axis():
         entmax_loss(torch.tensor(x), torch.tensor(t), 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: a distribution target is not validated: entmax_loss(x, np.full((4, 3), -1.0), 1.5) "
-    "returns finite (partly negative) losses instead of a ValueError naming target (issue 2 item 6: "
-    "never silent garbage)",
-)
 def test_negative_distribution_target_rejected():
     x = np.random.default_rng(10).standard_normal((4, 3))
     with pytest.raises(ValueError, match="target"):
         entmax_loss(x, np.full((4, 3), -1.0), 1.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: torch entmax_loss with a Python-float alpha wraps it as torch.tensor(float(alpha)) "
-    "(float32), so for float64 x the Tsallis terms use alpha rounded to float32: this test's "
-    "x, y -> |loss_torch - loss_numpy| = 2.1e-8 / 4.0e-8 / 2.4e-8 at alpha = 1.1 / 1.3 / 1.7 "
-    "(expected <= 1e-12; exact for alphas representable in float32 such as 1.25, 1.5)",
-)
 @pytest.mark.parametrize("alpha", [1.1, 1.3, 1.7])
 def test_torch_float64_loss_keeps_alpha_in_float64(alpha):
     g = torch.Generator().manual_seed(11)
@@ -262,12 +249,6 @@ def test_dloss_dalpha_matches_finite_difference():
         assert abs(ga.item() - fd) <= 1e-6 * max(1.0, abs(fd)), (a0, ga.item(), fd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dL/dalpha at alpha == 1 is reported as 0 (losses._dtsallis_dalpha), but the "
-    "right derivative is finite: this test's x, y -> autograd 0.0 vs one-sided FD +0.4509; a "
-    "learned alpha that sits at 1 gets no gradient",
-)
 def test_dloss_dalpha_at_one():
     g = torch.Generator().manual_seed(12)
     x = torch.randn(3, 6, generator=g, dtype=torch.float64)

@@ -358,14 +358,6 @@ def test_dp_dalpha_matches_finite_difference_near_one():
         assert abs(ga.item() - fd) <= 1e-5 * max(1.0, abs(fd)), (a0, ga.item(), fd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: d entmax / d alpha at alpha == 1 exactly is reported as 0 (_torch_api.backward_rows "
-    "'reported as 0 there'), but the right derivative is finite: for this test's x, dy "
-    "autograd gives 0.0 vs one-sided FD -0.0475 (another draw: 0.0 vs -0.2312, while "
-    "alpha=1+1e-4 gives -0.23119); a learned alpha that reaches exactly 1 (e.g. after "
-    "clamping) gets no gradient",
-)
 def test_dp_dalpha_at_one():
     x = _x(3, 6, seed=25)
     dy = _x(3, 6, seed=26)
