@@ -45,8 +45,9 @@ Kernels:
   certifying pass suffices. A last pass writes p. Passes: 1 + iterations + 1 reads, 1 write
   (typically 3 reads for α ∈ {1.5, 2}).
 
-Powers: α = 2 and α = 1.5 run without pow (branch chosen per program at run time, so one
-compile serves every α); other α use exp2(e·log2 d) (exp/log in float64). Computation is in
+Powers: α = 2, 1.5 and 1.25 (q = 1, 2, 4) run without pow (branch chosen per program at run
+time from the rows' α, so one compile serves every α); other α, and programs whose rows mix
+α values, use exp2(e·log2 d) (exp/log in float64). Computation is in
 float32 for fp16/bf16/fp32 inputs and float64 for float64 inputs.
 
 Backward (no solver): u = p^{2−α} on the support, dx = u⊙dy − u⟨u, dy⟩/Σu; and
@@ -69,16 +70,22 @@ __all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX
 SOLVERS = ("auto", "bisect", "newton", "halley")
 _SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
 
-#: rows up to this length are solved fully on chip (one read, one write)
-MAX_ONCHIP = 8192
-#: chunk width of the streaming kernel (longer rows)
-CHUNK = 2048
+#: rows up to this length are solved fully on chip (one read, one write), one warp per row
+MAX_ONCHIP = 1024
+#: chunk width of the streaming kernel (longer rows); None = 4096 for ≤ 512 rows, else 2048
+CHUNK = None
 #: launch configuration (module-level so that benchmarks can sweep it):
 #: tile_elems: elements per on-chip program (several short rows per program);
-#: elems_per_thread: sets num_warps = elements / (32 · elems_per_thread), clipped to [1, 16];
-#: group / group_min_d: on-chip subset lower bound from maxima of `group` consecutive entries,
-#: used when the row block is at least group_min_d wide (0 disables)
-CONFIG = dict(tile_elems=2048, elems_per_thread=8, group=4, group_min_d=256)
+#: elems_per_thread: on-chip num_warps = elements / (32 · elems_per_thread), clipped to
+#: [1, 16]; 32 with tile_elems 1024 gives one warp per row (≤ 1024 wide), so every reduction
+#: of the solver is a register shuffle within the warp (measured fastest on an H100);
+#: stream_elems_per_thread: the same for the streaming kernels' chunks;
+#: group / group_min_d: optional on-chip subset lower bound from maxima of `group`
+#: consecutive entries, used when the row block is at least group_min_d wide (0 disables;
+#: it cuts full-row passes to ~1 for α ∈ {1.5, 2} but its second solve loop cost more than
+#: it saved on an H100, so it is off by default)
+CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
+              group_min_d=256)
 
 INF = tl.constexpr(float("inf"))
 
@@ -144,6 +151,11 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
         t0 = dp * dp
         t1 = dp
         t2 = one
+    elif mode == 3:
+        d2 = dp * dp
+        t0 = d2 * d2
+        t1 = d2 * dp
+        t2 = d2
     else:
         qq = q[:, None]
         ld = tl.where(pos, d, 1.0)
@@ -177,6 +189,8 @@ def _p_from_tau(zs, tau, q, mode, F64: tl.constexpr):
         p = dp
     elif mode == 1:
         p = dp * dp
+    elif mode == 3:
+        p = (dp * dp) * (dp * dp)
     else:
         p = tl.where(pos, _pow_pos(tl.where(pos, d, 1.0), q[:, None], F64), 0.0)
     return p, pos
@@ -257,6 +271,16 @@ def _tile_sums(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
         k = tl.sum(pos.to(dp.dtype), 1)
         dmin = tl.min(tl.where(pos, d, INF), 1)
         S2 = k
+    elif mode == 3:
+        d2 = dp * dp
+        S0 = tl.sum(d2 * d2, 1)
+        S1 = tl.sum(d2 * dp, 1)
+        if NEED_S2:
+            S2 = tl.sum(d2, 1)
+        else:
+            S2 = S1 * 0.0
+        k = S1 * 0.0 + 1.0
+        dmin = S1 * 0.0 + INF
     else:
         t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
         S0 = tl.sum(t0, 1)
@@ -304,10 +328,14 @@ def _start_from_subset(tsub, csub, hi, F64: tl.constexpr):
 
 @triton.jit
 def _row_mode(alpha, valid):
-    """0 if every valid row has α = 2, 1 if every one has α = 1.5, else 2 (generic powers)."""
+    """Power mode of a program: 0 if every valid row has α = 2 (q = 1), 1 if every one has
+    α = 1.5 (q = 2), 3 if every one has α = 1.25 (q = 4: products, no pow), else 2
+    (generic powers exp2(e·log2 d))."""
     amin = tl.min(tl.where(valid, alpha, INF), 0)
     amax = tl.max(tl.where(valid, alpha, -INF), 0)
-    mode = tl.where((amin == 2.0) & (amax == 2.0), 0, tl.where((amin == 1.5) & (amax == 1.5), 1, 2))
+    same = amin == amax
+    mode = tl.where(same & (amin == 2.0), 0,
+                    tl.where(same & (amin == 1.5), 1, tl.where(same & (amin == 1.25), 3, 2)))
     return mode
 
 
@@ -574,8 +602,22 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
 # ----------------------------------------------------------------------------------------
 
 
-def _num_warps(elems: int, cfg: dict) -> int:
-    return int(min(16, max(1, elems // (32 * cfg["elems_per_thread"]))))
+def _num_warps(elems: int, cfg: dict, stream: bool = False, block_d: int = 1024) -> int:
+    ept = cfg["stream_elems_per_thread"] if stream else cfg["elems_per_thread"]
+    if not stream and block_d <= 128:
+        # short rows: a warp spans whole rows anyway; 8 per thread keeps the per-row state
+        # vectors small (32 per thread spilled here)
+        ept = min(ept, 8)
+    return int(min(16, max(1, elems // (32 * ept))))
+
+
+def _chunk(R: int, chunk: int | None) -> int:
+    """Streaming chunk width: wider chunks (more warps per row) when rows are few."""
+    if chunk is not None:
+        return int(chunk)
+    if CHUNK is not None:
+        return int(CHUNK)
+    return 4096 if R <= 512 else 2048
 
 
 def _onchip_blocks(R: int, D: int, cfg: dict) -> tuple[int, int]:
@@ -640,13 +682,13 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor, solver: str = "auto",
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter),
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group,
-            num_warps=_num_warps(block_d * block_r, cfg))
+            num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d))
     else:
-        ch = CHUNK if chunk is None else int(chunk)
+        ch = _chunk(R, chunk)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter),
-            CHUNK=ch, SOLVER=sid, F64=f64, num_warps=_num_warps(ch, cfg))
+            CHUNK=ch, SOLVER=sid, F64=f64, num_warps=_num_warps(ch, cfg, stream=True))
     return res
 
 
@@ -678,11 +720,11 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
     if one_pass:
         block_r, block_d = _onchip_blocks(R, D, cfg)
     else:
-        block_r, block_d = 1, (CHUNK if chunk is None else int(chunk))
+        block_r, block_d = 1, _chunk(R, chunk)
     grid = (triton.cdiv(R, block_r),)
     _bwd_kernel[grid](
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
         p.stride(0), grad.stride(0), dx.stride(0),
         BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
-        F64=f64, num_warps=_num_warps(block_d * block_r, cfg))
+        F64=f64, num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
     return dx, dalpha
