@@ -3,7 +3,8 @@
 
 For each shape and alpha the methods are timed *interleaved* (one call of each per round, after
 a warm-up call of each), so slow drifts of a shared machine hit all of them alike; the table
-reports the median wall time, its ratio to the median of ``torch.softmax`` from the same run,
+reports the median wall time and the median over rounds of its ratio to the ``torch.softmax``
+call of the same round (paired, so load that changes during the run cancels),
 and the max abs error of the output against the float64 exact answer (``numpy_backend``
 ``sort`` on the float32 input upcast; softmax columns against the float64 softmax).
 
@@ -19,6 +20,12 @@ Methods (columns that need a missing optional package are skipped and listed as 
 * ``torch.softmax``, ``scipy.special.softmax`` (alpha-independent baselines), and from the
   ``entmax`` package ``entmax15`` (alpha = 1.5), ``sparsemax`` (alpha = 2) and
   ``entmax_bisect`` (every alpha, default ``n_iter=50``), under ``torch.no_grad()``.
+
+Each timed call is preceded by an untimed call of the same method: torch and Numba each run
+their own OpenMP thread pool, and the first call after the *other* library waits for that
+library's spinning threads to yield the two cores (measured: up to ~0.1 ms, several x on small
+shapes). The second call measures the steady state of a model that calls the same op
+repeatedly; the rounds are still interleaved, so drifting load hits every method alike.
 
 ``main(argv)`` is the command line (``python benchmarks/cpu.py``, ``sparsemap-tools bench``).
 """
@@ -240,21 +247,25 @@ def _time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def time_interleaved(methods: Sequence[Method], repeats: int, slow_s: float = 0.25) -> None:
-    """Warm up every method once, then ``repeats`` rounds calling each method once per round.
+    """Warm up every method once, then ``repeats`` rounds; each round calls every method
+    twice in a row and times the second call.
 
     Methods slower than ``slow_s`` per call join only the first ``max(3, repeats // 3)``
     rounds (their median is still over several runs; the note records the count).
     """
     warm: dict[str, float] = {}
     for m in methods:
-        dt, out = _time_once(m.fn)  # warm-up: compile, caches, allocator
+        _, out = _time_once(m.fn)  # warm-up: compile, caches, allocator
         m.output = _to_numpy(out)
-        warm[m.name] = dt
+        warm[m.name], _ = _time_once(m.fn)  # a warm call decides "slow"
     slow_reps = max(3, repeats // 3)
     for k in range(repeats):
         for m in methods:
             if warm[m.name] > slow_s and k >= slow_reps:
+                m.times.append(float("nan"))
                 continue
+            if warm[m.name] <= slow_s:
+                m.fn()  # untimed: wakes this library's thread pool (see module docstring)
             dt, _ = _time_once(m.fn)
             m.times.append(dt * m.scale)
 
@@ -273,9 +284,8 @@ def run(
     """Benchmark every method on float32 ``randn`` rows; one dict per (shape, alpha, method).
 
     Keys: ``shape``, ``alpha``, ``method``, ``ms`` (median), ``ms_min``, ``runs``, ``ratio``
-    (to the median of ``torch.softmax`` of the same shape and alpha block; to
-    ``scipy.special.softmax`` when torch is missing), ``max_err`` (vs float64 exact),
-    ``note``. Sets the torch and numba thread counts to ``threads``.
+    (median over rounds of the time divided by the ``torch.softmax`` time of the same round;
+    ``scipy.special.softmax`` when torch is missing), ``max_err`` (vs float64 exact), ``note``. Sets the torch and numba thread counts to ``threads``.
     """
     torch = _optional("torch")
     numba = _optional("numba")
@@ -298,24 +308,31 @@ def run(
             time_interleaved(methods, repeats)
             base_name = BASELINE if any(m.name == BASELINE for m in methods) else "scipy.special.softmax"
             base = next((m for m in methods if m.name == base_name), None)
-            base_ms = statistics.median(base.times) * 1e3 if base is not None else float("nan")
             for m in methods:
                 target = ref_soft if m.kind == "softmax" else ref
                 rows = m.rows if m.rows is not None else shape[0]
                 err = float(np.max(np.abs(m.output.astype(np.float64) - target[:rows])))
-                ms = statistics.median(m.times) * 1e3
+                times = [t for t in m.times if t == t]
+                ms = statistics.median(times) * 1e3
+                # paired ratio: each run against the baseline run of the same round (robust
+                # to load that drifts during the benchmark), then the median over rounds
+                if base is not None:
+                    pairs = [t / b for t, b in zip(m.times, base.times) if t == t]
+                    ratio = statistics.median(pairs)
+                else:
+                    ratio = float("nan")
                 note = m.note
-                if len(m.times) < repeats:
-                    note = (note + "; " if note else "") + f"{len(m.times)} runs"
+                if len(times) < repeats:
+                    note = (note + "; " if note else "") + f"{len(times)} runs"
                 results.append(
                     dict(
                         shape=f"{shape[0]}x{shape[1]}",
                         alpha=alpha,
                         method=m.name,
                         ms=ms,
-                        ms_min=min(m.times) * 1e3,
-                        runs=len(m.times),
-                        ratio=ms / base_ms,
+                        ms_min=min(times) * 1e3,
+                        runs=len(times),
+                        ratio=ratio,
                         max_err=err,
                         note=note,
                     )
@@ -405,8 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(shapes, alphas, repeats, threads=args.threads, numpy_backend=not args.no_numpy)
     env["loadavg_after"] = environment(args.threads)["loadavg"]
     print("Conditions: " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    print(f"float32 randn rows; median of {repeats} interleaved runs after a warm-up; "
-          f"ratio = median / median({BASELINE}) of the same block; error vs float64 exact.")
+    print(f"float32 randn rows; median of {repeats} interleaved rounds after warm-up; ratio = "
+          f"median over rounds of time / {BASELINE} time of the same round; error vs float64 exact.")
     print(format_table(results))
     skipped = getattr(run, "skipped", [])
     if skipped:
