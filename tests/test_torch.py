@@ -367,3 +367,17 @@ def test_dp_dalpha_at_one():
     F = lambda s: (entmax(x, s) * dy).sum().item()  # noqa: E731
     fd = (-3 * F(1.0) + 4 * F(1.0 + h) - F(1.0 + 2 * h)) / (2 * h)
     assert abs(ga.item() - fd) <= 1e-3 * abs(fd), (ga.item(), fd)
+
+
+@pytest.mark.parametrize("am1", [1e-12, 1e-9, 1e-7, 1e-5])
+def test_dp_dalpha_continuous_at_one(am1):
+    """Both terms of dp/dalpha diverge like (alpha-1)^-2 while their sum stays finite (notes 1.6)."""
+    x = _x(3, 6, seed=25)
+    dy = _x(3, 6, seed=26)
+
+    def g(a0):
+        a = torch.tensor(a0, dtype=torch.float64, requires_grad=True)
+        return torch.autograd.grad((entmax(x, a) * dy).sum(), a)[0].item()
+
+    g1 = g(1.0)
+    assert abs(g(1.0 + am1) - g1) <= 2e-3 * abs(g1) + 10 * am1, (g(1.0 + am1), g1)
