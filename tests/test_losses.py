@@ -331,3 +331,16 @@ def test_dloss_dalpha_continuous_at_one_tiny(am1):
     x, y = _near_one_data()
     g1 = _dloss_dalpha(x, y, 1.0)
     assert abs(_dloss_dalpha(x, y, 1.0 + am1) - g1) <= 1e-3 * max(1.0, abs(g1)) + 10 * am1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: entmax_loss(torch x, target=[0, 1, 2]) crashes with AttributeError "
+    "(\"'list' object has no attribute 'to'\" in losses._make_fy.forward) although the NumPy path "
+    "accepts a list target; expected the same loss as with torch.tensor([0, 1, 2]) (or a "
+    "TypeError naming target)",
+)
+def test_torch_loss_accepts_list_target():
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    L = entmax_loss(x, [0, 1, 2], 1.5)
+    torch.testing.assert_close(L, entmax_loss(x, torch.tensor([0, 1, 2]), 1.5))
