@@ -433,3 +433,23 @@ def test_bad_dim_message_names_dim():
         entmax(X, 1.5, dim=1.0)
     with pytest.raises(ValueError, match="dim"):
         entmax(X, 1.5, dim=5)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_threshold_fields_agree_across_backends(solver):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 40))
+    x[1, :5] = -np.inf
+    x[2] = np.nan
+    x[3] = -np.inf
+    alpha = np.array([1.0, 1.0, 1.5, 2.0, 1.25, 3.0])[:, None]
+    a = threshold(x, alpha, solver=solver, backend="numpy")
+    b = threshold(x, alpha, solver=solver, backend="numba")
+    np.testing.assert_allclose(b.tau, a.tau, rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(b.support_size, a.support_size)
+    np.testing.assert_array_equal(b.converged, a.converged)
+    np.testing.assert_array_equal(b.certified, a.certified)
+    np.testing.assert_array_equal(np.isnan(b.residual), np.isnan(a.residual))
+    np.testing.assert_allclose(b.residual, a.residual, rtol=0, atol=1e-12)
+    assert b.solver == a.solver
