@@ -453,3 +453,17 @@ def test_threshold_fields_agree_across_backends(solver):
     np.testing.assert_array_equal(np.isnan(b.residual), np.isnan(a.residual))
     np.testing.assert_allclose(b.residual, a.residual, rtol=0, atol=1e-12)
     assert b.solver == a.solver
+
+
+@HYP
+@given(
+    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 12)),
+                 elements=st.floats(-1e4, 1e4, width=32)),
+    alpha=st.sampled_from([1.0, 1.0001, 1.01, 1.25, 1.5, 1.75, 2.0]),
+    solver=solvers,
+    backend=backends,
+)
+def test_prop_float32_within_1e6(x, alpha, solver, backend):
+    p = entmax(x, alpha, solver=solver, backend=backend)
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p.astype(np.float64), entmax_ref(x.astype(np.float64), alpha), rtol=0, atol=1e-6)
