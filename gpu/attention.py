@@ -62,6 +62,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # sizes that change with the sequence length: never specialised (no recompilation per length)
 _NOSPEC = ["Nq", "Nk", "stride_sb", "stride_sh"]
+_NOSPEC_T = _NOSPEC + ["NQB", "NKB"]
 
 # candidate buffer per query row in the solve kernel (floats); rows with more candidates fall back
 # to sparse sweeps
@@ -256,7 +257,7 @@ def _fwd_rowmax_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
+@triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_bound_kernel(
     Q, K, ALPHA, M, TAU, TLO, THI, TMAX, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
@@ -442,7 +443,7 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr):
     return F, G, S1, CNT, DMIN
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
+@triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_solve_kernel(
     Q, K, ALPHA, M, TAU, TLO, THI, TMAX, ITERS, CAND, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
@@ -577,7 +578,7 @@ def _fwd_solve_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
+@triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_output_kernel(
     Q, K, V, ALPHA, M, TAU, TMAX, TMIN, O, O2, LIVE, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
@@ -654,7 +655,7 @@ def _fwd_output_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
+@triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dkdv_kernel(
     Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DK, DV, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
@@ -733,7 +734,7 @@ def _bwd_dkdv_kernel(
     tl.store(DV + ptr, dv, mask=msk)
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
+@triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dq_kernel(
     Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DQ, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,

@@ -154,13 +154,15 @@ def _alpha_vector(alpha, H: int, device) -> torch.Tensor:
 
 class _EntmaxAttentionFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, holder):  # type: ignore[override]
+    def forward(ctx, q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, holder, need_grad):  # type: ignore[override]
         from sparsemap_tools.gpu.attention import alpha_mode, entmax_attention_fwd
 
         H = q.shape[-2] if cu_q is not None else q.shape[1]
         alpha_h = _alpha_vector(alpha, H, q.device)
         mode = alpha_mode(alpha)
-        need_grad = any(ctx.needs_input_grad[:4])
+        # need_grad comes from the caller: inside forward() grad mode is always off, and
+        # ctx.needs_input_grad is True under torch.no_grad() too. Inference skips O2.
+        need_grad = bool(need_grad) and any(ctx.needs_input_grad[:4])
         qc, kc, vc = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
         res = entmax_attention_fwd(qc, kc, vc, alpha_h, mode, scale, causal, need_grad,
                                    cu_q, cu_k, max_q, max_k)
@@ -185,7 +187,7 @@ class _EntmaxAttentionFn(torch.autograd.Function):
                                               ctx.res, cu_q, cu_k)
         if ctx.needs_input_grad[3]:
             dalpha = _dalpha_dense_fallback(do, q, k, v, alpha_t, ctx.scale, ctx.causal, cu_q, cu_k)
-        return dq, dk, dv, dalpha, None, None, None, None, None, None, None
+        return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
 
 def _dalpha_dense_fallback(do, q, k, v, alpha_t, scale, causal, cu_q, cu_k):
@@ -268,7 +270,8 @@ def entmax_attention(
     if q.device.type != "cuda":
         _require_interpreter()
     holder: list = []
-    out = _EntmaxAttentionFn.apply(q, k, v, alpha, sc, bool(is_causal), None, None, 0, 0, holder)
+    out = _EntmaxAttentionFn.apply(q, k, v, alpha, sc, bool(is_causal), None, None, 0, 0, holder,
+                                   _grad_needed(q, k, v, alpha))
     return (out, _make_stats(holder[0])) if return_stats else out
 
 
@@ -336,7 +339,7 @@ def entmax_attention_varlen(
     ck = cu_seqlens_k.to(device=q.device, dtype=torch.int32).contiguous()
     holder: list = []
     out = _EntmaxAttentionFn.apply(q, k, v, alpha, sc, bool(is_causal), cq, ck,
-                                   int(max_seqlen_q), int(max_seqlen_k), holder)
+                                   int(max_seqlen_q), int(max_seqlen_k), holder, _grad_needed(q, k, v, alpha))
     return (out, _make_stats(holder[0])) if return_stats else out
 
 
@@ -352,6 +355,11 @@ def entmax_attention_reference(
     """Dense naive α-entmax attention (O(N²) memory; any device; float64 allowed)."""
     return entmax_attention(q, k, v, alpha=alpha, is_causal=is_causal, scale=scale,
                             enable_gqa=enable_gqa, backend="reference")
+
+
+def _grad_needed(q, k, v, alpha) -> bool:
+    xs = (q, k, v) + ((alpha,) if torch.is_tensor(alpha) else ())
+    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
 
 def _softmax_attention(q, k, v, is_causal, scale, G):

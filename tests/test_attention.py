@@ -342,6 +342,27 @@ def test_custom_scale_and_inference_path():
 
 
 @needs_triton
+def test_inference_skips_o2(monkeypatch):
+    """Under torch.no_grad (or with no input requiring grad) the forward computes no O2."""
+    import sparsemap_tools.gpu.attention as ga
+
+    seen = []
+    real = ga.entmax_attention_fwd
+
+    def spy(*args, **kwargs):
+        seen.append(args[7])  # need_o2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ga, "entmax_attention_fwd", spy)
+    q, k, v = _inputs(1, 2, 2, 20, 20, 16, seed=2)
+    with torch.no_grad():
+        entmax_attention(q, k, v, backend="triton")
+    entmax_attention(q.detach(), k.detach(), v.detach(), backend="triton")
+    entmax_attention(q, k, v, backend="triton")
+    assert seen == [False, False, True]
+
+
+@needs_triton
 def test_block_sparse_inputs_skip_tiles_exactly():
     """Segment-topic inputs: many tiles are skipped, results still exact."""
     g = torch.Generator().manual_seed(0)
