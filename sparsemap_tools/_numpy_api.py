@@ -75,7 +75,7 @@ def run_rows(
     batch_shape = moved.shape[:-1]
     x2d = np.ascontiguousarray(moved.reshape(-1, arr.shape[ax]))
     fn = rows_backend(backend)
-    p2d, res = fn(x2d, alpha_rows, resolve_solver(solver), tol=tol, max_iter=max_iter)
+    p2d, res = fn(x2d, V.snap_to_softmax(alpha_rows), resolve_solver(solver), tol=tol, max_iter=max_iter)
     p = np.moveaxis(p2d.reshape(moved.shape), -1, ax).astype(out_dtype, copy=False)
     return p, res, x2d, batch_shape, alpha_rows
 

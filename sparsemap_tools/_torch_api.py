@@ -35,6 +35,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def prepare(x: torch.Tensor, alpha: Any, axis: int):
     """Validate and flatten: returns (x2d in compute dtype, alpha_rows tensor (R,), axis,
     moved shape, output dtype). ``alpha_rows`` stays differentiable w.r.t. a tensor alpha."""
+    if x.layout != torch.strided:
+        raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
     if x.dtype.is_complex:
         raise TypeError(f"x must be real, got dtype {x.dtype}")
     if not x.dtype.is_floating_point:
@@ -96,7 +98,7 @@ def forward_rows(
         r = rowwise.entmax_forward(x2d, alpha_rows.detach().float(), solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
-    a_np = alpha_rows.detach().to(torch.float64).cpu().numpy()
+    a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
     p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
     return torch.from_numpy(p2d), res
 

@@ -138,3 +138,14 @@ def alpha_rows_numpy(alpha: Any, x_shape: tuple[int, ...], axis: int) -> np.ndar
     target[axis] = 1
     full = np.broadcast_to(a.reshape((1,) * (len(x_shape) - a.ndim) + a.shape), target)
     return np.ascontiguousarray(np.moveaxis(full, axis, -1)).reshape(-1)
+
+
+#: Below this distance to 1, alpha is treated as 1 (softmax) by the CPU paths: the q-th power
+#: amplifies rounding by q = 1/(alpha-1) (error ~ eps/(alpha-1)) while alpha-entmax differs from
+#: softmax by O(alpha-1); the two meet near 1e-8 in float64 (see docs/solvers.md).
+SOFTMAX_BELOW = 1e-9
+
+
+def snap_to_softmax(alpha_rows: np.ndarray) -> np.ndarray:
+    """alpha with ``alpha - 1 < SOFTMAX_BELOW`` replaced by exactly 1."""
+    return np.where(alpha_rows - 1.0 < SOFTMAX_BELOW, 1.0, alpha_rows)

@@ -23,35 +23,52 @@ from . import _validate as V
 from .api import entmax
 
 
-def _tsallis(p: Any, a: Any, xp: Any) -> Any:
-    """H_alpha(p) per row (last axis), alpha per row with a trailing singleton axis."""
+def _log_moments(p: Any, xp: Any, k: int) -> list:
+    """``[sum p log^j p for j = 1..k]`` per row (0 log 0 = 0)."""
     pos = p > 0
-    safe = xp.where(pos, p, xp.ones_like(p))
-    soft = a == 1.0
-    am1 = xp.where(soft, xp.ones_like(a), a - 1.0)
-    ts = (1.0 - xp.where(pos, safe**a, xp.zeros_like(p)).sum(-1)) / (a * am1)[..., 0]
-    sh = -xp.where(pos, p * xp.log(safe), xp.zeros_like(p)).sum(-1)
-    return xp.where(soft[..., 0], sh, ts)
+    logp = xp.log(xp.where(pos, p, xp.ones_like(p)))
+    out, term = [], xp.where(pos, p, xp.zeros_like(p))
+    for _ in range(k):
+        term = term * logp
+        out.append(term.sum(-1))
+    return out
+
+
+def _g_and_dg(p: Any, a: Any, xp: Any) -> tuple[Any, Any]:
+    """``g(e) = sum p expm1(e log p) / e`` and ``g'(e)`` with ``e = alpha - 1`` (per row).
+
+    ``H_alpha(p) = -g(e) / alpha``; written with ``expm1`` it has no cancellation near alpha = 1.
+    For ``e < 1e-3`` both come from the series ``g = sum_j e^(j-1) H_j / j!`` (error ~e^4).
+    """
+    e = (a - 1.0)[..., 0]
+    pos = p > 0
+    logp = xp.log(xp.where(pos, p, xp.ones_like(p)))
+    near = e < 1e-3
+    es = xp.where(near, xp.ones_like(e), e)[..., None]
+    g_direct = xp.where(pos, p * xp.expm1(es * logp), xp.zeros_like(p)).sum(-1) / es[..., 0]
+    dg_terms = xp.where(pos, p * (es * logp * xp.exp(es * logp) - xp.expm1(es * logp)), xp.zeros_like(p))
+    dg_direct = dg_terms.sum(-1) / es[..., 0] ** 2
+    h1, h2, h3, h4 = _log_moments(p, xp, 4)
+    g_series = h1 + e * h2 / 2 + e**2 * h3 / 6 + e**3 * h4 / 24
+    dg_series = h2 / 2 + e * h3 / 3 + e**2 * h4 / 8
+    return xp.where(near, g_series, g_direct), xp.where(near, dg_series, dg_direct)
+
+
+def _tsallis(p: Any, a: Any, xp: Any) -> Any:
+    """H_alpha(p) = (1 - sum p^alpha)/(alpha(alpha-1)) per row (Shannon at alpha = 1).
+
+    Computed as ``-sum p expm1((alpha-1) log p) / (alpha (alpha-1))`` (for ``sum p = 1``), which
+    is continuous through alpha = 1 in floating point.
+    """
+    g, _ = _g_and_dg(p, a, xp)
+    return -g / a[..., 0]
 
 
 def _dtsallis_dalpha(p: Any, a: Any, xp: Any) -> Any:
-    """d H_alpha(p) / d alpha at fixed p.
-
-    At alpha = 1 the quotient is 0/0; its limit (expand sum p^alpha = sum p e^{(alpha-1) log p})
-    is ``sum p log p - (1/2) sum p log^2 p``, used there.
-    """
-    pos = p > 0
-    safe = xp.where(pos, p, xp.ones_like(p))
-    soft = (a == 1.0)[..., 0]
-    a0 = xp.where(a == 1.0, xp.full_like(a, 2.0), a)[..., 0]
-    spa = xp.where(pos, safe ** a0[..., None], xp.zeros_like(p)).sum(-1)
-    splog = xp.where(pos, safe ** a0[..., None] * xp.log(safe), xp.zeros_like(p)).sum(-1)
-    den = a0 * (a0 - 1.0)
-    d = (-splog * den - (1.0 - spa) * (2.0 * a0 - 1.0)) / den**2
-    logp = xp.log(safe)
-    h1 = xp.where(pos, p * logp, xp.zeros_like(p)).sum(-1)
-    h2 = xp.where(pos, p * logp * logp, xp.zeros_like(p)).sum(-1)
-    return xp.where(soft, h1 - 0.5 * h2, d)
+    """d H_alpha(p) / d alpha at fixed p: ``-(g'(e) alpha - g(e)) / alpha^2`` (finite at 1)."""
+    g, dg = _g_and_dg(p, a, xp)
+    a0 = a[..., 0]
+    return -(dg * a0 - g) / a0**2
 
 
 def _inner(diff: Any, x: Any, xp: Any) -> Any:
@@ -153,8 +170,11 @@ def _make_fy():
             xf = x.detach().movedim(ax, -1).to(comp)
             pm = p.movedim(ax, -1).to(comp)
             tgt = target
-            if isinstance(tgt, np.ndarray):
-                tgt = torch.from_numpy(tgt)
+            if not isinstance(tgt, torch.Tensor):
+                try:
+                    tgt = torch.as_tensor(np.asarray(tgt))
+                except Exception as exc:
+                    raise TypeError(f"target must be an array or tensor, got {type(target).__name__}") from exc
             tgt = tgt.to(x.device)
             y = _target_dist(tgt.movedim(ax, -1) if tuple(tgt.shape) == tuple(x.shape) else tgt,
                              tuple(xf.shape), xf.shape[-1], torch, xf)

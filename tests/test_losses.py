@@ -291,15 +291,6 @@ def test_loss_continuous_at_one(am1):
                                atol=1e-6 + 10 * am1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the Tsallis entropy (1 - sum p^alpha)/(alpha(alpha-1)) cancels catastrophically "
-    "near alpha = 1: x = default_rng(0).standard_normal((3, 6)), y = dirichlet(ones(6)) -> "
-    "loss at alpha=1 [0.64050, 0.74589, 0.003565]; at 1+1e-12 [0.64059, 0.74569, 0.003641] "
-    "(err 2e-4); at 1+1e-15 [0.72729, 0.58801, 0.13032] (err 0.16). The exact difference is "
-    "O(alpha-1) < 1e-11. Fix: -sum p * expm1((alpha-1) log p) / (alpha (alpha-1)) (or Shannon "
-    "below a threshold)",
-)
 @pytest.mark.parametrize("am1", [1e-12, 1e-15])
 def test_loss_continuous_at_one_tiny(am1):
     x, y = _near_one_data()
@@ -319,13 +310,6 @@ def test_dloss_dalpha_continuous_at_one(am1):
     assert abs(_dloss_dalpha(x, y, 1.0 + am1) - g1) <= 1e-3 * max(1.0, abs(g1)) + 10 * am1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dL/dalpha (losses._dtsallis_dalpha) cancels catastrophically near alpha = 1 "
-    "(divides by (alpha(alpha-1))^2): with _near_one_data() the summed dL/dalpha is -0.35294 at "
-    "alpha=1 (the limit) but -0.36214 at 1+1e-7, -48.78 at 1+1e-9 and +3.6e8 at 1+1e-12. "
-    "(d entmax/d alpha stays within ~3e-5 relative at these alphas.)",
-)
 @pytest.mark.parametrize("am1", [1e-7, 1e-9, 1e-12])
 def test_dloss_dalpha_continuous_at_one_tiny(am1):
     x, y = _near_one_data()
@@ -333,13 +317,6 @@ def test_dloss_dalpha_continuous_at_one_tiny(am1):
     assert abs(_dloss_dalpha(x, y, 1.0 + am1) - g1) <= 1e-3 * max(1.0, abs(g1)) + 10 * am1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: entmax_loss(torch x, target=[0, 1, 2]) crashes with AttributeError "
-    "(\"'list' object has no attribute 'to'\" in losses._make_fy.forward) although the NumPy path "
-    "accepts a list target; expected the same loss as with torch.tensor([0, 1, 2]) (or a "
-    "TypeError naming target)",
-)
 def test_torch_loss_accepts_list_target():
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
     L = entmax_loss(x, [0, 1, 2], 1.5)

@@ -383,12 +383,6 @@ def test_dp_dalpha_continuous_at_one(am1):
     assert abs(g(1.0 + am1) - g1) <= 2e-3 * abs(g1) + 10 * am1, (g(1.0 + am1), g1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sparse tensor reaches torch internals: entmax(torch.randn(3, 4).to_sparse(), 1.5) "
-    "raises RuntimeError 'reshape is not implemented for sparse tensors' instead of a "
-    "TypeError/ValueError naming x (issue 2 item 6)",
-)
 def test_sparse_tensor_rejected_clearly():
     with pytest.raises((TypeError, ValueError), match="x"):
         entmax(_x(3, 4, seed=27).to_sparse(), 1.5)
