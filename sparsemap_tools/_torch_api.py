@@ -95,7 +95,7 @@ def forward_rows(
             raise ValueError(
                 f"solver={solver!r} is not available on the Triton backend (one of {rowwise.SOLVERS})"
             )
-        r = rowwise.entmax_forward(x2d, alpha_rows.detach().float(), solver, tol=tol, max_iter=max_iter)
+        r = rowwise.entmax_forward(x2d, alpha_rows.detach(), solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
@@ -150,7 +150,7 @@ class EntmaxFunction(torch.autograd.Function):
         if ctx.triton:
             from .gpu import rowwise
 
-            dx, da = rowwise.entmax_backward(p, dp.contiguous(), alpha.float(), need_alpha)
+            dx, da = rowwise.entmax_backward(p, dp.contiguous(), alpha, need_alpha)
         else:
             dx, da = backward_rows(p, dp, alpha, need_alpha)
         if da is not None:

@@ -1,0 +1,83 @@
+"""The public API dispatching to the Triton kernels (``backend="triton"``).
+
+Without a GPU these run the real kernels under ``TRITON_INTERPRET=1`` on CPU tensors (small
+shapes); on a CUDA machine the ``gpu`` variants run on the device. The kernels themselves are
+tested in ``test_gpu_rowwise.py``; here: dispatch, layout (any dim, non-contiguous), dtypes,
+autograd through ``entmax`` for x and a tensor alpha, ``threshold`` and argument errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from sparsemap_tools import entmax, entmax15, sparsemax, threshold  # noqa: E402
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _backend(device: str) -> str:
+    return "triton" if device == "cpu" else "auto"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0])
+def test_matches_cpu_reference_any_dim(device, alpha):
+    g = torch.Generator().manual_seed(int(alpha * 100))
+    x = torch.randn(3, 19, 4, generator=g, dtype=torch.float64)
+    x[0, 3:7, 1] = -torch.inf
+    p = entmax(x.to(device), alpha, dim=1, backend=_backend(device)).cpu()
+    ref = entmax(x.numpy(), alpha, axis=1, backend="numpy")
+    tol = 1e-12 if alpha <= 2 else 1e-7
+    np.testing.assert_allclose(p.numpy(), ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(p.sum(1).numpy(), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_and_low_precision(device):
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(40, 6, generator=g)
+    x = base.t()  # non-contiguous (6, 40) view
+    assert not x.is_contiguous()
+    for dtype, tol in [(torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)]:
+        xd = x.to(device=device, dtype=dtype)
+        p = entmax15(xd, backend=_backend(device))
+        assert p.dtype == dtype and p.shape == x.shape
+        ref = entmax15(xd.float().cpu().double().numpy(), backend="numpy")
+        np.testing.assert_allclose(p.float().cpu().numpy(), ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_x_and_per_row_alpha(device):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 9, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    a = torch.tensor([[1.3], [1.5], [1.8], [2.0]], dtype=torch.float64).to(device).requires_grad_()
+    fn = lambda x, a: entmax(x, a, backend=_backend(device))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, a), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_threshold_reproduces_p(device):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 23, generator=g, dtype=torch.float64)
+    r = threshold(x.to(device), 1.5, backend=_backend(device))
+    p = torch.clamp(0.5 * x - r.tau.cpu()[:, None], min=0) ** 2
+    np.testing.assert_allclose(p.sum(1).numpy(), 1.0, atol=1e-10)
+    np.testing.assert_array_equal(r.support_size.cpu().numpy(), (p > 0).sum(1).numpy())
+    assert bool(r.converged.all())
+
+
+def test_row_conventions_and_errors():
+    x = torch.randn(4, 8, dtype=torch.float64)
+    x[1, 2] = torch.nan
+    x[2, :] = -torch.inf
+    x[3, 0] = torch.inf
+    p = sparsemax(x, backend="triton")
+    assert torch.isnan(p[1:]).all() and not torch.isnan(p[0]).any()
+    with pytest.raises(ValueError, match="solver"):
+        entmax(x, 1.5, solver="sort", backend="triton")
+    with pytest.raises(ValueError, match="alpha"):
+        entmax(x, 0.5, backend="triton")
