@@ -48,6 +48,12 @@ needs_triton = pytest.mark.skipif(
     reason="Triton kernels need CUDA or TRITON_INTERPRET=1 set before triton is imported",
 )
 gpu = pytest.mark.gpu
+
+
+def _triton(fn):
+    """Runs the Triton kernels (interpreter on CPU): skipped when they cannot run."""
+    return pytest.mark.interpreter(needs_triton(fn))
+
 needs_cuda = pytest.mark.skipif(not _HAS_CUDA, reason="needs CUDA")
 
 
@@ -273,13 +279,13 @@ CASES = [
 ]
 
 
-@needs_triton
+@_triton
 @pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", CASES)
 def test_kernels_match_reference(B, H, Hkv, Nq, Nk, D, causal, alpha):
     _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + Nk + D)
 
 
-@needs_triton
+@_triton
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
 def test_row_sums_and_large_logits(alpha):
     """|Σp − 1| ≤ 1e-5 on every row, also with scores up to |s| ≈ 200 (shift invariance)."""
@@ -300,7 +306,7 @@ def test_row_sums_and_large_logits(alpha):
     _assert_close(out30, ref, 1e-3, 1e-3, "out (large logits)")
 
 
-@needs_triton
+@_triton
 def test_per_head_alpha_and_alpha_gradient():
     """Per-head α tensor: generic kernel path; ∂/∂α by the documented dense fallback."""
     q, k, v = _inputs(1, 3, 3, 33, 33, 16, seed=5)
@@ -314,7 +320,7 @@ def test_per_head_alpha_and_alpha_gradient():
         _assert_close(x.grad, gr, 5e-5, 1e-3, name)
 
 
-@needs_triton
+@_triton
 def test_alpha_one_is_softmax_sdpa():
     q, k, v = _inputs(1, 2, 2, 20, 20, 16, seed=1)
     out = entmax_attention(q, k, v, alpha=1.0, is_causal=True, backend="triton")
@@ -322,7 +328,7 @@ def test_alpha_one_is_softmax_sdpa():
     _assert_close(out, ref, 1e-6, 1e-6, "out")
 
 
-@needs_triton
+@_triton
 def test_custom_scale_and_inference_path():
     """Custom scale; the no-grad forward (no O2) gives bitwise the same output; deterministic."""
     q, k, v = _inputs(1, 2, 2, 50, 50, 16, seed=9)
@@ -341,7 +347,7 @@ def test_custom_scale_and_inference_path():
     assert all(torch.equal(a, x.grad) for a, x in zip(g1, (q, k, v)))
 
 
-@needs_triton
+@_triton
 def test_inference_skips_o2(monkeypatch):
     """Under torch.no_grad (or with no input requiring grad) the forward computes no O2."""
     import sparsemap_tools.gpu.attention as ga
@@ -362,7 +368,7 @@ def test_inference_skips_o2(monkeypatch):
     assert seen == [False, False, True]
 
 
-@needs_triton
+@_triton
 def test_block_sparse_inputs_skip_tiles_exactly():
     """Segment-topic inputs: many tiles are skipped, results still exact."""
     g = torch.Generator().manual_seed(0)
@@ -383,7 +389,7 @@ def test_block_sparse_inputs_skip_tiles_exactly():
         _assert_close(x.grad, r, 2e-4, 1e-3, name)
 
 
-@needs_triton
+@_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype):
     q, k, v = _inputs(1, 2, 1, 64, 64, 32, dtype=dtype, seed=4)
@@ -398,7 +404,7 @@ def test_half_precision(dtype):
         _assert_close(x.grad, r, 4 * tol, 4 * tol, name)
 
 
-@needs_triton
+@_triton
 def test_varlen_with_empty_sequence_and_gqa():
     g = torch.Generator().manual_seed(2)
     lens_q = [17, 0, 40, 1]
@@ -423,7 +429,7 @@ def test_varlen_with_empty_sequence_and_gqa():
             _assert_close(x.grad, r.grad, 2e-5, 1e-3, name)
 
 
-@needs_triton
+@_triton
 @pytest.mark.parametrize("alpha", [1.5, 1.25, 3.0])
 def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
     """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps."""
@@ -434,7 +440,7 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
     assert int(st.solve_iters) > 1
 
 
-@needs_triton
+@_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
