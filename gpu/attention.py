@@ -668,6 +668,7 @@ def _bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+    SUB_M: tl.constexpr,
 ):
     """One program per (key block, query head): dV_h = Σ_i pᵀ dO, dK_h = scale·Σ_i dSᵀ Q."""
     pid_n = tl.program_id(0)
@@ -687,7 +688,7 @@ def _bwd_dkdv_kernel(
     start_n = pid_n * BLOCK_N
     cols = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_m = tl.arange(0, SUB_M)
     k = _load_rows(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
     v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -704,29 +705,32 @@ def _bwd_dkdv_kernel(
         tmax = tl.load(TB + qb * NKB)
         tmin = tl.load(TM + qb)
         if tmax > tmin:
-            rows = qb * BLOCK_M + offs_m
-            rmask = rows < lq
-            srow = S_base + rows.to(tl.int64) * stride_sn
-            m = tl.load(M + srow, mask=rmask, other=0.0)
-            tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-            dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
-            q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
-            do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
-            # transposed tile: keys × queries
-            zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
-            edge = (start_n + BLOCK_N > lk) | (qb * BLOCK_M + BLOCK_M > lq)
-            if CAUSAL:
-                edge = edge | (start_n + BLOCK_N - 1 > qb * BLOCK_M + (lk - lq))
-            if edge:
-                visT = (cols[:, None] < lk) & (rows[None, :] < lq)
+            # the live 64-row query block in SUB_M-row slices (fewer registers, no spills)
+            for sub in range(0, BLOCK_M // SUB_M):
+                rows = qb * BLOCK_M + sub * SUB_M + offs_m
+                rmask = rows < lq
+                srow = S_base + rows.to(tl.int64) * stride_sn
+                m = tl.load(M + srow, mask=rmask, other=0.0)
+                tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+                dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
+                q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+                do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
+                # transposed tile: keys × queries
+                zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
+                r0 = qb * BLOCK_M + sub * SUB_M
+                edge = (start_n + BLOCK_N > lk) | (r0 + SUB_M > lq)
                 if CAUSAL:
-                    visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
-                zT = tl.where(visT, zT, float("-inf"))
-            pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
-            dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
-            dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
-            dsT = uT * (dpT - dlt[None, :])
-            dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
+                    edge = edge | (start_n + BLOCK_N - 1 > r0 + (lk - lq))
+                if edge:
+                    visT = (cols[:, None] < lk) & (rows[None, :] < lq)
+                    if CAUSAL:
+                        visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
+                    zT = tl.where(visT, zT, float("-inf"))
+                pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
+                dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+                dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
+                dsT = uT * (dpT - dlt[None, :])
+                dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
     P_off = b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph + sk.to(tl.int64) * stride_pn
     ptr = P_off + cols[:, None].to(tl.int64) * stride_pn + offs_d[None, :]
     msk = (cols[:, None] < lk) & (offs_d[None, :] < HEAD_DIM)
@@ -811,6 +815,18 @@ def _config(head_dim: int, dtype: torch.dtype):
     return 64, 32, 8, 2
 
 
+def _sparse_warps(head_dim: int, dtype: torch.dtype, nw: int) -> int:
+    """Warps for the solve, output and backward kernels.
+
+    With 4 warps at D = 64 (bf16/fp16) the compiler's resource report (cuobjdump, sm_90, triton
+    3.9) shows 255 registers and 640–1072 B of spills in the solve and dK/dV kernels; 8 warps remove
+    the solve/output spills and cut the dK/dV ones to 168 B.  Chosen from the resource report
+    after the last H100 measurement (not timed yet)."""
+    if INTERPRET or dtype == torch.float32:
+        return nw
+    return max(nw, 8)
+
+
 def _layout(x: torch.Tensor, varlen: bool):
     """(batch, head, token) strides; the last dim must be contiguous."""
     if varlen:  # (T, H, D)
@@ -888,6 +904,7 @@ def entmax_attention_fwd(
     grid = (NQB, B * H)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, num_warps=nw, num_stages=ns)
+    sparse = dict(common, num_warps=_sparse_warps(D, q.dtype, nw))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         _fwd_rowmax_kernel[grid](q, k, alpha_h, m, cq, ck, *sqs, *sks, *ss, Nq, Nk, H, G, scale,
                                  **common)
@@ -896,11 +913,11 @@ def entmax_attention_fwd(
                                 Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, **common)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
-                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, **common)
+                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, **sparse)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, **common)
+                                 MODE=mode, NEED_O2=need_o2, **sparse)
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
@@ -945,11 +962,11 @@ def entmax_attention_bwd(
     sos = _layout(o2, varlen)
     sps = _layout(dk_p, varlen)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
-                  PREC=prec, MODE=mode, num_warps=nw, num_stages=ns)
+                  PREC=prec, MODE=mode, num_warps=_sparse_warps(D, q.dtype, nw), num_stages=ns)
     if B * H > 0 and Nk > 0:
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
                                        fwd["tmin"], dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                       *sps, Nq, Nk, H, G, scale, NQB, NKB, **common)
+                                       *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=max(16, BM // 2), **common)
     if B * H > 0 and Nq > 0:
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
                                      fwd["tmin"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
