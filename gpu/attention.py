@@ -32,7 +32,8 @@ Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
      does not halve (f is not convex there); the tile mask uses the bracket's lower end.
    The loop is a device-side ``while``: no host synchronisation, no fixed iteration count.
 4. ``_fwd_output_kernel``  (sparse): out = Σ_j p_ij v_j over live tiles (mask from the final τ),
-   and, only when a gradient is needed, O2 = Σ_j u_ij v_j / Σ_j u_ij (for δ in the backward).
+   and, only when a gradient is needed, O2 = Σ_j u_ij v_j / Σ_j u_ij (for δ in the backward);
+   only when α requires grad, O3 = Σ_j h_ij v_j and Σ_j h_ij with h = p ln p (fused ∂L/∂α).
    Also writes the per-block minimum τ' (the backward's mask) and live/visible tile counts.
 
 Dense QKᵀ sweeps before the sparse passes: **2** (sweeps 1 and 2).
@@ -56,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "alpha_mode"]
+__all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "entmax_attention_dalpha", "alpha_mode"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -580,7 +581,7 @@ def _fwd_solve_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_output_kernel(
-    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, O, O2, LIVE, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, O, O2, O3, HS, LIVE, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -590,8 +591,10 @@ def _fwd_output_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NEED_O2: tl.constexpr,
+    NEED_O2: tl.constexpr, NEED_DALPHA: tl.constexpr,
 ):
+    """out = Σ p v on live tiles; with NEED_O2 also O2 = Σ u v / Σ u (for δ in the backward); with
+    NEED_DALPHA also O3 = Σ h v and HS = Σ h, h = p log p (for ∂L/∂α, see ``entmax_attention_dalpha``)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -620,6 +623,8 @@ def _fwd_output_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     su = tl.zeros([BLOCK_M], tl.float32)
+    acc3 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hs = tl.zeros([BLOCK_M], tl.float32)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
     n_live = 0
@@ -639,12 +644,22 @@ def _fwd_output_kernel(
             if NEED_O2:
                 acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
                 su += tl.sum(u, axis=1)
+            if NEED_DALPHA:
+                d = z - tau[:, None]
+                pos = d > 0
+                # h = p·ln p = p · Q · ln d
+                hh = tl.where(pos, p * (qexp * 0.6931471805599453) * tl.log2(tl.where(pos, d, 1.0)), 0.0)
+                acc3 += tl.dot(hh.to(v.dtype), v, input_precision=PREC)
+                hs += tl.sum(hh, axis=1)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
     omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
     tl.store(O + optr, acc.to(O.dtype.element_ty), mask=omask)
     if NEED_O2:
         o2 = acc2 / tl.where(su > 0, su, 1.0)[:, None]
         tl.store(O2 + optr, o2, mask=omask)
+    if NEED_DALPHA:
+        tl.store(O3 + optr, acc3, mask=omask)
+        tl.store(HS + srow, hs, mask=rmask)
     tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m, tmin)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2, n_live)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2 + 1, n_tiles)
@@ -849,6 +864,7 @@ def entmax_attention_fwd(
     max_seqlen_k: int = 0,
     tol: float = 2e-6,
     max_iter: int = 64,
+    need_dalpha: bool = False,
 ):
     """Launch the forward pipeline.
 
@@ -879,7 +895,9 @@ def entmax_attention_fwd(
     NKB = max(1, triton.cdiv(Nk, BN))
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
     o = torch.empty(q.shape, dtype=q.dtype, device=dev)
+    need_o2 = need_o2 or need_dalpha
     o2 = torch.empty(q.shape, dtype=torch.float32, device=dev) if need_o2 else o
+    o3 = torch.empty(q.shape, dtype=torch.float32, device=dev) if need_dalpha else o
     f32 = dict(dtype=torch.float32, device=dev)
     m = torch.empty(stat_shape, **f32)
     tau = torch.empty(stat_shape, **f32)
@@ -888,6 +906,7 @@ def entmax_attention_fwd(
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
     live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
+    hsum = torch.zeros(stat_shape, **f32) if need_dalpha else m
     iters = torch.zeros((B * H, NQB), dtype=torch.int32, device=dev)
     cap = _CAND_CAP
     cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
@@ -915,12 +934,13 @@ def entmax_attention_fwd(
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
                                 Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, **sparse)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
-        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, live, cq, ck,
+        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, **sparse)
+                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse)
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
-    return dict(o=o, o2=o2 if need_o2 else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
+    return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
+                hsum=hsum if need_dalpha else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
                 iters=iters, cfg=(BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk))
 
 
@@ -982,3 +1002,25 @@ def entmax_attention_bwd(
         dk = dk_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dk_p
         dv = dv_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dv_p
     return dq.to(dtypes[0]), dk.to(dtypes[1]), dv.to(dtypes[2])
+
+
+def entmax_attention_dalpha(do: torch.Tensor, alpha_h: torch.Tensor, fwd: dict, varlen: bool) -> torch.Tensor:
+    """∂L/∂α per query head from row statistics of the forward (no extra pass over the keys).
+
+    With ∂p/∂α = (p − ŝ)/(α−1)² − (h − ŝ Σh)/(α−1) (ŝ = u/Σu, h = p ln p) and dP = dO·Vᵀ:
+    Σ_j dP_ij ∂p_ij/∂α = (dO_i·O_i − δ_i)/(α−1)² − (dO_i·O3_i − δ_i·HS_i)/(α−1),
+    δ_i = dO_i·O2_i, O3_i = Σ_j h_ij v_j, HS_i = Σ_j h_ij.  Summed over the rows of each head.
+    """
+    dof = do.float()
+    o = fwd["o"].float()
+    delta = (dof * fwd["o2"]).sum(-1)
+    r_oo = (dof * o).sum(-1)
+    r_o3 = (dof * fwd["o3"]).sum(-1)
+    am1 = alpha_h.float() - 1.0
+    if varlen:  # rows (T, H)
+        am1 = am1.view(1, -1)
+        per_row = (r_oo - delta) / am1**2 - (r_o3 - delta * fwd["hsum"]) / am1
+        return per_row.sum(0)
+    am1 = am1.view(1, -1, 1)  # rows (B, H, N)
+    per_row = (r_oo - delta) / am1**2 - (r_o3 - delta * fwd["hsum"]) / am1
+    return per_row.sum(dim=(0, 2))

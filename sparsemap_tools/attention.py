@@ -21,9 +21,9 @@ Backends: ``"triton"`` (the fused kernels of ``sparsemap_tools.gpu.attention``; 
 this needs ``TRITON_INTERPRET=1`` set before triton is imported), ``"reference"`` (dense),
 ``"auto"`` (triton on CUDA tensors, reference otherwise).
 
-Gradient with respect to a per-head α tensor that requires grad: computed by a **dense fallback**
-(the reference's analytic ∂p/∂α, O(N²) memory, in float32/float64) while dq, dk, dv come from the
-fused kernels.  Documented in ``docs/attention.md``.
+Gradient with respect to an α tensor that requires grad: fused. The forward's output pass also
+accumulates O3 = Σ_j (p log p)_ij v_j and Σ_j (p log p)_ij per row, from which ∂L/∂α follows with
+row-wise reductions only (``gpu.attention.entmax_attention_dalpha``).
 """
 from __future__ import annotations
 
@@ -164,8 +164,9 @@ class _EntmaxAttentionFn(torch.autograd.Function):
         # ctx.needs_input_grad is True under torch.no_grad() too. Inference skips O2.
         need_grad = bool(need_grad) and any(ctx.needs_input_grad[:4])
         qc, kc, vc = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+        need_dalpha = need_grad and ctx.needs_input_grad[3]
         res = entmax_attention_fwd(qc, kc, vc, alpha_h, mode, scale, causal, need_grad,
-                                   cu_q, cu_k, max_q, max_k)
+                                   cu_q, cu_k, max_q, max_k, need_dalpha=need_dalpha)
         ctx.res = res
         ctx.mode = mode
         ctx.scale = scale
@@ -186,24 +187,10 @@ class _EntmaxAttentionFn(torch.autograd.Function):
             dq, dk, dv = entmax_attention_bwd(do, q, k, v, o2, alpha_h, ctx.mode, ctx.scale, ctx.causal,
                                               ctx.res, cu_q, cu_k)
         if ctx.needs_input_grad[3]:
-            dalpha = _dalpha_dense_fallback(do, q, k, v, alpha_t, ctx.scale, ctx.causal, cu_q, cu_k)
+            from sparsemap_tools.gpu.attention import entmax_attention_dalpha
+
+            dalpha = entmax_attention_dalpha(do, alpha_h, ctx.res, cu_q is not None).to(alpha_t.dtype)
         return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
-
-
-def _dalpha_dense_fallback(do, q, k, v, alpha_t, scale, causal, cu_q, cu_k):
-    """∂L/∂α through the dense reference (O(N²) memory): documented fallback."""
-    work = torch.float64 if q.device.type == "cpu" else torch.float32
-    with torch.enable_grad():
-        a = alpha_t.detach().to(work).requires_grad_(True)
-        qd, kd, vd = (x.detach().to(work) for x in (q, k, v))
-        if cu_q is None:
-            out = entmax_attention_dense(qd, kd, vd, alpha=a, is_causal=causal, scale=scale)
-        else:
-            out = entmax_attention_varlen_dense(qd, kd, vd, cu_q, cu_k, alpha=a, is_causal=causal, scale=scale)
-        (g,) = torch.autograd.grad(out, a, do.to(work), allow_unused=True)
-    if g is None:
-        g = torch.zeros_like(a)
-    return g.to(alpha_t.dtype)
 
 
 def _make_stats(res) -> AttentionStats:
