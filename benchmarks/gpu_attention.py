@@ -144,7 +144,8 @@ def sdpa(q, k, v, causal, backend):
     return f
 
 
-def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = False):
+def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = False,
+          max_seconds: float = 1e9, on_row=None):
     results = []
     tokens, H = 16384, 16
     configs = []
@@ -175,7 +176,11 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
     except Exception as ex:  # pragma: no cover
         log(f"adasplash not importable: {ex}")
         have_ada = False
+    t_start = time.time()
     for (N, D, causal, alpha, kind, strength) in configs:
+        if time.time() - t_start > max_seconds:
+            log(f"time budget of {max_seconds:.0f} s reached: skipping the remaining configurations")
+            break
         B = max(1, tokens // N)
         torch.manual_seed(1)
         q, k, v = gen(kind, B, H, N, D, torch.bfloat16, strength)
@@ -235,6 +240,8 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
                 log(f"adasplash v1 failed: {str(ex)[:200]}")
         results.append(row)
         log(json.dumps(row))
+        if on_row is not None:
+            on_row(results)
     return results
 
 
@@ -272,6 +279,9 @@ def main():
     ap.add_argument("--main", action="store_true", help="the configuration set recorded in docs/benchmarks_gpu_attention.md")
     ap.add_argument("--profile", action="store_true", help="time the four forward kernels separately")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--max-seconds", type=float, default=1e9,
+                    help="start no new benchmark configuration after this many seconds")
+    ap.add_argument("--only", default="", help="comma list of N=..,D=..,kind=.. filters, e.g. N=16384,D=64")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "gpu_attention.log"), "a")
@@ -284,7 +294,18 @@ def main():
     import triton
     log(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
     c = check(log) if args.check else []
-    b = bench(log, args.quick, profile=args.profile, main_set=args.main) if args.bench else []
+    filt = dict(kv.split("=") for kv in args.only.split(",") if kv)
+
+    def only(cfg):
+        N, D, causal, alpha, kind, strength = cfg
+        return all(str({"N": N, "D": D, "kind": kind, "alpha": alpha}[k_]) == v_ for k_, v_ in filt.items())
+
+    def on_row(rows):  # the table so far, so that a run cut short still leaves one
+        with open(os.path.join(args.out, "gpu_attention_table.txt"), "w") as f:
+            f.write(table(c, rows) + "\n")
+
+    b = bench(log, args.quick, only=only if filt else None, profile=args.profile, main_set=args.main,
+              max_seconds=args.max_seconds, on_row=on_row) if args.bench else []
     json.dump(dict(check=c, bench=b, gpu=torch.cuda.get_device_name()), open(os.path.join(args.out, "gpu_attention.json"), "w"), indent=1)
     print("\n" + table(c, b))
 
