@@ -15,15 +15,17 @@ Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
 (cdiv(max Nq, BLOCK_M), B·H)):
 
 1. ``_fwd_rowmax_kernel``  (dense sweep 1): m_i.  QKᵀ only.
-2. ``_fwd_bound_kernel``   (dense sweep 2): with m known, evaluates f and f' at NLEV levels of the
+2. ``_fwd_bound_kernel``   (dense sweep 2): with m known, evaluates f and f' at 4 levels of the
    bracket [−1, −n^{1−α}] in one pass, takes the highest level with f ≥ 0 (a lower bound on τ')
    and one Newton step from it (still a lower bound when α ≤ 2, by convexity), and stores, for
    every (query block, key block) tile, ``tile_max = max_{i,j in tile} z_ij``.
    The tile mask is then implicit: a tile is *live* for a lower bound ℓ of the block's τ' iff
    tile_max > min_i ℓ_i.  Any element of a dead tile has z ≤ ℓ_i ≤ τ'_i, so p = 0 there: the live
    set contains the true support.  Memory: one float per tile (≤ N²/(BM·BN) floats per head).
-3. ``_fwd_solve_kernel``   (sparse sweeps): iterates over live tiles only, until every row of the
-   block has converged (|Σp − 1| ≤ TOL), with
+3. ``_fwd_solve_kernel``   (one sparse sweep, then no QKᵀ): pass 0 over the live tiles copies each
+   row's candidates z > τ₁ into a per-row buffer (CAP floats); the iterations then run on the
+   buffers until every row has converged (|Σp − 1| ≤ TOL).  Rows whose candidates overflow the
+   buffer iterate with further sparse sweeps over the live tiles.  Updates:
    - α = 2:   Michelot / closed form  τ = τ_k + (Σd − 1)/|S|,
    - α = 1.5: closed form on the current support τ = τ_k + d̄ − √((1 − Σ(d−d̄)²)/|S|),
      accepted when certified (δ ≥ 0 and min_S d ≥ δ: no element crosses), else Newton;
