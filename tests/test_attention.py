@@ -336,6 +336,23 @@ def test_alpha_gradient_varlen_scalar_tensor():
 
 
 @_triton
+def test_strided_bnhd_inputs():
+    """(B, N, H, D) tensors viewed as (B, H, N, D): strided inputs go to the kernels as they are."""
+    g = torch.Generator().manual_seed(12)
+    q = torch.randn(2, 33, 4, 16, generator=g).to(DEV).transpose(1, 2).requires_grad_()
+    k = torch.randn(2, 40, 2, 16, generator=g).to(DEV).transpose(1, 2).requires_grad_()
+    v = torch.randn(2, 40, 2, 16, generator=g).to(DEV).transpose(1, 2).requires_grad_()
+    assert not q.is_contiguous()
+    out = entmax_attention(q, k, v, alpha=1.5, is_causal=True, enable_gqa=True, backend="triton")
+    do = torch.randn(out.shape, generator=g).to(out)
+    out.backward(do)
+    ref, _, gr = _ref(q, k, v, 1.5, True, do=do)
+    _assert_close(out, ref, 2e-5, 1e-4, "out")
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), gr):
+        _assert_close(x.grad, r, 2e-5, 1e-3, name)
+
+
+@_triton
 def test_alpha_one_is_softmax_sdpa():
     q, k, v = _inputs(1, 2, 2, 20, 20, 16, seed=1)
     out = entmax_attention(q, k, v, alpha=1.0, is_causal=True, backend="triton")
