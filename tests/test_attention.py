@@ -42,7 +42,10 @@ from sparsemap_tools.gpu.attention_reference import (  # noqa: E402
 )
 
 DEV = "cuda" if _HAS_CUDA else "cpu"
-_INTERP_OK = _HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1"
+import importlib.util  # noqa: E402
+
+_INTERP_OK = importlib.util.find_spec("triton") is not None and (
+    _HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1")
 needs_triton = pytest.mark.skipif(
     not _INTERP_OK or (not _HAS_CUDA and _TRITON_PREIMPORTED and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="Triton kernels need CUDA or TRITON_INTERPRET=1 set before triton is imported",
