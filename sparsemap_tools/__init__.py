@@ -16,6 +16,18 @@ from .solvers import SOLVERS, TauResult, solve_tau
 
 __version__ = "0.1.0"
 
+_ATTENTION = ("entmax_attention", "entmax_attention_varlen", "entmax_attention_reference")
+
+
+def __getattr__(name: str):
+    """Attention entry points load lazily (they import torch)."""
+    if name in _ATTENTION:
+        from . import attention
+
+        return getattr(attention, name)
+    raise AttributeError(f"module 'sparsemap_tools' has no attribute {name!r}")
+
+
 __all__ = [
     "entmax",
     "sparsemax",
@@ -28,5 +40,6 @@ __all__ = [
     "SOLVERS",
     "compare_solvers",
     "ConvergenceReport",
+    *_ATTENTION,
     "__version__",
 ]
