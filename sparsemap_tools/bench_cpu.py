@@ -350,7 +350,7 @@ def run(
 
 def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """One table: rows = (shape, alpha, method), columns ms / ratio / max error / note."""
-    head = ["shape", "alpha", "method", "ms (median)", f"x {BASELINE}", "max |p - p*|", "note"]
+    head = ["shape", "alpha", "method", "ms (median)", f"x {BASELINE}", "max abs err", "note"]
     lines = []
     rows = [
         [
