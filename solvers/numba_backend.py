@@ -12,10 +12,18 @@ Rows are *prepared*: ``zs = (alpha - 1) (x - max x)`` (row maximum 0), ``q = 1/(
 (``lo = -1`` at the start, and ``lo`` only increases), so an entry with ``zs_i <= lo`` has
 ``[zs_i - tau]_+ = 0`` at every later iterate: it can never be in the support. The kernels
 therefore copy the candidates ``zs_i > -1`` of a row into a small per-thread buffer (with their
-column indices) in one pass, iterate on the buffer only, and drop entries that fall to or below
-``lo`` while they sum (``lo`` rises with every pass that has ``f >= 0``). For typical rows the
-buffer holds a few percent of the row (``x_i > max x - 1/(alpha - 1)``); for flat rows it holds
-all of it and everything stays correct, only slower.
+column indices) in one pass, iterate on the buffer only, and compact away the entries at or
+below ``lo`` once fewer than 70 % of the buffer lie above it (``lo`` rises with every pass that
+has ``f >= 0``). For typical rows the buffer holds a few percent of the row
+(``x_i > max x - 1/(alpha - 1)``); for flat rows it holds all of it and everything stays
+correct, only slower.
+
+**Passes.** The row max and NaN scan work on the raw bits (an integer max reduction, which LLVM
+vectorises); the candidate gather is a branch-free index compaction; the per-pass sums over the
+buffer are masked reductions vectorised with a reassociating fastmath subset (``entmax_rows``)
+or kept in strict order (``solve_tau``, so that the rounding-level endgame matches the NumPy
+reference pass for pass). The buffer is padded to a multiple of 8 with ``-2`` (below every
+iterate) so the reductions run on whole SIMD vectors.
 
 **Powers.** ``d^q`` and ``d^(q-1)`` (and ``d^(q-2)`` for Halley) without ``pow`` for integer
 ``q <= 8`` (``alpha in {2, 1.5, 4/3, 1.25, ...}``: repeated multiplication), otherwise one
