@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -76,8 +77,21 @@ def run_rows(
     x2d = np.ascontiguousarray(moved.reshape(-1, arr.shape[ax]))
     fn = rows_backend(backend)
     p2d, res = fn(x2d, V.snap_to_softmax(alpha_rows), resolve_solver(solver), tol=tol, max_iter=max_iter)
+    warn_unconverged(res)
     p = np.moveaxis(p2d.reshape(moved.shape), -1, ax).astype(out_dtype, copy=False)
     return p, res, x2d, batch_shape, alpha_rows
+
+
+def warn_unconverged(res: TauResult) -> None:
+    """A ``RuntimeWarning`` naming how many (non-NaN) rows stopped at ``max_iter``."""
+    bad = ~res.converged & np.isfinite(res.tau)
+    if np.any(bad):
+        warnings.warn(
+            f"{int(bad.sum())} row(s) did not converge within max_iter (solver={res.solver!r}); "
+            "their output is normalised but may be inexact (see threshold(...).converged)",
+            RuntimeWarning,
+            stacklevel=5,
+        )
 
 
 def entmax(x: Any, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter) -> np.ndarray:

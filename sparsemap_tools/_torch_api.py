@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import _validate as V
-from ._numpy_api import paper_tau, rows_backend
+from ._numpy_api import paper_tau, rows_backend, warn_unconverged
 from .solvers import resolve_solver
 from .solvers.result import TauResult
 
@@ -100,6 +100,7 @@ def forward_rows(
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
     p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
+    warn_unconverged(res)
     return torch.from_numpy(p2d), res
 
 

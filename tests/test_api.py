@@ -467,3 +467,14 @@ def test_prop_float32_within_1e6(x, alpha, solver, backend):
     p = entmax(x, alpha, solver=solver, backend=backend)
     assert p.dtype == np.float32
     np.testing.assert_allclose(p.astype(np.float64), entmax_ref(x.astype(np.float64), alpha), rtol=0, atol=1e-6)
+
+
+def test_unconverged_rows_warn_and_are_flagged():
+    """A budget too small to converge is reported, never silent (RuntimeWarning + flag)."""
+    x = np.random.default_rng(21).standard_normal((4, 100))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        p = entmax(x, 1.25, solver="bisect", max_iter=3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    with pytest.warns(RuntimeWarning):
+        r = threshold(x, 1.25, solver="bisect", max_iter=3)
+    assert not r.converged.any()
