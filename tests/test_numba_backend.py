@@ -316,3 +316,25 @@ def test_property_permutation_equivariance(row, alpha, seed) -> None:
     p, _ = nb.entmax_rows(x, alpha, "newton")
     pp, _ = nb.entmax_rows(x[:, perm], alpha, "newton")
     np.testing.assert_allclose(pp, p[:, perm], atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [1.25, 4 / 3, 1.5, 1.75, 2.0, 3.0])
+@pytest.mark.parametrize("d", [7, 700, 3000])
+def test_entmax_rows_float32_tau_exact(alpha: float, d: int) -> None:
+    """float32 input: tau is the float64 answer for the float32 scores, to the last bits.
+
+    Guards the dense path (short rows, integer q) and the float64 formation of
+    ``(alpha - 1)(x - max)`` from float32 data: LLVM once evaluated ``x - max`` in float32
+    there (tau off by ~5e-10) because both operands were widened float32 values.
+    """
+    rng = np.random.default_rng(int(alpha * 100) + d)
+    x = (rng.standard_normal((40, d)) * rng.choice([0.1, 1.0, 10.0], (40, 1))).astype(np.float32)
+    x[0, : d // 2] = -np.inf
+    a = np.full(40, alpha)
+    p, r = nb.entmax_rows(x, a, "newton")
+    ref = npb.sort_solve(prepare(x.astype(np.float64), a), a)
+    np.testing.assert_allclose(r.tau, ref.tau, rtol=0, atol=1e-14)
+    assert r.converged.all()
+    if alpha in (1.5, 2.0):
+        assert r.certified.all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
