@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import importlib
 
 import numpy as np
 import pytest
@@ -15,16 +14,7 @@ from hypothesis.extra import numpy as hnp
 from _reference import entmax_ref, simplex_projection
 from sparsemap_tools import Threshold, entmax, entmax15, sparsemax, threshold
 
-try:
-    importlib.import_module("sparsemap_tools.solvers.numba_backend")
-    HAS_NUMBA = True
-except ImportError:
-    HAS_NUMBA = False
-
-BACKENDS = [
-    "numpy",
-    pytest.param("numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")),
-]
+from _backends import BACKENDS, HAS_NUMBA  # noqa: E402
 # "auto" resolves to newton
 SOLVERS = ["auto", "sort", "bisect", "newton", "halley"]
 # HYP_EXAMPLES=400 for a longer local property run

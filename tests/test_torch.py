@@ -4,7 +4,6 @@ dependency only)."""
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 import pytest
@@ -14,16 +13,7 @@ torch = pytest.importorskip("torch")
 from _reference import entmax_ref  # noqa: E402
 from sparsemap_tools import entmax, entmax15, sparsemax, threshold  # noqa: E402
 
-try:
-    importlib.import_module("sparsemap_tools.solvers.numba_backend")
-    HAS_NUMBA = True
-except ImportError:
-    HAS_NUMBA = False
-
-BACKENDS = [
-    "numpy",
-    pytest.param("numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba backend not importable")),
-]
+from _backends import BACKENDS, HAS_NUMBA  # noqa: E402
 CPU_SOLVERS = ["auto", "sort", "bisect", "newton", "halley"]
 
 
