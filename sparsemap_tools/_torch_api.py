@@ -85,9 +85,13 @@ def _use_triton(x: torch.Tensor, backend: str) -> bool:
 
 
 def forward_rows(
-    x2d: torch.Tensor, alpha_rows: torch.Tensor, solver: str, backend: str, tol, max_iter
+    x2d: torch.Tensor, alpha_rows: torch.Tensor, solver: str, backend: str, tol, max_iter,
+    alpha_value: float | None = None,
 ) -> tuple[torch.Tensor, TauResult | Any]:
-    """p (R, d) in the compute dtype, plus the per-row result record."""
+    """p (R, d) in the compute dtype, plus the per-row result record.
+
+    ``alpha_value``: the python float every row's α equals, when the caller knows it (the
+    Triton kernels then specialise their power branch at compile time)."""
     if _use_triton(x2d, backend):
         from .gpu import rowwise
 
@@ -95,7 +99,8 @@ def forward_rows(
             raise ValueError(
                 f"solver={solver!r} is not available on the Triton backend (one of {rowwise.SOLVERS})"
             )
-        r = rowwise.entmax_forward(x2d, alpha_rows.detach(), solver, tol=tol, max_iter=max_iter)
+        a = alpha_rows.detach() if alpha_value is None else alpha_value
+        r = rowwise.entmax_forward(x2d, a, solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
@@ -137,10 +142,11 @@ class EntmaxFunction(torch.autograd.Function):
     """Row-wise alpha-entmax on (R, d) rows with per-row alpha (R,)."""
 
     @staticmethod
-    def forward(ctx, x2d, alpha_rows, solver, backend, tol, max_iter):  # type: ignore[override]
-        p, _ = forward_rows(x2d, alpha_rows, solver, backend, tol, max_iter)
+    def forward(ctx, x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value=None):  # type: ignore[override]
+        p, _ = forward_rows(x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value)
         p = p.to(x2d.dtype)
         ctx.triton = _use_triton(x2d, backend)
+        ctx.alpha_value = alpha_value
         ctx.save_for_backward(p, alpha_rows.detach())
         return p
 
@@ -151,12 +157,20 @@ class EntmaxFunction(torch.autograd.Function):
         if ctx.triton:
             from .gpu import rowwise
 
-            dx, da = rowwise.entmax_backward(p, dp.contiguous(), alpha, need_alpha)
+            a = alpha if (need_alpha or ctx.alpha_value is None) else ctx.alpha_value
+            dx, da = rowwise.entmax_backward(p, dp.contiguous(), a, need_alpha)
         else:
             dx, da = backward_rows(p, dp, alpha, need_alpha)
         if da is not None:
             da = da.to(alpha.dtype)
-        return dx, da, None, None, None, None
+        return dx, da, None, None, None, None, None
+
+
+def _python_alpha(alpha: Any) -> float | None:
+    """α as a python float when it is one (a compile-time hint for the Triton kernels)."""
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and float(alpha) > 1.0:
+        return float(alpha)
+    return None
 
 
 def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter):
@@ -164,7 +178,8 @@ def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, to
     V.check_backend(backend)
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
     x2d, a_rows, ax, moved_shape, out_dtype = prepare(x, alpha, axis)
-    p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter)
+    hint = _python_alpha(alpha)
+    p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter, hint)
     return p2d.reshape(moved_shape).movedim(-1, ax).to(out_dtype)
 
 

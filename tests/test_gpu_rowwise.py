@@ -93,28 +93,41 @@ def _check_forward(x, al, res, tol_p=None):
 # ------------------------------------------------------------------------------- forward
 
 
-@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0, "mixed"])
+# α as a tensor: power branch picked per program at run time; α as a python float ("f…"): the
+# kernel is compiled for that branch (MODE constexpr) -- both must give the reference answer
+ALPHAS = [1.25, 1.5, 2.0, 3.0, "mixed", "f1.25", "f1.5", "f2.0", "f3.0"]
+
+
+def _alpha_arg(a, al):
+    """The alpha argument passed to the kernel launcher: a float for the "f…" cases."""
+    return float(a[1:]) if isinstance(a, str) and a.startswith("f") else al
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
 def test_forward_onchip_matches_reference(device, alpha):
     cfg = _cfg(device)
     gen = torch.Generator().manual_seed(1)
+    a = alpha[1:] if isinstance(alpha, str) and alpha.startswith("f") else alpha
     for D in cfg["lengths"]:
         for kind in ["randn", "flat", "heavy"]:
             x = _rows(kind, cfg["rows"], D, gen).to(device)
-            al = _alpha(alpha, cfg["rows"], device)
-            _check_forward(x, al, rowwise.entmax_forward(x, al))
+            al = _alpha(a, cfg["rows"], device)
+            _check_forward(x, al, rowwise.entmax_forward(x, _alpha_arg(alpha, al)))
 
 
-@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 3.0, "mixed"])
+@pytest.mark.parametrize("alpha", ALPHAS)
 def test_forward_stream_matches_reference(device, alpha):
     """Rows longer than max_onchip take the streaming kernel; lengths around the chunk."""
     cfg = _cfg(device)
     max_onchip, chunk = cfg["stream"]
     gen = torch.Generator().manual_seed(2)
+    a = alpha[1:] if isinstance(alpha, str) and alpha.startswith("f") else alpha
     for D in cfg["stream_lengths"]:
         x = _rows("randn", 4, D, gen).to(device)
         x[1] = 0.1 * x[1]  # flat row: large support
-        al = _alpha(alpha, 4, device)
-        _check_forward(x, al, rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk))
+        al = _alpha(a, 4, device)
+        res = rowwise.entmax_forward(x, _alpha_arg(alpha, al), max_onchip=max_onchip, chunk=chunk)
+        _check_forward(x, al, res)
 
 
 @pytest.mark.parametrize("group", [0, 2, 4])
@@ -290,6 +303,26 @@ def test_backward_matches_autograd_reference(device, stream):
         dx2, none = rowwise.entmax_backward(res.p, dy.to(dtype).to(device), al, False,
                                             max_onchip=max_onchip, chunk=chunk)
         assert none is None and torch.allclose(dx2, dx)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 1.7])
+def test_backward_float_alpha(device, stream, alpha):
+    """A python-float α compiles the backward for its power branch: same dx as autograd
+    through the reference."""
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 23
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(5, D, generator=gen, dtype=torch.float64)
+    x[1, :4] = -float("inf")
+    dy = torch.randn(5, D, generator=gen, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(entmax_reference(xr, torch.full((5,), alpha, dtype=torch.float64)), xr, dy)
+    res = rowwise.entmax_forward(x.float().to(device), alpha, max_onchip=max_onchip, chunk=chunk)
+    dx, none = rowwise.entmax_backward(res.p, dy.float().to(device), alpha, False,
+                                       max_onchip=max_onchip, chunk=chunk)
+    assert none is None
+    assert (dx.double().cpu() - torch.nan_to_num(gx, nan=0.0)).abs().max().item() <= 2e-5 * max(1.0, gx.abs().max().item())
 
 
 def test_backward_closed_form_reference_agrees(device):
