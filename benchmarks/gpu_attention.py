@@ -281,7 +281,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--max-seconds", type=float, default=1e9,
                     help="start no new benchmark configuration after this many seconds")
-    ap.add_argument("--only", default="", help="comma list of N=..,D=..,kind=.. filters, e.g. N=16384,D=64")
+    ap.add_argument("--only", default="", help="comma list of N=..,D=..,kind=..,alpha=..,causal=True|False filters, e.g. N=16384,D=64")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "gpu_attention.log"), "a")
@@ -298,7 +298,8 @@ def main():
 
     def only(cfg):
         N, D, causal, alpha, kind, strength = cfg
-        return all(str({"N": N, "D": D, "kind": kind, "alpha": alpha}[k_]) == v_ for k_, v_ in filt.items())
+        return all(str({"N": N, "D": D, "kind": kind, "alpha": alpha, "causal": causal}[k_]) == v_
+                   for k_, v_ in filt.items())
 
     def on_row(rows):  # the table so far, so that a run cut short still leaves one
         with open(os.path.join(args.out, "gpu_attention_table.txt"), "w") as f:

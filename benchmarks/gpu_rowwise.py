@@ -61,7 +61,8 @@ def main() -> int:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--configs", default="",
                     help="extra launch configs to time: 'label:key=val,key=val;label2:...' with keys "
-                         "max_onchip, chunk and those of rowwise.CONFIG")
+                         "max_onchip, chunk, tensor_alpha (1: pass α as a per-row tensor) and those "
+                         "of rowwise.CONFIG")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -123,20 +124,32 @@ def main() -> int:
             ref = entmax_reference(x.double(), al.double())
             for name, v in variants:
                 kw = dict(max_onchip=v.get("max_onchip"), chunk=v.get("chunk"),
-                          config={k: val for k, val in v.items() if k not in ("max_onchip", "chunk")})
-                r = rowwise.entmax_forward(x, al, **kw)
+                          config={k: val for k, val in v.items()
+                                  if k not in ("max_onchip", "chunk", "tensor_alpha")})
+                # a python float α (what entmax(x, alpha=1.5) passes: kernel specialised for
+                # the power), or with tensor_alpha=1 the per-row tensor (run-time branch)
+                arg = al if v.get("tensor_alpha") else a
+                r = rowwise.entmax_forward(x, arg, **kw)
                 err = (r.p.double() - ref).abs().max().item()
                 note = (f"conv={bool(r.converged.all())} it<= {int(r.iterations.max())} "
                         f"mean_it={r.iterations.float().mean().item():.2f}")
-                t_f = _bench(lambda: rowwise.entmax_forward(x, al, **kw), args.reps)
+                t_f = _bench(lambda: rowwise.entmax_forward(x, arg, **kw), args.reps)
 
                 def fb():
-                    rr = rowwise.entmax_forward(x, al, **kw)
-                    return rowwise.entmax_backward(rr.p, dy, al, False, **kw)
+                    rr = rowwise.entmax_forward(x, arg, **kw)
+                    return rowwise.entmax_backward(rr.p, dy, arg, False, **kw)
 
                 t_fb = _bench(fb, args.reps)
                 record(shape, a, name, t_f, t_fb, sm_f, sm_fb, err, note)
                 del r
+            # the public API (validation, layout, autograd Function) around the same kernels
+            from sparsemap_tools import entmax as api_entmax
+
+            out = api_entmax(x, a)
+            err = (out.double() - ref).abs().max().item()
+            t_f = _bench(lambda: api_entmax(x, a), args.reps)
+            t_fb = _bench(lambda: torch.autograd.grad(api_entmax(xg, a), xg, dy), args.reps)
+            record(shape, a, "sparsemap_tools.entmax", t_f, t_fb, sm_f, sm_fb, err)
             for name, fn in peers.items():
                 try:
                     out = fn(x, a)
