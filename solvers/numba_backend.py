@@ -677,28 +677,27 @@ def _dense_f64_sums(xr, mx, am1, t, n):
 
 @numba.njit(fastmath=_F64_FASTMATH, **_JIT)
 def _dense_write(xr, o, mx, am1, t0, delta, n):
-    """``p = [am1 (x - mx) - t0 - delta]_+^n`` into ``o``; returns ``(k, sum p, violations)``.
+    """``p = [am1 (x - mx) - t0 - delta]_+^n`` into ``o``; returns ``(k, sum p)``.
 
-    ``violations`` counts entries that break the certificate of ``tau = t0 + delta`` relative
-    to the support ``S = {d > 0}`` at ``t0``: ``0 < d < delta`` or ``delta < d <= 0``.
+    ``k = |{d > delta}|`` with ``d = am1 (x - mx) - t0`` formed exactly as in
+    :func:`_dense_f64_sums`. Comparing ``k`` with that pass's ``|{d > 0}|`` is the two-sided
+    certificate of ``tau = t0 + delta`` at no extra cost: for ``delta >= 0``, ``{d > delta}``
+    is a subset of ``{d > 0}`` and equal counts mean no entry in ``(0, delta]`` (min over the
+    support ``>= delta``); for ``delta < 0`` it is a superset, and equal counts mean no entry
+    in ``(delta, 0]`` (max outside the support ``<= delta``). (Slightly stricter than the
+    certificate: an entry exactly at ``delta`` fails it and the row takes the general path.)
     """
     s = 0.0
     k = 0
-    nbad = 0
-    # one interval test, vectorisable: (lo, hi) = (0, delta) if delta >= 0, else (delta, 0]
-    # written as (delta, 5e-324) since no double lies strictly between 0 and 5e-324
-    lo = min(delta, 0.0)
-    hi = max(delta, 5e-324)
     for i in range(xr.shape[0]):
         d = am1 * (float(xr[i]) - mx) - t0
-        nbad += 1 if (d > lo) & (d < hi) else 0
         e = max(d - delta, 0.0)
         e2 = e * e
         p = e2 if n == 2 else (e2 * e if n == 3 else e2 * e2)
         o[i] = p
         s += p
         k += 1 if e > 0.0 else 0
-    return k, s, nbad
+    return k, s
 
 
 @numba.njit(**_JIT)
@@ -737,15 +736,15 @@ def _dense_row(xr, o, mx, a, n, max_iter):
         delta = _cf_delta(a, cnt, s1, 1.0 - (s1 * s1 / cnt - (F - 1.0)))
         if not delta == delta:
             return False, 0.0, 0, it, False, 0.0
-        k, sp, nbad = _dense_write(xr, o, mx, am1, t0, delta, n)
-        return nbad == 0, t0 + delta, k, it, nbad == 0, sp
+        k, sp = _dense_write(xr, o, mx, am1, t0, delta, n)
+        return k == cnt, t0 + delta, k, it, k == cnt, sp
     # q >= 3: float64 l_q-Newton (monotone from the left once below tau*), to rounding
     tau = t0
     for _ in range(min(max_iter, 30)):
         st = F * (1.0 - _root_inv(F, q, n)) / S
         tau = tau + st
         if abs(st) <= 4e-16 * abs(tau):
-            k, sp, _ = _dense_write(xr, o, mx, am1, tau, 0.0, n)
+            k, sp = _dense_write(xr, o, mx, am1, tau, 0.0, n)
             return True, tau, k, it, False, sp
         F, S, s1, cnt = _dense_f64_sums(xr, mx, am1, tau, n)
         it += 1
