@@ -63,8 +63,12 @@ Backward (no solver): u = p^{2−α} on the support, dx = u⊙dy − u⟨u, dy�
 dα = ⟨∂p/∂α, dy⟩ with ∂p/∂α = (p − s)/(α−1)² − (h − sΣh)/(α−1), s = u/Σu, h = p log p.
 
 Row conventions: −inf entries get p = 0; rows that are all −inf or hold NaN or +inf give NaN
-(τ = NaN, support 0, converged True, 0 iterations). α must be > 1 (not checked here: that
-would need a host synchronisation; α = 1 rows are softmax and handled by the caller).
+(τ = NaN, support 0, converged True, 0 iterations). α must be ≥ 1 (not checked here: that
+would need a host synchronisation). Rows with α − 1 ≤ ``SOFTMAX_BELOW`` (1e-4 in float32,
+1e-9 in float64) are softmax rows: p = exp(x − max)/Σ, τ = log Σ exp(x − max), 0 iterations
+(the on-chip kernel adds the exp only to programs holding such a row; the streaming kernel
+one pass for the sum). Their backward uses u = p and, for ∂/∂α, the limit
+(p/2)(Σ p log²p − log²p) within eps^{1/3} of α = 1 (as the CPU path).
 α may be a float32 or float64 tensor (float64 keeps finite differences in α exact in
 gradcheck).
 
@@ -82,7 +86,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX_ONCHIP", "CHUNK",
-           "CONFIG"]
+           "CONFIG", "SOFTMAX_BELOW", "softmax_below"]
 
 SOLVERS = ("auto", "bisect", "newton", "halley")
 _SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
@@ -105,6 +109,12 @@ CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, g
               group_min_d=256)
 
 INF = tl.constexpr(float("inf"))
+
+#: rows with α − 1 at or below this are softmax rows (computed as softmax, no solve): below it
+#: the q = 1/(α−1) power amplifies the rounding of the base (relative error ≈ eps/(α−1) on p)
+#: beyond the distance between α-entmax and softmax, which is O(α−1). float64 uses the CPU
+#: paths' threshold (``sparsemap_tools._validate.SOFTMAX_BELOW``).
+SOFTMAX_BELOW = {torch.float32: 1e-4, torch.float64: 1e-9}
 
 
 @dataclass
@@ -385,7 +395,7 @@ def _upper_bound(alpha, d_eff, F64: tl.constexpr):
 
 @triton.jit
 def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stride_p,
-                       tol, max_iter,
+                       tol, max_iter, soft_below,
                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, SOLVER: tl.constexpr,
                        F64: tl.constexpr, GROUP: tl.constexpr, MODE: tl.constexpr):
     pid = tl.program_id(0)
@@ -410,6 +420,9 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     m = tl.max(xm, 1)
     bad = bad | (m == -INF) | (~rmask)
     m = tl.where(bad, 0.0, m)
+    # softmax rows (α − 1 ≤ soft_below): no solve; α = 2 stands in so nothing overflows
+    soft = ((alpha - 1.0) <= soft_below) & (~bad)
+    alpha = tl.where(soft, 2.0, alpha)
     zs = (alpha - 1.0)[:, None] * (xm - m[:, None])
     zs = tl.where(bad[:, None], 0.0, zs)
     d_eff = tl.sum((xm > -INF).to(alpha.dtype), 1)
@@ -439,8 +452,15 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
         tsub, csub, isub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol, max_iter,
                                        SOLVER, F64)
         tau = _start_from_subset(tsub, csub, hi, F64)
-    tau, conv, it = _solve_tile(zs, tau, lo, hi, bad, alpha, q, mode, tol, max_iter, SOLVER, F64)
+    tau, conv, it = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
+                                SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
+    if tl.sum(soft.to(tl.int32), 0) > 0:
+        e = tl.exp(xm - m[:, None])
+        se = tl.sum(e, 1)
+        p = tl.where(soft[:, None], e / se[:, None], p)
+        pos = tl.where(soft[:, None], p > 0, pos)
+        tau = tl.where(soft, tl.log(se), tau)
     p = tl.where(bad[:, None], INF - INF, p)
     tl.store(P + r64[:, None] * stride_p + cols[None, :], p.to(P.dtype.element_ty), mask=m2)
     supp = tl.where(bad, 0, tl.sum(pos.to(tl.int32), 1))
@@ -452,7 +472,7 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
 
 @triton.jit
 def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_p,
-                       tol, max_iter,
+                       tol, max_iter, soft_below,
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
                        MODE: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -482,6 +502,16 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     d_eff = tl.sum(cnt, 1)
     bad = (tl.sum(flag, 1) > 0) | (m == -INF)
     m = tl.where(bad, 0.0, m)
+    # softmax row (α − 1 ≤ soft_below): one extra pass for Σ exp(x − m), no solve
+    soft = ((alpha - 1.0) <= soft_below) & (~bad)
+    alpha = tl.where(soft, 2.0, alpha)
+    n_soft = tl.sum(soft.to(tl.int32), 0)
+    esum = zero2
+    for start in range(0, D * n_soft, CHUNK):
+        cols = start + lane
+        x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF).to(zero2.dtype)
+        esum += tl.exp(x - m[:, None])
+    se = tl.sum(esum, 1)
     q = 1.0 / (alpha - 1.0)
     if MODE >= 0:
         mode = MODE
@@ -493,14 +523,14 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     zsv = (alpha - 1.0)[:, None] * (vmax - m[:, None])
     zsv = tl.where(bad[:, None], 0.0, zsv)
     hsub = _upper_bound(alpha, tl.sum((vmax > -INF).to(zero2.dtype), 1), F64)
-    tsub, csub, isub = _solve_tile(zsv, neg1, neg1, hsub, bad, alpha, q, mode, tol, max_iter,
-                                   SOLVER, F64)
+    tsub, csub, isub = _solve_tile(zsv, neg1, neg1, hsub, bad | soft, alpha, q, mode, tol,
+                                   max_iter, SOLVER, F64)
     tau = _start_from_subset(tsub, csub, hi, F64)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
-    done = bad
-    conv = bad
+    done = bad | soft
+    conv = bad | soft
     fprev = alpha * 0.0 + INF
     nprev = bad & False
     it = (alpha * 0.0).to(tl.int32)
@@ -536,9 +566,13 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         zs = (alpha - 1.0)[:, None] * (x - m[:, None])
         zs = tl.where(bad[:, None], 0.0, zs)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
+        if n_soft > 0:
+            p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
+            pos = tl.where(soft[:, None], p > 0, pos)
         supp += tl.sum(pos.to(tl.int32), 1)
         p = tl.where(bad[:, None], INF - INF, p)
         tl.store(prow + cols[None, :], p.to(P.dtype.element_ty), mask=cm)
+    tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
     tl.store(ITERS + row + ridx, it)
@@ -569,7 +603,19 @@ def _bwd_terms(p, dy, alpha, mode, F64: tl.constexpr):
 
 
 @triton.jit
-def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
+def _plog2(p, h, F64: tl.constexpr):
+    """p log²p = h log p (0 off the support), for ∂p/∂α at α → 1."""
+    pos = p > 0
+    ps = tl.where(pos, p, 1.0)
+    if F64:
+        lg = tl.log(ps)
+    else:
+        lg = tl.log2(ps) * 0.6931471805599453
+    return h * lg
+
+
+@triton.jit
+def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, near_one,
                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ONE_PASS: tl.constexpr,
                 NEED_ALPHA: tl.constexpr, F64: tl.constexpr, MODE: tl.constexpr):
     pid = tl.program_id(0)
@@ -601,12 +647,17 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
             spy = tl.sum(p * dy, 1)
             sh = tl.sum(h, 1)
             shy = tl.sum(h * dy, 1)
+            g = _plog2(p, h, F64)
+            sg = tl.sum(g, 1)
+            sgy = tl.sum(g * dy, 1)
     else:
         au = zero2
         auy = zero2
         apy = zero2
         ah = zero2
         ahy = zero2
+        ag = zero2
+        agy = zero2
         for start in range(0, D, BLOCK_D):
             cols = start + cols0
             m2 = rmask[:, None] & (cols < D)[None, :]
@@ -619,12 +670,17 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
                 apy += p * dy
                 ah += h
                 ahy += h * dy
+                g = _plog2(p, h, F64)
+                ag += g
+                agy += g * dy
         su = tl.sum(au, 1)
         suy = tl.sum(auy, 1)
         c = suy / su
         spy = tl.sum(apy, 1)
         sh = tl.sum(ah, 1)
         shy = tl.sum(ahy, 1)
+        sg = tl.sum(ag, 1)
+        sgy = tl.sum(agy, 1)
         for start in range(0, D, BLOCK_D):
             cols = start + cols0
             m2 = rmask[:, None] & (cols < D)[None, :]
@@ -636,7 +692,12 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx,
     if NEED_ALPHA:
         # Σ ∂p/∂α·dy = (Σp·dy − Σs·dy)/(α−1)² − (Σh·dy − (Σs·dy)Σh)/(α−1),  Σs·dy = c
         am1 = alpha - 1.0
-        da = (spy - c) / (am1 * am1) - (shy - c * sh) / am1
+        # the two terms diverge like (α−1)^−2 and cancel: within near_one of α = 1 use the
+        # limit ∂p/∂α → (p/2)(Σ p log²p − log²p), i.e. dα → ½(Σp·dy · Σp log²p − Σp log²p·dy)
+        near = am1 < near_one
+        am1s = tl.where(near, 1.0, am1)
+        da = (spy - c) / (am1s * am1s) - (shy - c * sh) / am1s
+        da = tl.where(near, 0.5 * (spy * sg - sgy), da)
         tl.store(DALPHA + rows, da, mask=rmask)
 
 
@@ -669,12 +730,20 @@ def _onchip_blocks(R: int, D: int, cfg: dict) -> tuple[int, int]:
     return block_r, block_d
 
 
-def _mode_of(alpha: float) -> int:
-    """Compile-time power mode for a row-uniform α known on the host (see ``_row_mode``)."""
+def softmax_below(dtype: torch.dtype) -> float:
+    """Rows with α − 1 ≤ this are softmax rows (``SOFTMAX_BELOW``, by compute dtype)."""
+    return SOFTMAX_BELOW[torch.float64 if dtype == torch.float64 else torch.float32]
+
+
+def _mode_of(alpha: float, forward: bool, dtype: torch.dtype) -> int:
+    """Compile-time power mode for a row-uniform α known on the host (see ``_row_mode``); the
+    forward treats softmax rows with α = 2 as a stand-in (they skip the solve)."""
+    if forward and float(alpha) - 1.0 <= softmax_below(dtype):
+        return 0
     return {2.0: 0, 1.5: 1, 1.25: 3}.get(float(alpha), 2)
 
 
-def _alpha_rows(alpha, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _alpha_rows(alpha, x: torch.Tensor, forward: bool) -> tuple[torch.Tensor, int]:
     """(per-row α tensor, MODE): a python float α gives a compile-time mode; a tensor gives −1
     (the kernels pick the mode per program at run time, no host synchronisation)."""
     if isinstance(alpha, torch.Tensor):
@@ -682,7 +751,8 @@ def _alpha_rows(alpha, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a float or a tensor, got {type(alpha).__name__}")
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return torch.full((x.shape[0],), float(alpha), dtype=cdt, device=x.device), _mode_of(alpha)
+    return (torch.full((x.shape[0],), float(alpha), dtype=cdt, device=x.device),
+            _mode_of(alpha, forward, x.dtype))
 
 
 def _check(x: torch.Tensor, alpha: torch.Tensor) -> None:
@@ -714,7 +784,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x.dim() == 2:
-        alpha, mode = _alpha_rows(alpha, x)
+        alpha, mode = _alpha_rows(alpha, x, True)
     _check(x, alpha)
     x = x.contiguous()
     alpha = alpha.contiguous()
@@ -742,14 +812,14 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
         grid = (triton.cdiv(R, block_r),)
         _fwd_onchip_kernel[grid](
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter),
+            float(tol), int(max_iter), softmax_below(x.dtype),
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
             num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d))
     else:
         ch = _chunk(R, chunk)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter),
+            float(tol), int(max_iter), softmax_below(x.dtype),
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, num_warps=_num_warps(ch, cfg, stream=True))
     return res
 
@@ -765,7 +835,7 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
     Returns (dx in grad's dtype, dα (R,) float32/float64 or None).
     """
     if p.dim() == 2:
-        alpha, mode = _alpha_rows(alpha, p)
+        alpha, mode = _alpha_rows(alpha, p, False)
     _check(p, alpha)
     p = p.contiguous()
     grad = grad.contiguous()
@@ -788,7 +858,7 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
     grid = (triton.cdiv(R, block_r),)
     _bwd_kernel[grid](
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
-        p.stride(0), grad.stride(0), dx.stride(0),
+        p.stride(0), grad.stride(0), dx.stride(0), float(torch.finfo(cdt).eps ** (1.0 / 3.0)),
         BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
         F64=f64, MODE=mode, num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
     return dx, dalpha

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _numpy_api
 from . import _validate as V
+from .solvers import TauResult
 
 
 @dataclass
@@ -114,9 +115,13 @@ def threshold(
         from . import _torch_api
 
         x2d, a_rows, res, batch = _torch_api.threshold(x, alpha, axis, solver, backend, tol, max_iter)
+        a_np = a_rows.detach().cpu().to(torch.float64).numpy()
+        if not isinstance(res, TauResult):  # Triton kernels: their own softmax-row threshold
+            from .gpu.rowwise import softmax_below
+
+            a_np = np.where(a_np - 1.0 <= softmax_below(x2d.dtype), 1.0, a_np)
         res = _torch_api.as_numpy_result(res)
-        tau = _numpy_api.paper_tau(res, x2d.detach().cpu().to(torch.float64).numpy(),
-                                   a_rows.detach().cpu().to(torch.float64).numpy())
+        tau = _numpy_api.paper_tau(res, x2d.detach().cpu().to(torch.float64).numpy(), a_np)
 
         def t(a: np.ndarray) -> Any:
             return torch.from_numpy(np.ascontiguousarray(a).reshape(batch)).to(x.device)

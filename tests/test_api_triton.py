@@ -81,3 +81,56 @@ def test_row_conventions_and_errors():
         entmax(x, 1.5, solver="sort", backend="triton")
     with pytest.raises(ValueError, match="alpha"):
         entmax(x, 0.5, backend="triton")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d", [7, 40])
+def test_alpha_one_is_softmax(device, d):
+    """α = 1 (float or per-row tensor, also mixed with entmax rows) gives softmax on the Triton
+    path, on chip and streamed (d = 40 > max_onchip there), with the CPU path's threshold."""
+    from sparsemap_tools.gpu import rowwise
+
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(4, d, generator=g, dtype=torch.float64)
+    x[2, :3] = -torch.inf
+    for dtype, tol in [(torch.float64, 1e-13), (torch.float32, 1e-6)]:
+        xd = x.to(device=device, dtype=dtype)
+        kw = dict(max_onchip=32, chunk=16) if d > 32 else {}
+        res = rowwise.entmax_forward(xd, 1.0, **kw)
+        np.testing.assert_allclose(res.p.double().cpu().numpy(), torch.softmax(x, 1).numpy(), atol=tol, rtol=0)
+        assert bool(res.converged.all()) and int(res.iterations.max()) == 0
+        lse = torch.logsumexp(x - x.max(1, keepdim=True).values, 1)
+        np.testing.assert_allclose(res.tau.double().cpu().numpy(), lse.numpy(), atol=1e-6)
+        al = torch.tensor([1.0, 1.5, 1.0 + 1e-12, 2.0], dtype=dtype, device=device)
+        res = rowwise.entmax_forward(xd, al, **kw)
+        ref = np.stack([torch.softmax(x[0], 0).numpy(), entmax(x[1].numpy(), 1.5, backend="numpy"),
+                        torch.softmax(x[2], 0).numpy(), entmax(x[3].numpy(), 2.0, backend="numpy")])
+        np.testing.assert_allclose(res.p.double().cpu().numpy(), ref, atol=tol, rtol=0)
+    # public API and threshold (paper convention: p = exp(x − τ) for softmax rows)
+    p = entmax(x.to(device), 1.0, backend=_backend(device)).cpu()
+    np.testing.assert_allclose(p.numpy(), torch.softmax(x, 1).numpy(), atol=1e-13)
+    r = threshold(x.to(device), 1.0, backend=_backend(device))
+    np.testing.assert_allclose(r.tau.cpu().numpy(), torch.logsumexp(x, 1).numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_alpha_at_one(device):
+    """∂/∂α at α = 1 on the Triton path is the limit (p/2)(Σ p log²p − log²p): finite, equal to
+    the CPU path's, and to a one-sided finite difference (float64 NumPy path at α = 1 + h)."""
+    g = torch.Generator().manual_seed(22)
+    x = torch.randn(3, 9, generator=g, dtype=torch.float64)
+    dy = torch.randn(3, 9, generator=g, dtype=torch.float64)
+    grads = []
+    for dev, be in [(device, _backend(device)), ("cpu", "numpy")]:
+        xr = x.clone().to(dev).requires_grad_()
+        a = torch.ones(3, 1, dtype=torch.float64, device=dev).requires_grad_()
+        p = entmax(xr, a, backend=be)
+        grads.append([t.cpu() for t in torch.autograd.grad(p, (xr, a), dy.to(dev))])
+    (gx, ga), (cx, ca) = grads
+    assert torch.isfinite(ga).all()
+    np.testing.assert_allclose(gx.numpy(), cx.numpy(), atol=1e-10)
+    np.testing.assert_allclose(ga.numpy(), ca.numpy(), atol=1e-8)
+    h = 1e-6
+    fd = ((entmax(x.numpy(), 1.0 + h, backend="numpy") - entmax(x.numpy(), 1.0, backend="numpy"))
+          * dy.numpy()).sum(1) / h
+    np.testing.assert_allclose(ga.numpy().ravel(), fd, atol=1e-4 * max(1.0, np.abs(fd).max()))
