@@ -360,3 +360,22 @@ def test_gradcheck_float64(device):
     # float64 α (the kernel accepts float32 or float64 α), so finite differences in α are exact
     a = torch.tensor([1.25, 1.5, 1.75], dtype=torch.float64, device=device).requires_grad_(True)
     assert torch.autograd.gradcheck(_KernelEntmax.apply, (x, a), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_support_counts_stored_entries(device, stream):
+    """An entry just above τ whose p = d^q underflows in the output dtype is not counted in
+    support_size (support_size == number of stored p > 0, also for float16)."""
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 23
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(3, D, generator=gen, dtype=torch.float64)
+    al = torch.full((3,), 1.1, dtype=torch.float64)
+    x[:, -1] = -1e3                                 # out of the support while τ is computed
+    tau = tau_reference(x, al)                      # prepared space: zs = 0.1 (x − max)
+    xmax = x.max(1).values
+    x[:, -1] = xmax + (tau + 1e-5) / 0.1            # d = 1e-5 → p = 1e-50: underflows
+    for dtype in (torch.float32, torch.float16):
+        res = rowwise.entmax_forward(x.to(dtype).to(device), 1.1, max_onchip=max_onchip, chunk=chunk)
+        assert torch.equal(res.support_size.cpu(), (res.p > 0).sum(-1).int().cpu())
+        assert bool((res.p[:, -1] == 0).all())
