@@ -64,6 +64,12 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int):
             target[ax] = 1
             a = a.reshape((1,) * (x.dim() - a.dim()) + tuple(a.shape)).expand(target)
             a_rows = a.movedim(ax, -1).reshape(-1)
+    elif isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        # a python number: checked on the host, filled on x's device (no host-to-device copy,
+        # which would also synchronise with the device)
+        V.check_alpha_values(np.asarray(float(alpha)))
+        a_rows = torch.full((rows,), float(alpha), dtype=comp if comp == torch.float64 else torch.float32,
+                            device=x.device)
     else:
         a_np = V.alpha_rows_numpy(alpha, tuple(x.shape), ax)
         a_rows = torch.from_numpy(a_np).to(x.device, comp if comp == torch.float64 else torch.float32)
