@@ -338,3 +338,116 @@ def test_entmax_rows_float32_tau_exact(alpha: float, d: int) -> None:
     if alpha in (1.5, 2.0):
         assert r.certified.all()
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# the dense path of entmax_rows (float32 rows, d <= DENSE_MAX, integer q in {2, 3, 4}, newton)
+# ----------------------------------------------------------------------------------------------
+
+
+def dense_nasty_rows(d: int, seed: int = 11) -> np.ndarray:
+    """float32 rows for the dense path: random at many scales, ties, masks, shifts, flat rows."""
+    rng = np.random.default_rng(seed)
+    g = lambda: rng.standard_normal(d)  # noqa: E731
+    rows = [s * g() for s in (1e-3, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)]
+    rows += [
+        np.zeros(d),  # all equal
+        1e-20 * g(),  # flat to float32 resolution
+        1e20 * g(),  # huge scale: support 1
+        np.resize(np.repeat(g()[: d // 4 + 1], 4), d),  # ties in blocks of 4
+        np.r_[np.full(min(3, d), 2.0), g()[: max(d - 3, 0)]][:d],  # tie at the top
+        g() + 1e4,  # shifts: float32 ulp 1e-3 there
+        g() - 1e4,
+        0.1 * g() + 1e4,
+        np.where(rng.random(d) < 0.5, -np.inf, g()),  # -inf mask
+        np.r_[g()[:1], np.full(d - 1, -np.inf)],  # a single finite entry
+        np.linspace(-3.0, 0.0, d),
+        np.r_[g()[: d // 2], np.full(d - d // 2, -np.inf)],
+    ]
+    x = np.stack(rows).astype(np.float32)
+    return x[np.isfinite(x).any(axis=1)]  # (d = 1: the mask may hide the only entry)
+
+
+def p32_tol(p_ref: np.ndarray, alpha: float) -> np.ndarray:
+    """float32 rounding of p, plus what a tau off by 4e-16 does to an entry just above it
+    (``dp = q p^((q-1)/q) dtau``: relative 1e-7 at p ~ 1e-20 for alpha = 1.5)."""
+    f32 = np.finfo(np.float32)
+    q = 1.0 / (alpha - 1.0)
+    return f32.eps * p_ref + q * p_ref ** ((q - 1.0) / q) * 4e-16 + f32.smallest_subnormal
+
+
+def near_threshold_rows(d: int, alpha: float, rows: int = 40, seed: int = 13) -> np.ndarray:
+    """float32 rows with entries placed on the float32 grid points nearest the threshold.
+
+    A float32 search cannot tell on which side of tau* such an entry lies, so the float32
+    iterate's support is often wrong here: only the float64 certificate keeps the answer exact.
+    """
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, d)) * rng.choice([0.1, 1.0, 3.0], (rows, 1))).astype(np.float32)
+    a = np.full(rows, alpha)
+    tau = npb.sort_solve(prepare(x.astype(np.float64), a), a).tau
+    mx = x.max(axis=1).astype(np.float64)
+    for i in range(rows):
+        c = np.float32(mx[i] + tau[i] / (alpha - 1.0))  # x value at the threshold, rounded
+        near = [c, np.nextafter(c, np.float32(np.inf)), np.nextafter(c, np.float32(-np.inf))]
+        for j, v in enumerate(near[: 1 + i % 3]):
+            x[i, (7 * i + 31 * j + 1) % d] = v
+    return x
+
+
+@pytest.mark.parametrize("alpha", [1.5, 4 / 3, 1.25])
+@pytest.mark.parametrize("d", [1, 2, 5, 64, 1000, 2048])
+def test_dense_path_exact_on_nasty_rows(alpha: float, d: int) -> None:
+    """tau equals the float64 sort reference (to a few ulps of 1, the scale of the prepared row;
+    e.g. 1.5e-16 off at tau = -0.033 on a flat row, as before the dense path) and p is that reference's p
+    rounded to float32, on rows that stress the float32 search: ties, masks, +-1e4 shifts, tiny
+    and huge scales, a single entry. Certified (alpha = 1.5) wherever the dense path ran."""
+    x = np.concatenate([dense_nasty_rows(d), dense_nasty_rows(d, seed=12)])
+    if d >= 64:
+        x = np.concatenate([x, near_threshold_rows(d, alpha)])
+    a = np.full(x.shape[0], alpha)
+    p, r = nb.entmax_rows(x, a, "newton")
+    zs = prepare(x.astype(np.float64), a)
+    ref = npb.sort_solve(zs, a)
+    np.testing.assert_allclose(r.tau, ref.tau, rtol=2e-15, atol=5e-16)
+    p_ref = npb.probabilities(zs, ref.tau, a)
+    assert p.dtype == np.float32
+    err = np.abs(p.astype(np.float64) - p_ref)
+    assert np.all(err <= p32_tol(p_ref, alpha))
+    assert r.converged.all()
+    if alpha == 1.5:
+        assert r.certified.all()
+        np.testing.assert_array_equal(r.support_size, ref.support_size)
+    assert np.all(p[np.isneginf(x)] == 0.0)
+
+
+@pytest.mark.parametrize("alpha, n", [(1.5, 2), (4 / 3, 3), (1.25, 4)])
+def test_dense_path_is_taken_and_exact(alpha: float, n: int) -> None:
+    """``_dense_row`` itself: it accepts (nearly) every randn row, and what it accepts is exact.
+
+    Also pins the early exit from float32 for q = 2 (the closed form needs the support, not tau
+    to 1e-5): randn rows of 1024 need at most 4 float32 passes + 1 float64 pass in >= 95 %.
+    """
+    rng = np.random.default_rng(21)
+    x = np.concatenate(
+        [s * rng.standard_normal((100, 1024)) for s in (0.1, 1.0, 10.0)]
+    ).astype(np.float32)
+    o = np.empty(x.shape[1], np.float32)
+    a = np.full(x.shape[0], alpha)
+    zs = prepare(x.astype(np.float64), a)
+    ref = npb.sort_solve(zs, a)
+    oks, its = [], []
+    for i in range(x.shape[0]):
+        ok, t, k, it, ce, sp = nb._dense_row(x[i], o, float(x[i].max()), alpha, n, 100)
+        oks.append(ok)
+        its.append(it)
+        if ok:
+            assert t == pytest.approx(ref.tau[i], rel=2e-15, abs=5e-16)
+            assert k == ref.support_size[i]
+            p_ref = npb.probabilities(zs[i : i + 1], ref.tau[i : i + 1], a[:1])[0]
+            err = np.abs(o.astype(np.float64) - p_ref)
+            assert np.all(err <= p32_tol(p_ref, alpha))
+            assert ce == (n == 2)
+    assert np.mean(oks) >= 0.99
+    if n == 2:
+        assert np.mean(np.array(its[100:200]) <= 5) >= 0.95
