@@ -688,22 +688,36 @@ def _dense_f64_sums(xr, mx, am1, t, n):
 
 
 @numba.njit(fastmath=_F64_FASTMATH, **_JIT)
-def _dense_write(xr, o, mx, am1, t0, delta, n):
-    """``p = [am1 (x - mx) - t0 - delta]_+^n`` into ``o``; returns ``(k, sum p)``.
+def _dense_f64_sums_cf(xr, mx, am1, t):
+    """q = 2: float64 ``(sum d^2, sum d, |S|)`` with ``d = [am1 (x - mx) - t]_+``.
 
-    ``k = |{d > delta}|`` with ``d = am1 (x - mx) - t0`` formed exactly as in
-    :func:`_dense_f64_sums`. Comparing ``k`` with that pass's ``|{d > 0}|`` is the two-sided
-    certificate of ``tau = t0 + delta`` at no extra cost: for ``delta >= 0``, ``{d > delta}``
-    is a subset of ``{d > 0}`` and equal counts mean no entry in ``(0, delta]`` (min over the
-    support ``>= delta``); for ``delta < 0`` it is a superset, and equal counts mean no entry
-    in ``(delta, 0]`` (max outside the support ``<= delta``). (Slightly stricter than the
-    certificate: an entry exactly at ``delta`` fails it and the row takes the general path.)
+    ``|S| = |{am1 (x - mx) > t}|``: ``fl(a - t) > 0`` iff ``a > t`` (no underflow to 0 in
+    IEEE subtraction), so the count is exact whatever the rounding of ``d``.
+    """
+    F = 0.0
+    s1 = 0.0
+    c = 0.0
+    for i in range(xr.shape[0]):
+        d = max(am1 * (float(xr[i]) - mx) - t, 0.0)
+        c += 1.0 if d > 0.0 else 0.0
+        s1 += d
+        F += d * d
+    return F, s1, int(c)
+
+
+@numba.njit(fastmath=_F64_FASTMATH, **_JIT)
+def _dense_write(xr, o, mx, am1, tau, n):
+    """``p = [am1 (x - mx) - tau]_+^n`` into ``o``; returns ``(k, sum p)``, ``k = |{p > 0}|``.
+
+    ``k`` counts ``am1 (x - mx) > tau`` exactly (as in :func:`_dense_f64_sums_cf`), which makes
+    the certificate free for q = 2: the closed form ``tau`` computed on the support ``S(t0)``
+    is exact iff ``S(tau) = S(t0)`` (no entry between ``t0`` and ``tau``, on either side), and
+    since the two sets are nested, iff their counts agree: ``k == |S(t0)|``.
     """
     s = 0.0
     k = 0
     for i in range(xr.shape[0]):
-        d = am1 * (float(xr[i]) - mx) - t0
-        e = max(d - delta, 0.0)
+        e = max(am1 * (float(xr[i]) - mx) - tau, 0.0)
         e2 = e * e
         p = e2 if n == 2 else (e2 * e if n == 3 else e2 * e2)
         o[i] = p
@@ -741,23 +755,28 @@ def _dense_row(xr, o, mx, a, n, max_iter):
     # by 5e-10). Adding a zero it cannot fold (a runtime count times 0.0) hides the widening.
     mx = mx + float(xr.shape[0]) * 0.0
     t0 = float(t)
+    if n == 2:
+        F, s1, cnt = _dense_f64_sums_cf(xr, mx, am1, t0)
+        it += 1
+        if cnt == 0:
+            return False, 0.0, 0, it, False, 0.0
+        delta = _cf_delta(a, cnt, s1, 1.0 - (s1 * s1 / cnt - (F - 1.0)))
+        if not delta == delta:
+            return False, 0.0, 0, it, False, 0.0
+        tau = t0 + delta
+        k, sp = _dense_write(xr, o, mx, am1, tau, n)
+        return k == cnt, tau, k, it, k == cnt, sp
     F, S, s1, cnt = _dense_f64_sums(xr, mx, am1, t0, n)
     it += 1
     if cnt == 0 or not S > 0.0:
         return False, 0.0, 0, it, False, 0.0
-    if n == 2:
-        delta = _cf_delta(a, cnt, s1, 1.0 - (s1 * s1 / cnt - (F - 1.0)))
-        if not delta == delta:
-            return False, 0.0, 0, it, False, 0.0
-        k, sp = _dense_write(xr, o, mx, am1, t0, delta, n)
-        return k == cnt, t0 + delta, k, it, k == cnt, sp
     # q >= 3: float64 l_q-Newton (monotone from the left once below tau*), to rounding
     tau = t0
     for _ in range(min(max_iter, 30)):
         st = F * (1.0 - _root_inv(F, q, n)) / S
         tau = tau + st
         if abs(st) <= 4e-16 * abs(tau):
-            k, sp = _dense_write(xr, o, mx, am1, tau, 0.0, n)
+            k, sp = _dense_write(xr, o, mx, am1, tau, n)
             return True, tau, k, it, False, sp
         F, S, s1, cnt = _dense_f64_sums(xr, mx, am1, tau, n)
         it += 1
