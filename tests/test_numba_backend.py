@@ -357,6 +357,8 @@ def dense_nasty_rows(d: int, seed: int = 11) -> np.ndarray:
         np.resize(np.repeat(g()[: d // 4 + 1], 4), d),  # ties in blocks of 4
         np.r_[np.full(min(3, d), 2.0), g()[: max(d - 3, 0)]][:d],  # tie at the top
         g() + 1e4,  # shifts: float32 ulp 1e-3 there
+        g() + 12.0,  # (alpha-1) max near 8: both forms of the float32 pass
+        g() - 14.0,
         g() - 1e4,
         0.1 * g() + 1e4,
         np.where(rng.random(d) < 0.5, -np.inf, g()),  # -inf mask
