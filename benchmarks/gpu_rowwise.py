@@ -52,6 +52,37 @@ def _fresh(shape, kind: str, gen: torch.Generator, dtype=torch.float32):
     return x.to(dtype)
 
 
+def _paired(shapes, alphas, args, gen, rowwise) -> None:
+    """Forward and forward+backward, ours vs torch.softmax, in alternating rounds; prints the
+    median of the per-round ratios (robust to the clock and neighbour drift seen between runs)."""
+    import statistics
+
+    print("| shape | α | rounds | softmax fwd ms | ours fwd ms | fwd ratio (median, min–max) "
+          "| softmax f+b ms | ours f+b ms | f+b ratio (median, min–max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        x = _fresh(shape, "randn", gen)
+        xg = x.clone().requires_grad_(True)
+        dy = torch.randn(shape, generator=gen, device="cuda")
+        for a in alphas:
+            def ours_fb():
+                rr = rowwise.entmax_forward(x, a)
+                return rowwise.entmax_backward(rr.p, dy, a, False)
+
+            ts, to, tsb, tob = [], [], [], []
+            for _ in range(args.paired):
+                ts.append(_bench(lambda: torch.softmax(x, -1), args.reps))
+                to.append(_bench(lambda: rowwise.entmax_forward(x, a), args.reps))
+                tsb.append(_bench(lambda: torch.autograd.grad(torch.softmax(xg, -1), xg, dy), args.reps))
+                tob.append(_bench(ours_fb, args.reps))
+            rf = [o / s_ for o, s_ in zip(to, ts)]
+            rb = [o / s_ for o, s_ in zip(tob, tsb)]
+            med = statistics.median
+            print(f"| {shape[0]}×{shape[1]} | {a} | {args.paired} | {med(ts):.4f} | {med(to):.4f} | "
+                  f"{med(rf):.2f}× ({min(rf):.2f}–{max(rf):.2f}) | {med(tsb):.4f} | {med(tob):.4f} | "
+                  f"{med(rb):.2f}× ({min(rb):.2f}–{max(rb):.2f}) |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "out"))
@@ -64,6 +95,9 @@ def main() -> int:
                          "max_onchip, chunk, tensor_alpha (1: pass α as a per-row tensor) and those "
                          "of rowwise.CONFIG")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--paired", type=int, default=0,
+                    help="only the paired table: per shape and α, this many alternating rounds of "
+                         "torch.softmax and our forward (python-float α), median of the ratios")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -120,6 +154,9 @@ def main() -> int:
         torch.softmax(xw, -1)
     torch.cuda.synchronize()
     del xw
+    if args.paired:
+        _paired(shapes, alphas, args, gen, rowwise)
+        return 0
     for shape in shapes:
         x = _fresh(shape, "randn", gen)
         dy = torch.randn(shape, generator=gen, device="cuda")
