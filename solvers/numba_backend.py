@@ -706,6 +706,25 @@ def _dense_f64_sums_cf(xr, mx, am1, t):
 
 
 @numba.njit(fastmath=_F64_FASTMATH, **_JIT)
+def _dense_f64_sums_cf_c(xr, am1, c):
+    """:func:`_dense_f64_sums_cf` at ``d = [am1 x - c]_+`` (one fma per entry).
+
+    With ``am1 = 1/2`` (the only alpha with q = 2), ``am1 max`` is exact, so these are the sums
+    at ``t = c - am1 max`` exactly, and ``am1 x - c`` is rounded once as ``am1 (x - max) - t``
+    is; ``|S| = |{am1 x > c}|`` exactly.
+    """
+    F = 0.0
+    s1 = 0.0
+    n = 0.0
+    for i in range(xr.shape[0]):
+        d = max(am1 * float(xr[i]) - c, 0.0)
+        n += 1.0 if d > 0.0 else 0.0
+        s1 += d
+        F += d * d
+    return F, s1, int(n)
+
+
+@numba.njit(fastmath=_F64_FASTMATH, **_JIT)
 def _dense_write(xr, o, mx, am1, tau, n):
     """``p = [am1 (x - mx) - tau]_+^n`` into ``o``; returns ``(k, sum p)``, ``k = |{p > 0}|``.
 
@@ -789,7 +808,11 @@ def _dense_row(xr, o, mx, a, n, max_iter):
     mx = mx + float(xr.shape[0]) * 0.0
     t0 = float(t) - cm
     if n == 2:
-        F, s1, cnt = _dense_f64_sums_cf(xr, mx, am1, t0)
+        if cform:
+            # the float32 iterate c itself (exact in float64), hidden like mx above
+            F, s1, cnt = _dense_f64_sums_cf_c(xr, am1, float(t) + float(xr.shape[0]) * 0.0)
+        else:
+            F, s1, cnt = _dense_f64_sums_cf(xr, mx, am1, t0)
         it += 1
         if cnt == 0:
             return False, 0.0, 0, it, False, 0.0
