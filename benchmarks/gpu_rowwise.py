@@ -95,6 +95,8 @@ def main() -> int:
                          "max_onchip, chunk, tensor_alpha (1: pass α as a per-row tensor) and those "
                          "of rowwise.CONFIG")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--set", default="", help="override rowwise.CONFIG for the whole run: key=val,...")
+    ap.add_argument("--shapes", default="", help="only these shapes, e.g. 16384x1024,256x65536")
     ap.add_argument("--paired", type=int, default=0,
                     help="only the paired table: per shape and α, this many alternating rounds of "
                          "torch.softmax and our forward (python-float α), median of the ratios")
@@ -154,6 +156,11 @@ def main() -> int:
         torch.softmax(xw, -1)
     torch.cuda.synchronize()
     del xw
+    for kv in [t for t in args.set.split(",") if t]:
+        key, val = kv.split("=")
+        rowwise.CONFIG[key] = int(val)
+    if args.shapes:
+        shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     if args.paired:
         _paired(shapes, alphas, args, gen, rowwise)
         return 0

@@ -78,6 +78,10 @@ _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
 # levels of the lower bound in the bound kernel (evaluated on the per-tile row maxima)
 _NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
 
+# profiling hook (benchmarks only; breaks the results): 1 = no candidate copy, 2 = no buffer
+# iterations, 3 = report buffer iterations ×1000 + sweeps in the stats
+_SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
+
 # profiling hook (benchmarks only): run just the first k forward kernels
 _PROFILE_STAGES = 4
 
@@ -435,7 +439,7 @@ def _fwd_solve_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    CAP: tl.constexpr, CHUNK: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
 ):
     """Exact τ' per row.
 
@@ -494,7 +498,9 @@ def _fwd_solve_kernel(
             is_c = z > cbound[:, None]
             ic = is_c.to(tl.int32)
             cnt = tl.sum(ic, axis=1)
-            if tl.max(cnt, axis=0) <= 2:
+            if DIAG == 1:
+                pass
+            elif tl.max(cnt, axis=0) <= 2:
                 # usual case: at most two candidates per row in this tile -- the row's top two
                 # values, no prefix sum and no tile-wide scatter (a tie at the top counts twice)
                 t1 = tl.max(z, axis=1)
@@ -510,6 +516,8 @@ def _fwd_solve_kernel(
 
     # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
     fits = (ncand <= CAP) & rmask
+    if DIAG == 1 or DIAG == 2:
+        done = done | fits
     n_open = tl.sum((fits & ~done).to(tl.int32), axis=0)
     nmax = tl.max(tl.where(fits & ~done, ncand, 0), axis=0)
     it_buf = 0
@@ -562,6 +570,8 @@ def _fwd_solve_kernel(
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     tau = tl.where(n > 0, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
+    if DIAG == 3:
+        it = it + 1000 * it_buf
     tl.store(ITERS + pid_bh.to(tl.int64) * NQB + pid_m, it)
 
 
@@ -920,7 +930,8 @@ def entmax_attention_fwd(
                                 Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NLEV=_NLEV, **common)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
-                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, **sparse)
+                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64,
+                                DIAG=_SOLVE_DIAG, **sparse)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
