@@ -79,7 +79,8 @@ _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
 _NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
 
 # profiling hook (benchmarks only; breaks the results): 1 = no candidate copy, 2 = no buffer
-# iterations, 3 = report buffer iterations ×1000 + sweeps in the stats
+# iterations, 3 = report buffer iterations ×1000 + sweeps in the stats, 4 = top-2 copy without
+# the block-level test, 5 = top-4 copy without it
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
 # profiling hook (benchmarks only): run just the first k forward kernels
@@ -500,7 +501,14 @@ def _fwd_solve_kernel(
             cnt = tl.sum(ic, axis=1)
             if DIAG == 1:
                 pass
-            elif tl.max(cnt, axis=0) <= 2:
+            elif DIAG == 5:
+                # timing probe: the row's 4 largest distinct values, no block-level branch
+                prev = tl.full([BLOCK_M], float("inf"), tl.float32)
+                for j in tl.static_range(4):
+                    tj = tl.max(tl.where(z < prev[:, None], z, float("-inf")), axis=1)
+                    tl.store(C_row + ncand + j, tj, mask=(tj > cbound) & (ncand + j < CAP) & rmask)
+                    prev = tj
+            elif DIAG == 4 or tl.max(cnt, axis=0) <= 2:
                 # usual case: at most two candidates per row in this tile -- the row's top two
                 # values, no prefix sum and no tile-wide scatter (a tie at the top counts twice)
                 t1 = tl.max(z, axis=1)
