@@ -298,7 +298,8 @@ def main():
 
     def only(cfg):
         N, D, causal, alpha, kind, strength = cfg
-        return all(str({"N": N, "D": D, "kind": kind, "alpha": alpha, "causal": causal}[k_]) == v_
+        return all(str({"N": N, "D": D, "kind": kind, "alpha": alpha, "causal": causal,
+                        "s": strength}[k_]) == v_
                    for k_, v_ in filt.items())
 
     def on_row(rows):  # the table so far, so that a run cut short still leaves one
