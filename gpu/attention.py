@@ -83,10 +83,6 @@ _NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
 # the block-level test, 5 = top-4 copy without it
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
-# candidate copy in the solve's pass 0: 1 = slots from a tensor-core prefix count (default),
-# 0 = top-two fast path with a block-level test and a tl.cumsum fallback
-_COPY = int(os.environ.get("SPARSEMAP_ATTN_COPY", "1"))
-
 # profiling hook (benchmarks only): run just the first k forward kernels
 _PROFILE_STAGES = 4
 
@@ -444,7 +440,7 @@ def _fwd_solve_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, COPY: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
 ):
     """Exact τ' per row.
 
@@ -490,7 +486,6 @@ def _fwd_solve_kernel(
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
 
     # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
-    tri = tl.where(offs_n[:, None] <= offs_n[None, :], 1.0, 0.0).to(tl.float16)
     cbound = tl.minimum(lo, tau)
     bound = tl.min(tl.where(done, float("inf"), cbound), axis=0)
     ncand = tl.zeros([BLOCK_M], tl.int32)
@@ -502,37 +497,28 @@ def _fwd_solve_kernel(
             z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
             z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
             is_c = z > cbound[:, None]
-            if COPY == 1:
-                # slots by a prefix count computed on the tensor cores: pre = is_c · TRI (TRI upper
-                # triangular ones), exact in fp32; it lands in z's layout, so there is no scan, no
-                # layout conversion and no block-wide branch
-                pre = tl.dot(is_c.to(tl.float16), tri)
-                cnt = tl.max(pre, axis=1).to(tl.int32)
-                slot = ncand[:, None] + pre.to(tl.int32) - 1
-                tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+            ic = is_c.to(tl.int32)
+            cnt = tl.sum(ic, axis=1)
+            if DIAG == 1:
+                pass
+            elif DIAG == 5:
+                # timing probe: the row's 4 largest distinct values, no block-level branch
+                prev = tl.full([BLOCK_M], float("inf"), tl.float32)
+                for j in tl.static_range(4):
+                    tj = tl.max(tl.where(z < prev[:, None], z, float("-inf")), axis=1)
+                    tl.store(C_row + ncand + j, tj, mask=(tj > cbound) & (ncand + j < CAP) & rmask)
+                    prev = tj
+            elif DIAG == 4 or tl.max(cnt, axis=0) <= 2:
+                # at most two candidates per row in this tile: the row's top two values, no
+                # prefix sum and no tile-wide scatter (a tie at the top counts twice)
+                t1 = tl.max(z, axis=1)
+                t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
+                t2 = tl.where(t2 > cbound, t2, t1)
+                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
+                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
             else:
-                ic = is_c.to(tl.int32)
-                cnt = tl.sum(ic, axis=1)
-                if DIAG == 1:
-                    pass
-                elif DIAG == 5:
-                    # timing probe: the row's 4 largest distinct values, no block-level branch
-                    prev = tl.full([BLOCK_M], float("inf"), tl.float32)
-                    for j in tl.static_range(4):
-                        tj = tl.max(tl.where(z < prev[:, None], z, float("-inf")), axis=1)
-                        tl.store(C_row + ncand + j, tj, mask=(tj > cbound) & (ncand + j < CAP) & rmask)
-                        prev = tj
-                elif DIAG == 4 or tl.max(cnt, axis=0) <= 2:
-                    # at most two candidates per row in this tile: the row's top two values, no
-                    # prefix sum and no tile-wide scatter (a tie at the top counts twice)
-                    t1 = tl.max(z, axis=1)
-                    t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
-                    t2 = tl.where(t2 > cbound, t2, t1)
-                    tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-                    tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
-                else:
-                    slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
-                    tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+                slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
+                tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
             ncand += cnt
     it = 1
 
@@ -953,7 +939,7 @@ def entmax_attention_fwd(
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
                                 Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64,
-                                DIAG=_SOLVE_DIAG, COPY=_COPY, **sparse)
+                                DIAG=_SOLVE_DIAG, **sparse)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
