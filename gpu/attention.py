@@ -80,7 +80,7 @@ _NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
 
 # profiling hook (benchmarks only; breaks the results): 1 = no candidate copy, 2 = no buffer
 # iterations, 3 = report buffer iterations ×1000 + sweeps in the stats, 4 = top-2 copy without
-# the block-level test, 5 = top-4 copy without it
+# the block-level test, 5 = top-4 copy without it, 6 = no candidate buffer (sparse sweeps only)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
 # profiling hook (benchmarks only): run just the first k forward kernels
@@ -489,7 +489,11 @@ def _fwd_solve_kernel(
     cbound = tl.minimum(lo, tau)
     bound = tl.min(tl.where(done, float("inf"), cbound), axis=0)
     ncand = tl.zeros([BLOCK_M], tl.int32)
-    for start_n in range(0, kend, BLOCK_N):
+    kend0 = kend
+    if DIAG == 6:
+        kend0 = 0
+        ncand += CAP + 1
+    for start_n in range(0, kend0, BLOCK_N):
         tmax = tl.load(T_base + start_n // BLOCK_N)
         if tmax > bound:
             cols = start_n + offs_n
