@@ -527,41 +527,15 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     tsub, csub, isub = _solve_tile(zsv, neg1, neg1, hsub, bad | soft, alpha, q, mode, tol,
                                    max_iter, SOLVER, F64)
     tau = _start_from_subset(tsub, csub, hi, F64)
-    # ---- optimistic write (α ∈ {1.5, 2} known at compile time, solver auto) -----------------
-    # When the subset of lane maxima holds the whole support, its root τ_sub is τ*: write p at
-    # τ_sub and count the row's entries above it on the way; the count equals the subset's own
-    # support size exactly when no other entry is above τ_sub (then f(τ_sub) = f_sub(τ_sub) = 0).
-    # That saves the certifying pass (3 reads → 2). Otherwise the passes below run and the
-    # output pass overwrites p.
-    OPT: tl.constexpr = SOLVER == 0 and (MODE == 0 or MODE == 1)
-    ok = bad & False
-    supp_opt = (alpha * 0.0).to(tl.int32)
-    if OPT:
-        ksub = tl.sum((zsv > tsub[:, None]).to(tl.int32), 1)
-        nabove = (alpha * 0.0).to(tl.int32)
-        for start in range(0, D, CHUNK):
-            cols = start + lane
-            cm = (cols < D)[None, :]
-            x = tl.load(xrow + cols[None, :], mask=cm, other=-INF).to(zero2.dtype)
-            zs = (alpha - 1.0)[:, None] * (x - m[:, None])
-            p, pos = _p_from_tau(zs, tsub, q, mode, F64)
-            pout = p.to(P.dtype.element_ty)
-            nabove += tl.sum((zs > tsub[:, None]).to(tl.int32), 1)
-            supp_opt += tl.sum(((pout > 0) & cm).to(tl.int32), 1)
-            tl.store(prow + cols[None, :], pout, mask=cm)
-        ok = (nabove == ksub) & csub & (~bad) & (~soft)
-        tau = tl.where(ok, tsub, tau)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
-    done = bad | soft | ok
-    conv = bad | soft | ok
+    done = bad | soft
+    conv = bad | soft
     fprev = alpha * 0.0 + INF
     nprev = bad & False
     it = (alpha * 0.0).to(tl.int32)
-    if OPT:
-        it += ((~bad) & (~soft)).to(tl.int32)  # the optimistic write pass counts as one
-    n = tl.sum(it * 0, 0)
+    n = tl.sum(it, 0)
     while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
         a0 = zero2
         a1 = zero2
@@ -584,10 +558,9 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
             tau, lo, hi, done, conv, fprev, nprev, tl.sum(a0, 1), tl.sum(a1, 1),
             tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER, F64)
         n += 1
-    # ---- output pass (skipped when the optimistic write was certified) ----------------
-    n_ok = tl.sum(ok.to(tl.int32), 0)
-    supp = supp_opt * n_ok
-    for start in range(0, D * (1 - n_ok), CHUNK):
+    # ---- output pass ----------------------------------------------------------------
+    supp = (alpha * 0.0).to(tl.int32)
+    for start in range(0, D, CHUNK):
         cols = start + lane
         cm = (cols < D)[None, :]
         x = tl.load(xrow + cols[None, :], mask=cm, other=-INF).to(zero2.dtype)
