@@ -6,6 +6,7 @@ bad input never reaches a kernel.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -85,6 +86,16 @@ def resolve_axis(axis: Any, dim: Any) -> Any:
     if axis != -1 and axis != dim:
         raise ValueError(f"pass either axis or dim, not both (axis={axis!r}, dim={dim!r})")
     return DimAxis(dim)
+
+
+def check_alpha_scalar(alpha: float) -> None:
+    """The scalar case of :func:`check_alpha_values` without NumPy (hot path of every call)."""
+    if not math.isfinite(alpha):
+        raise ValueError("alpha must be finite (got NaN or inf)")
+    if alpha < 1.0:
+        raise ValueError(
+            f"alpha must be >= 1 (alpha = 1 is softmax, alpha = 2 sparsemax); got min {alpha}"
+        )
 
 
 def check_alpha_values(alpha: np.ndarray) -> None:

@@ -376,3 +376,17 @@ def test_dp_dalpha_continuous_at_one(am1):
 def test_sparse_tensor_rejected_clearly():
     with pytest.raises((TypeError, ValueError), match="x"):
         entmax(_x(3, 4, seed=27).to_sparse(), 1.5)
+
+
+def test_no_grad_path_matches_autograd_path():
+    """Without an autograd graph to build, entmax skips the autograd Function: same values,
+    no grad_fn; with grad enabled and x requiring grad, the Function is used."""
+    x = _x(5, 37, seed=23).requires_grad_()
+    with_graph = entmax(x, 1.5)
+    assert with_graph.grad_fn is not None
+    with torch.no_grad():
+        without = entmax(x, 1.5)
+    assert without.grad_fn is None
+    torch.testing.assert_close(without, with_graph.detach(), rtol=0, atol=0)
+    plain = entmax(x.detach(), 1.25)
+    assert plain.grad_fn is None and plain.dtype == x.dtype
