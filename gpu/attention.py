@@ -140,6 +140,25 @@ def _seq_info(pid_b, CU_Q, CU_K, Nq, Nk, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K, Nq, Nk, VARLEN: tl.constexpr):
+    """What program axis 1 (batch × query head) stands for: batch b, query head h, key/value head
+    hk (GQA), the sequence's query and key (start, length), α of the head, c = (α−1)·scale and
+    the exponent Q = 1/(α−1)."""
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    alpha = tl.load(ALPHA + h)
+    return b, h, hk, sq, lq, sk, lk, alpha, (alpha - 1.0) * scale, 1.0 / (alpha - 1.0)
+
+
+@triton.jit
+def _offset(b, hh, s, stride_b, stride_h, stride_n):
+    """64-bit element offset of (batch b, head hh, token s)."""
+    return b.to(tl.int64) * stride_b + hh.to(tl.int64) * stride_h + s.to(tl.int64) * stride_n
+
+
+@triton.jit
 def _kend(start_m, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
     """One past the last key visible to any row of the query block starting at ``start_m``."""
     if CAUSAL:
@@ -228,13 +247,10 @@ def _fwd_rowmax_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    c = (tl.load(ALPHA + h) - 1.0) * scale
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
     start_m = pid_m * BLOCK_M
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -256,7 +272,7 @@ def _fwd_rowmax_kernel(
     m = m * c
     n = _nvis(rows, lq, lk, CAUSAL)
     m = tl.where(n > 0, m, 0.0)
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     tl.store(M + S_base + rows.to(tl.int64) * stride_sn, m, mask=rows < lq)
 
 
@@ -279,16 +295,11 @@ def _fwd_bound_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    alpha = tl.load(ALPHA + h)
-    c = (alpha - 1.0) * scale
-    qexp = 1.0 / (alpha - 1.0)
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     start_m = pid_m * BLOCK_M
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -452,17 +463,12 @@ def _fwd_solve_kernel(
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    alpha = tl.load(ALPHA + h)
-    c = (alpha - 1.0) * scale
-    qexp = 1.0 / (alpha - 1.0)
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     start_m = pid_m * BLOCK_M
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -610,18 +616,13 @@ def _fwd_output_kernel(
     NEED_DALPHA also O3 = Σ h v and HS = Σ h, h = p log p (for ∂L/∂α, see ``entmax_attention_dalpha``)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    alpha = tl.load(ALPHA + h)
-    c = (alpha - 1.0) * scale
-    qexp = 1.0 / (alpha - 1.0)
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
-    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
-    O_off = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     start_m = pid_m * BLOCK_M
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -701,18 +702,13 @@ def _bwd_dkdv_kernel(
     """One program per (key block, query head): dV_h = Σ_i pᵀ dO, dK_h = scale·Σ_i dSᵀ Q."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    alpha = tl.load(ALPHA + h)
-    c = (alpha - 1.0) * scale
-    qexp = 1.0 / (alpha - 1.0)
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
-    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
-    DO_base = DO + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+    DO_base = DO + _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     start_n = pid_n * BLOCK_N
     cols = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -759,7 +755,7 @@ def _bwd_dkdv_kernel(
                 dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
                 dsT = uT * (dpT - dlt[None, :])
                 dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
-    P_off = b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph + sk.to(tl.int64) * stride_pn
+    P_off = _offset(b, h, sk, stride_pb, stride_ph, stride_pn)
     ptr = P_off + cols[:, None].to(tl.int64) * stride_pn + offs_d[None, :]
     msk = (cols[:, None] < lk) & (offs_d[None, :] < HEAD_DIM)
     tl.store(DK + ptr, dk * scale, mask=msk)
@@ -782,18 +778,13 @@ def _bwd_dq_kernel(
     """One program per (query block, query head): dQ = scale·Σ_j dS K."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
-    alpha = tl.load(ALPHA + h)
-    c = (alpha - 1.0) * scale
-    qexp = 1.0 / (alpha - 1.0)
-    Q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + sq.to(tl.int64) * stride_qn
-    K_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + sk.to(tl.int64) * stride_kn
-    V_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + sk.to(tl.int64) * stride_vn
-    O_off = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + sq.to(tl.int64) * stride_on
-    S_base = b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + sq.to(tl.int64) * stride_sn
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
     start_m = pid_m * BLOCK_M
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
