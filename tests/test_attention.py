@@ -476,6 +476,18 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
 
 
 @_triton
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
+def test_solve_by_sweeps_only(monkeypatch, alpha):
+    """Profiling mode 6 of the solve kernel (no candidate buffer, sparse QKᵀ sweeps until
+    converged) is a complete solver too: it must give the reference answer."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SOLVE_DIAG", 6)
+    _, st = _check_against_reference(1, 2, 2, 70, 90, 16, True, alpha, seed=12, grads=False)
+    assert int(st.solve_iters) > 1
+
+
+@_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
