@@ -396,6 +396,102 @@ def write_outputs(results: Sequence[dict[str, Any]], env: dict[str, str], out_di
     )
 
 
+TARGET_RATIO = 2.0  # issue 2: alpha = 1.5 and sparsemax within 2x of torch.softmax
+
+
+def _merged_order(rows: Sequence[dict[str, Any]], shape: str) -> list[str]:
+    """Methods of one shape in table order, merged over the alphas (a method that only some
+    alphas have, e.g. ``entmax.sparsemax``, goes before the method that follows it there)."""
+    order: list[str] = []
+    for alpha in dict.fromkeys(r["alpha"] for r in rows if r["shape"] == shape):
+        names = [r["method"] for r in rows if r["shape"] == shape and r["alpha"] == alpha]
+        for i, m in enumerate(names):
+            if m in order:
+                continue
+            nxt = next((n for n in names[i + 1:] if n in order), None)
+            order.insert(order.index(nxt) if nxt is not None else len(order), m)
+    return order
+
+
+def plot_results(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Write a PNG of the ratios to ``torch.softmax``: one subplot per shape, one horizontal
+    bar per (method, alpha) on a log axis, with lines at 1 (softmax) and at the 2x target.
+
+    Imports matplotlib lazily (Agg backend); returns ``None`` with a printed note when it is
+    missing or there is nothing to draw.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # noqa: BLE001 - no plot is not an error
+        print(f"matplotlib not available ({exc}); plot {path} skipped")
+        return None
+    rows = [r for r in results if r["method"] != BASELINE and r["ratio"] == r["ratio"]]
+    if not rows:
+        print(f"no ratios to plot; {path} skipped")
+        return None
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    alphas = list(dict.fromkeys(r["alpha"] for r in rows))
+    per_shape = {s: _merged_order(rows, s) for s in shapes}
+    heights = [max(2.0, 0.32 * len(per_shape[s]) * (0.5 + 0.25 * len(alphas))) for s in shapes]
+    fig, axes = plt.subplots(
+        len(shapes), 1, figsize=(9, sum(heights) + 1.2), squeeze=False,
+        gridspec_kw=dict(height_ratios=heights), sharex=True,
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lo = min(r["ratio"] for r in rows)
+    hi = max(r["ratio"] for r in rows)
+    bar_h = 0.8 / len(alphas)
+    for ax, shape in zip(axes[:, 0], shapes):
+        methods = per_shape[shape]
+        for j, alpha in enumerate(alphas):
+            ys, vals = [], []
+            for i, m in enumerate(methods):
+                r = next((r for r in rows if r["shape"] == shape and r["alpha"] == alpha
+                          and r["method"] == m), None)
+                if r is not None:
+                    ys.append(i - 0.4 + (j + 0.5) * bar_h)
+                    vals.append(r["ratio"])
+            left = lo / 2  # log axis: bars start at the left edge of the axis
+            ax.barh(ys, [v - left for v in vals], height=bar_h * 0.9, left=left,
+                    color=colors[j % len(colors)], label=f"α = {alpha:g}")
+            for y, v in zip(ys, vals):
+                ax.text(v * 1.04, y, f"{v:.2f}" if v < 10 else f"{v:.0f}", va="center", fontsize=7,
+                        bbox=dict(facecolor="white", edgecolor="none", pad=0.2, alpha=0.8))
+        ax.axvline(1.0, color="black", lw=1)
+        ax.axvline(TARGET_RATIO, color="tab:red", lw=1, ls="--")
+        ax.set_yticks(range(len(methods)))
+        ax.set_yticklabels(methods, fontsize=8)
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+        ax.set_title(f"{shape} float32 rows", fontsize=10)
+        ax.grid(axis="x", which="major", alpha=0.3)
+    ax = axes[-1, 0]
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 2, hi * 2.5)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+             if lo / 2 <= t <= hi * 2.5]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.set_xlabel(f"time / {BASELINE} (same round, median over rounds; log scale)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], color="black", lw=1), Line2D([], [], color="tab:red", lw=1, ls="--")]
+    labels += [f"{BASELINE} (1×)", f"target {TARGET_RATIO:g}×"]
+    fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (sum(heights) + 1.2)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _parse_shapes(text: str) -> list[tuple[int, int]]:
     out = []
     for part in text.split(","):
@@ -408,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python benchmarks/cpu.py [--quick] [--out DIR] ...``."""
     ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (smoke test)")
-    ap.add_argument("--out", type=Path, default=None, help="write bench_cpu.csv and bench_cpu.md here")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write bench_cpu.csv, bench_cpu.md and bench_cpu.png here")
     ap.add_argument("--shapes", type=_parse_shapes, default=None, help="e.g. 4096x1024,256x32768")
     ap.add_argument("--alphas", type=lambda s: [float(v) for v in s.split(",")], default=None)
     ap.add_argument("--repeats", type=int, default=None, help="rounds of interleaved runs (15)")
@@ -431,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         write_outputs(results, env, args.out)
         print(f"wrote {args.out / 'bench_cpu.csv'} and {args.out / 'bench_cpu.md'}")
+        if plot_results(results, args.out / "bench_cpu.png") is not None:
+            print(f"wrote {args.out / 'bench_cpu.png'}")
     return 0
 
 
