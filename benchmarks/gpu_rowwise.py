@@ -15,6 +15,8 @@ per-row convergence flags and iteration counts.
 
 Usage (device): ``python benchmarks/gpu_rowwise.py --out $OUT`` (``--quick`` for a smoke run).
 Writes ``gpu_rowwise.csv`` and ``gpu_rowwise.md`` under --out and prints the tables last.
+``--paired N`` writes ``gpu_rowwise_paired.csv`` and ``gpu_rowwise_paired.png`` instead;
+``--plot-from CSV`` only redraws that PNG (into --out) from such a CSV, without a GPU.
 """
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ import time
 import torch
 
 SHAPES = [(16384, 1024), (1024, 16384), (256, 65536)]
+# columns of gpu_rowwise_paired.csv (ratios are medians over rounds of ours / softmax)
+PAIRED_FIELDS = ["shape", "alpha", "rounds", "softmax_fwd_ms", "ours_fwd_ms", "fwd_ratio",
+                 "fwd_ratio_min", "fwd_ratio_max", "fwd_ratio_fastest", "softmax_fb_ms",
+                 "ours_fb_ms", "fb_ratio", "fb_ratio_min", "fb_ratio_max"]
+TARGET_FWD = 1.15  # issue 4: forward <= 1.15x softmax for alpha in {1.5, 2}
+TARGET_FB = 1.3  # forward+backward <= 1.3x
 
 
 def _bench(fn, reps: int) -> float:
@@ -52,10 +60,13 @@ def _fresh(shape, kind: str, gen: torch.Generator, dtype=torch.float32):
     return x.to(dtype)
 
 
-def _paired(shapes, alphas, args, gen, rowwise) -> None:
+def _paired(shapes, alphas, args, gen, rowwise) -> list[dict]:
     """Forward and forward+backward, ours vs torch.softmax, in alternating rounds; prints the
-    median of the per-round ratios (robust to the clock and neighbour drift seen between runs)."""
+    median of the per-round ratios (robust to the clock and neighbour drift seen between runs)
+    and returns one dict per (shape, α) with the keys ``PAIRED_FIELDS``."""
     import statistics
+
+    rows = []
 
     print("| shape | α | rounds | softmax fwd ms | ours fwd ms | fwd ratio (median, min–max) "
           "| ratio of fastest rounds | softmax f+b ms | ours f+b ms | f+b ratio (median, min–max) |")
@@ -82,6 +93,90 @@ def _paired(shapes, alphas, args, gen, rowwise) -> None:
                   f"{med(rf):.2f}× ({min(rf):.2f}–{max(rf):.2f}) | {min(to) / min(ts):.2f}× | "
                   f"{med(tsb):.4f} | {med(tob):.4f} | "
                   f"{med(rb):.2f}× ({min(rb):.2f}–{max(rb):.2f}) |", flush=True)
+            rows.append(dict(shape=f"{shape[0]}x{shape[1]}", alpha=a, rounds=args.paired,
+                             softmax_fwd_ms=med(ts), ours_fwd_ms=med(to), fwd_ratio=med(rf),
+                             fwd_ratio_min=min(rf), fwd_ratio_max=max(rf),
+                             fwd_ratio_fastest=min(to) / min(ts), softmax_fb_ms=med(tsb),
+                             ours_fb_ms=med(tob), fb_ratio=med(rb), fb_ratio_min=min(rb),
+                             fb_ratio_max=max(rb)))
+    return rows
+
+
+def write_paired_csv(rows, path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=PAIRED_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_paired_csv(path) -> list[dict]:
+    """Rows of a ``gpu_rowwise_paired.csv``; numbers as floats, empty cells as None."""
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            rows.append({k: (v if k == "shape" else (float(v) if v not in ("", None) else None))
+                         for k, v in r.items()})
+    return rows
+
+
+def plot_paired(rows, path) -> str | None:
+    """PNG of the paired ratios: forward (top) and forward+backward (bottom) / torch.softmax,
+    one group of bars per shape, one bar per α; dashed lines at 1 and at the targets.
+    Needs only matplotlib (Agg); returns None with a note when it is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        print(f"matplotlib not available ({e}); plot {path} skipped")
+        return None
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    alphas = list(dict.fromkeys(float(r["alpha"]) for r in rows))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    w = 0.8 / len(alphas)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
+    panels = [("fwd_ratio", "forward / torch.softmax forward",
+               [(TARGET_FWD, "tab:red", f"target {TARGET_FWD}× (α ∈ {{1.5, 2}})"),
+                (1.5, "tab:purple", "target 1.5× (α = 1.25)")]),
+              ("fb_ratio", "forward+backward / torch.softmax forward+backward",
+               [(TARGET_FB, "tab:red", f"target {TARGET_FB}×")])]
+    ymax = max(max(r[k] or 0 for r in rows) for k in ("fwd_ratio", "fb_ratio", "fwd_ratio_fastest"))
+    for ax, (key, title, targets) in zip(axes, panels):
+        for j, a in enumerate(alphas):
+            xs, vals, fast = [], [], []
+            for i, s in enumerate(shapes):
+                r = next((r for r in rows if r["shape"] == s and float(r["alpha"]) == a), None)
+                if r is None or r[key] is None:
+                    continue
+                xs.append(i - 0.4 + (j + 0.5) * w)
+                vals.append(r[key])
+                fast.append(r.get("fwd_ratio_fastest") if key == "fwd_ratio" else None)
+            ax.bar(xs, vals, width=w * 0.9, color=colors[j % len(colors)], label=f"α = {a:g}")
+            for x, v in zip(xs, vals):
+                ax.text(x, v + 0.025 * ymax, f"{v:.2f}", ha="center", va="bottom", fontsize=8,
+                        bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
+            fx = [(x, f) for x, f in zip(xs, fast) if f is not None]
+            if fx:
+                ax.scatter([x for x, _ in fx], [f for _, f in fx], marker="_", s=220, color="black",
+                           zorder=3, label="ratio of the two fastest rounds" if j == 0 else None)
+        ax.axhline(1.0, color="black", lw=1, ls="--", label="torch.softmax (1×)")
+        for t, c, lab in targets:
+            ax.axhline(t, color=c, lw=1, ls="--", label=lab)
+        ax.set_ylim(0, ymax * 1.15)
+        ax.set_ylabel("ratio (median over rounds)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+    rounds = sorted({int(r["rounds"]) for r in rows if r.get("rounds")})
+    axes[-1].set_xticks(range(len(shapes)))
+    axes[-1].set_xticklabels([s.replace("x", "×") + "\n(rows × d)" for s in shapes])
+    fig.suptitle("row-wise entmax (Triton), float32: paired ratios to torch.softmax"
+                 + (f", {'/'.join(map(str, rounds))} rounds" if rounds else ""), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def main() -> int:
@@ -100,9 +195,19 @@ def main() -> int:
     ap.add_argument("--shapes", default="", help="only these shapes, e.g. 16384x1024,256x65536")
     ap.add_argument("--paired", type=int, default=0,
                     help="only the paired table: per shape and α, this many alternating rounds of "
-                         "torch.softmax and our forward (python-float α), median of the ratios")
+                         "torch.softmax and our forward (python-float α), median of the ratios; "
+                         "also writes gpu_rowwise_paired.csv and gpu_rowwise_paired.png to --out")
+    ap.add_argument("--plot-from", default="", metavar="CSV",
+                    help="only draw gpu_rowwise_paired.png (into --out) from a "
+                         "gpu_rowwise_paired.csv; needs no GPU")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.plot_from:
+        png = plot_paired(read_paired_csv(args.plot_from),
+                          os.path.join(args.out, "gpu_rowwise_paired.png"))
+        if png:
+            print(f"wrote {png}")
+        return 0
 
     import triton
     from sparsemap_tools.gpu import rowwise
@@ -163,7 +268,10 @@ def main() -> int:
     if args.shapes:
         shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     if args.paired:
-        _paired(shapes, alphas, args, gen, rowwise)
+        paired = _paired(shapes, alphas, args, gen, rowwise)
+        write_paired_csv(paired, os.path.join(args.out, "gpu_rowwise_paired.csv"))
+        png = plot_paired(paired, os.path.join(args.out, "gpu_rowwise_paired.png"))
+        print(f"wrote {os.path.join(args.out, 'gpu_rowwise_paired.csv')}" + (f" and {png}" if png else ""))
         return 0
     for shape in shapes:
         x = _fresh(shape, "randn", gen)
