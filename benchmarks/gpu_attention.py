@@ -11,7 +11,14 @@
          - topics(s): segments of 256 tokens, each with a topic vector t ~ s·N(0, I) per (b, h);
            q_i = t_seg(i) + n, k_j = t_seg(j) + n', v ~ N(0, 1)   (anchors.md; the strength s is the
            block-sparsity knob; the measured fraction of skipped tiles is printed).
-The table is printed last; a JSON copy goes to --out.
+The table is printed last; a JSON copy goes to --out, and with --bench a plot (gpu_attention.png).
+TFLOP/s columns are "dense-attention equivalent": 4·B·H·Nq·Nk·D FLOPs for the forward (half of it
+when causal), 2.5× that for the backward (3.5× for forward+backward), divided by each method's time,
+so skipped tiles count as if computed.
+
+    python benchmarks/gpu_attention.py --plot-from ROWS.json [--out DIR]
+
+only draws DIR/gpu_attention.png from a JSON list of the bench row dicts (or a gpu_attention.json).
 """
 from __future__ import annotations
 
@@ -43,6 +50,25 @@ def gen(kind: str, B: int, H: int, N: int, D: int, dtype, strength: float = 1.0,
         k = tt[:, :Hkv] + torch.randn(B, Hkv, N, D, device=dev)
     v = torch.randn(B, Hkv, N, D, device=dev)
     return [x.to(dtype) for x in (q, k, v)]
+
+
+def attention_flops(row, phase: str = "fwd") -> float:
+    """Dense-attention FLOPs of one row's problem: 4·B·H·N²·D forward (halved when causal),
+    backward 2.5× the forward, so ``phase="fb"`` (forward+backward) is 3.5×."""
+    f = 4.0 * row["B"] * row["H"] * row["N"] * row["N"] * row["D"]
+    if row["causal"]:
+        f /= 2
+    return f * (3.5 if phase == "fb" else 1.0)
+
+
+def add_tflops(row) -> dict:
+    """Set ``{ours,flash,cudnn}_{fwd,fb}_tflops`` (TFLOP/s equivalent) from the times in ms."""
+    for m in ("ours", "flash", "cudnn"):
+        for ph in ("fwd", "fb"):
+            ms = row.get(f"{m}_{ph}", float("nan"))
+            row[f"{m}_{ph}_tflops"] = (attention_flops(row, ph) / (ms * 1e-3) / 1e12
+                                       if ms == ms and ms > 0 else float("nan"))
+    return row
 
 
 def rel(a, b):
@@ -238,6 +264,7 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
                 row["ada1_fwd"], row["ada1_fb"] = bench_one(lambda: adasplash_v1(qc, kc, vc, alpha=alpha, is_causal=causal), [qc, kc, vc], do, reps=20)
             except Exception as ex:
                 log(f"adasplash v1 failed: {str(ex)[:200]}")
+        add_tflops(row)
         results.append(row)
         log(json.dumps(row))
         if on_row is not None:
@@ -260,15 +287,115 @@ def table(check_rows, bench_rows):
             for r in bench_rows:
                 if "stages_ms" in r:
                     lines.append(f"  N={r['N']} D={r['D']} {r['kind']}: " + " | ".join(f"{x:.3f}" for x in r["stages_ms"]))
-        lines.append(f"{'N':>6s} {'D':>4s} {'mask':6s} {'a':>4s} {'inputs':12s} {'skip':>5s} {'it':>3s} | {'ours fwd':>8s} {'fwdtr':>6s} {'FA2':>6s} {'cuDNN':>6s} {'ada2':>6s} {'/FA2':>5s} {'/ada2':>5s} | {'ours f+b':>8s} {'FA2':>6s} {'cuDNN':>6s} {'ada2':>6s} {'/FA2':>5s} {'/cuDNN':>6s} {'/ada2':>5s} {'GiB':>5s}")
+        lines.append("TF/s o/F/c: dense-attention-equivalent TFLOP/s of ours / FA2 / cuDNN "
+                     "(4·B·H·N²·D fwd, halved if causal; f+b 3.5×)")
+        lines.append(f"{'N':>6s} {'D':>4s} {'mask':6s} {'a':>4s} {'inputs':12s} {'skip':>5s} {'it':>3s} | {'ours fwd':>8s} {'fwdtr':>6s} {'FA2':>6s} {'cuDNN':>6s} {'ada2':>6s} {'/FA2':>5s} {'/ada2':>5s} {'TF/s o/F/c':>11s} | {'ours f+b':>8s} {'FA2':>6s} {'cuDNN':>6s} {'ada2':>6s} {'/FA2':>5s} {'/cuDNN':>6s} {'/ada2':>5s} {'TF/s o/F/c':>11s} {'GiB':>5s}")
+
+        def tf(r, ph):
+            if f"ours_{ph}_tflops" not in r:
+                add_tflops(r)
+            return "/".join(f"{r[f'{m}_{ph}_tflops']:.0f}" for m in ("ours", "flash", "cudnn"))
+
         for r in bench_rows:
             lines.append(
                 f"{r['N']:6d} {r['D']:4d} {'causal' if r['causal'] else 'full':6s} {r['alpha']:4.2f} {r['kind']:12s} {r['skip']:5.2f} {r['iters']:3d} | "
                 f"{r['ours_fwd']:8.3f} {r['ours_fwd_train']:6.3f} {r['flash_fwd']:6.3f} {r['cudnn_fwd']:6.3f} {r['ada2_fwd']:6.3f} "
-                f"{r['ours_fwd'] / r['flash_fwd']:5.2f} {r['ours_fwd'] / r['ada2_fwd']:5.2f} | "
+                f"{r['ours_fwd'] / r['flash_fwd']:5.2f} {r['ours_fwd'] / r['ada2_fwd']:5.2f} {tf(r, 'fwd'):>11s} | "
                 f"{r['ours_fb']:8.3f} {r['flash_fb']:6.3f} {r['cudnn_fb']:6.3f} {r['ada2_fb']:6.3f} "
-                f"{r['ours_fb'] / r['flash_fb']:5.2f} {r['ours_fb'] / r['cudnn_fb']:6.2f} {r['ours_fb'] / r['ada2_fb']:5.2f} {r['ours_peak_GiB']:5.2f}")
+                f"{r['ours_fb'] / r['flash_fb']:5.2f} {r['ours_fb'] / r['cudnn_fb']:6.2f} {r['ours_fb'] / r['ada2_fb']:5.2f} {tf(r, 'fb'):>11s} {r['ours_peak_GiB']:5.2f}")
     return "\n".join(lines)
+
+
+def _config_label(r, varying) -> str:
+    parts = []
+    if "N" in varying:
+        parts.append(f"N {r['N']}")
+    if "B" in varying:
+        parts.append(f"B {r['B']}")
+    if "D" in varying:
+        parts.append(f"D {r['D']}")
+    if "H" in varying:
+        parts.append(f"H {r['H']}")
+    if "causal" in varying:
+        parts.append("causal" if r["causal"] else "full")
+    if "alpha" in varying:
+        parts.append(f"α {r['alpha']:g}")
+    head = " ".join(parts)
+    return (head + "\n" if head else "") + f"{r['kind']}\nskip {r['skip']:.0%}"
+
+
+def plot_bench(bench_rows, path):
+    """PNG of forward and forward+backward times (ms, log axis) of ours, FA2, cuDNN (and
+    adasplash v2 where measured) per configuration, with the measured fraction of skipped
+    tiles under each group and ours / FA2 over our bars. Returns None (with a note) when
+    matplotlib is missing or there are no rows."""
+    rows = [r for r in bench_rows if "ours_fwd" in r]
+    if not rows:
+        print(f"no benchmark rows; plot {path} skipped")
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        print(f"matplotlib not available ({e}); plot {path} skipped")
+        return None
+    rows = sorted(rows, key=lambda r: (r["N"], r["D"], not r["causal"], r["alpha"], r["skip"]))
+    varying = [k for k in ("N", "B", "H", "D", "causal", "alpha") if len({r[k] for r in rows}) > 1]
+    fixed = [k for k in ("N", "D", "B", "H", "causal", "alpha") if k not in varying]
+    fixed_txt = ", ".join(("causal" if rows[0][k] else "full") if k == "causal"
+                          else f"{'α' if k == 'alpha' else k} = {rows[0][k]:g}" for k in fixed)
+    ok = lambda v: v == v and v is not None  # noqa: E731  (NaN: not measured)
+    methods = [("ours", "ours (entmax)", "tab:blue"), ("flash", "FA2 (SDPA flash, softmax)", "tab:gray"),
+               ("cudnn", "cuDNN (SDPA, softmax)", "tab:olive")]
+    if any(ok(r.get(f"ada2_{ph}", float("nan"))) for r in rows for ph in ("fwd", "fb")):
+        methods.append(("ada2", "adasplash v2", "tab:orange"))
+    w = 0.8 / len(methods)
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.3 * len(rows) + 2.5), 8), sharex=True)
+    for ax, (ph, title) in zip(axes, [("fwd", "forward (inference, no grad)"),
+                                       ("fb", "forward + backward")]):
+        for j, (m, label, color) in enumerate(methods):
+            xs = [i - 0.4 + (j + 0.5) * w for i in range(len(rows))]
+            vals = [r.get(f"{m}_{ph}", float("nan")) for r in rows]
+            ax.bar([x for x, v in zip(xs, vals) if ok(v)], [v for v in vals if ok(v)],
+                   width=w * 0.9, color=color, label=label)
+            if m == "ours":
+                for x, r in zip(xs, rows):
+                    if ok(r[f"ours_{ph}"]) and ok(r.get(f"flash_{ph}", float("nan"))):
+                        ax.text(x, r[f"ours_{ph}"] * 1.08, f"{r[f'ours_{ph}'] / r[f'flash_{ph}']:.2f}×",
+                                ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.set_yscale("log")
+        vals = [r.get(f"{m}_{ph}", float("nan")) for r in rows for m, _, _ in methods]
+        vals = [v for v in vals if ok(v)]
+        ax.set_ylim(min(vals) / 1.6, max(vals) * 2.2)
+        ax.set_ylabel("ms (median, log scale)")
+        ax.set_title(f"{title}; number over our bar: ours / FA2", fontsize=10)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    from matplotlib.ticker import FuncFormatter
+
+    for ax in axes:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    from matplotlib.patches import Patch
+
+    axes[0].legend([Patch(color=c) for _, _, c in methods], [lab for _, lab, _ in methods],
+                   fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1].set_xticks(range(len(rows)))
+    axes[-1].set_xticklabels([_config_label(r, varying) for r in rows], fontsize=8)
+    fig.suptitle(f"fused α-entmax attention vs softmax attention, bf16\n"
+                 f"{fixed_txt}; skip = measured fraction of tiles skipped", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def load_rows(path):
+    """Bench row dicts from a JSON list of them, or from a gpu_attention.json ({"bench": [...]})."""
+    with open(path) as fh:
+        data = json.load(fh)
+    return data["bench"] if isinstance(data, dict) else data
 
 
 def main():
@@ -282,8 +409,18 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=1e9,
                     help="start no new benchmark configuration after this many seconds")
     ap.add_argument("--only", default="", help="comma list of N=..,D=..,kind=..,alpha=..,causal=True|False filters, e.g. N=16384,D=64")
+    ap.add_argument("--plot-from", default="", metavar="JSON",
+                    help="only draw gpu_attention.png (into --out) from a JSON list of bench rows "
+                         "or a gpu_attention.json; needs no GPU")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.plot_from:
+        rows = [add_tflops(r) if "ours_fwd_tflops" not in r else r for r in load_rows(args.plot_from)]
+        png = plot_bench(rows, os.path.join(args.out, "gpu_attention.png"))
+        if png:
+            print(f"wrote {png}")
+        print(table([], rows))
+        return
     logf = open(os.path.join(args.out, "gpu_attention.log"), "a")
 
     def log(s):
@@ -309,6 +446,10 @@ def main():
     b = bench(log, args.quick, only=only if filt else None, profile=args.profile, main_set=args.main,
               max_seconds=args.max_seconds, on_row=on_row) if args.bench else []
     json.dump(dict(check=c, bench=b, gpu=torch.cuda.get_device_name()), open(os.path.join(args.out, "gpu_attention.json"), "w"), indent=1)
+    if b:
+        png = plot_bench(b, os.path.join(args.out, "gpu_attention.png"))
+        if png:
+            log(f"wrote {png}")
     print("\n" + table(c, b))
 
 
