@@ -441,8 +441,8 @@ def plot_results(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
         gridspec_kw=dict(height_ratios=heights), sharex=True,
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    lo = min(r["ratio"] for r in rows)
-    hi = max(r["ratio"] for r in rows)
+    lo = min(min(r["ratio"] for r in rows), 1.0)  # keep the 1x and 2x lines in view
+    hi = max(max(r["ratio"] for r in rows), TARGET_RATIO)
     bar_h = 0.8 / len(alphas)
     for ax, shape in zip(axes[:, 0], shapes):
         methods = per_shape[shape]
