@@ -78,9 +78,9 @@ _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
 # levels of the lower bound in the bound kernel (evaluated on the per-tile row maxima)
 _NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
 
-# profiling hook (benchmarks only; breaks the results): 1 = no candidate copy, 2 = no buffer
-# iterations, 3 = report buffer iterations ×1000 + sweeps in the stats, 4 = top-2 copy without
-# the block-level test, 5 = top-4 copy without it, 6 = no candidate buffer (sparse sweeps only)
+# profiling hook of the solve kernel (benchmarks only): 1 = no candidate copy and 2 = no buffer
+# iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
+# stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
 # profiling hook (benchmarks only): run just the first k forward kernels
@@ -511,14 +511,7 @@ def _fwd_solve_kernel(
             cnt = tl.sum(ic, axis=1)
             if DIAG == 1:
                 pass
-            elif DIAG == 5:
-                # timing probe: the row's 4 largest distinct values, no block-level branch
-                prev = tl.full([BLOCK_M], float("inf"), tl.float32)
-                for j in tl.static_range(4):
-                    tj = tl.max(tl.where(z < prev[:, None], z, float("-inf")), axis=1)
-                    tl.store(C_row + ncand + j, tj, mask=(tj > cbound) & (ncand + j < CAP) & rmask)
-                    prev = tj
-            elif DIAG == 4 or tl.max(cnt, axis=0) <= 2:
+            elif tl.max(cnt, axis=0) <= 2:
                 # at most two candidates per row in this tile: the row's top two values, no
                 # prefix sum and no tile-wide scatter (a tie at the top counts twice)
                 t1 = tl.max(z, axis=1)

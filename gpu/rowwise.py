@@ -106,7 +106,7 @@ CHUNK = None
 #: it cuts full-row passes to ~1 for α ∈ {1.5, 2} but its second solve loop cost more than
 #: it saved on an H100, so it is off by default)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
-              group_min_d=256, maxnreg=0)
+              group_min_d=256)
 
 INF = tl.constexpr(float("inf"))
 
@@ -815,8 +815,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype),
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
-            num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
-            **({"maxnreg": cfg["maxnreg"]} if cfg["maxnreg"] else {}))
+            num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d))
     else:
         ch = _chunk(R, chunk)
         _fwd_stream_kernel[(R,)](
