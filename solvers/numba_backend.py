@@ -649,6 +649,17 @@ _DENSE_STOP_CF = 3e-2  # q = 2: leave float32 once |step| * S^1.5 <= this (see a
 _F64_FASTMATH = _SUM_FASTMATH
 
 
+@numba.njit(inline="always", fastmath=_SUM_FASTMATH, **_JIT)
+def _acc_powers(d, n, F, S):
+    """``(F + d^n, S + d^(n-1))`` for n in 2..4 without ``pow`` (the float32 passes' body)."""
+    d2 = d * d
+    if n == 2:
+        return F + d2, S + d
+    if n == 3:
+        return F + d2 * d, S + d2
+    return F + d2 * d2, S + d2 * d
+
+
 @numba.njit(fastmath=_SUM_FASTMATH, **_JIT)
 def _dense_f32_sums(xr, mx, am1, t, n):
     """float32 ``(sum d^n, sum d^(n-1))`` with ``d = [am1 (x - mx) - t]_+`` (n in 2..4)."""
@@ -657,16 +668,7 @@ def _dense_f32_sums(xr, mx, am1, t, n):
     S = z0
     for i in range(xr.shape[0]):
         d = max(am1 * (xr[i] - mx) - t, z0)
-        d2 = d * d
-        if n == 2:
-            F += d2
-            S += d
-        elif n == 3:
-            F += d2 * d
-            S += d2
-        else:
-            F += d2 * d2
-            S += d2 * d
+        F, S = _acc_powers(d, n, F, S)
     return F, S
 
 
@@ -761,16 +763,7 @@ def _dense_f32_sums_c(xr, am1, c, n):
     S = z0
     for i in range(xr.shape[0]):
         d = max(am1 * xr[i] - c, z0)
-        d2 = d * d
-        if n == 2:
-            F += d2
-            S += d
-        elif n == 3:
-            F += d2 * d
-            S += d2
-        else:
-            F += d2 * d2
-            S += d2 * d
+        F, S = _acc_powers(d, n, F, S)
     return F, S
 
 
