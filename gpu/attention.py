@@ -63,7 +63,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "entmax_attention_dalpha", "alpha_mode"]
+__all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "entmax_attention_dalpha", "alpha_mode",
+           "tile_lists"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -283,7 +284,7 @@ def _fwd_rowmax_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_bound_kernel(
-    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, THR, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -359,6 +360,68 @@ def _fwd_bound_kernel(
     tl.store(TAU + srow, tau, mask=rmask)
     tl.store(TLO + srow, tl.where(convex, tau, lo), mask=rmask)
     tl.store(THI + srow, hi, mask=rmask)
+    # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
+    thr = tl.min(tl.where(n > 1, tl.minimum(tl.where(convex, tau, lo), tau), float("inf")), axis=0)
+    tl.store(THR + pid_bh.to(tl.int64) * NQB + pid_m, thr)
+
+
+# ----------------------------------------------------------------------------------------------
+# compacted live-tile lists
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_NOSPEC_T)
+def _tile_list_kernel(
+    TMAX, THR, LIST, LCNT, CU_Q, CU_K, Nq, Nk, H, NQB, NKB,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, VARLEN: tl.constexpr,
+    TRANS: tl.constexpr, CH: tl.constexpr,
+):
+    """The live tiles of one query block (``TRANS`` = 0: key tiles t with TMAX[mb, t] > THR[mb],
+    in increasing t) or of one key block (``TRANS`` = 1: query blocks mb with TMAX[mb, kb] >
+    THR[mb]), written compactly to LIST with their number in LCNT.
+
+    Only tiles the forward's dense sweep visited are considered (TMAX is undefined elsewhere).
+    The sparse kernels then loop over ``LIST[0:LCNT]`` with no per-tile test: a dead tile costs
+    nothing (the per-tile load of TMAX and its branch were a serial global-memory latency per
+    tile) and the loop body is unconditional, so its K/V loads can be software-pipelined."""
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    sq, lq, sk, lk = _seq_info(b, CU_Q, CU_K, Nq, Nk, VARLEN)
+    offs = tl.arange(0, CH)
+    T_head = TMAX + pid_bh.to(tl.int64) * NQB * NKB
+    R_head = THR + pid_bh.to(tl.int64) * NQB
+    if TRANS:
+        start_n = pid * BLOCK_N
+        if CAUSAL:
+            lo = tl.maximum(start_n - (lk - lq), 0) // BLOCK_M
+        else:
+            lo = 0
+        hi = tl.where(start_n < lk, tl.cdiv(lq, BLOCK_M), 0)
+        L_base = LIST + (pid_bh.to(tl.int64) * NKB + pid) * NQB
+        C_ptr = LCNT + pid_bh.to(tl.int64) * NKB + pid
+        thr = 0.0
+    else:
+        lo = 0
+        hi = tl.cdiv(_kend(pid * BLOCK_M, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
+        L_base = LIST + (pid_bh.to(tl.int64) * NQB + pid) * NKB
+        C_ptr = LCNT + pid_bh.to(tl.int64) * NQB + pid
+        thr = tl.load(R_head + pid)
+    n = 0
+    for c0 in range(lo, hi, CH):
+        idx = c0 + offs
+        inr = idx < hi
+        if TRANS:
+            tm = tl.load(T_head + idx.to(tl.int64) * NKB + pid, mask=inr, other=float("-inf"))
+            th = tl.load(R_head + idx, mask=inr, other=float("inf"))
+        else:
+            tm = tl.load(T_head + pid.to(tl.int64) * NKB + idx, mask=inr, other=float("-inf"))
+            th = thr
+        live = (tm > th) & inr
+        li = live.to(tl.int32)
+        tl.store(L_base + (n + tl.cumsum(li, 0) - 1), idx, mask=live)
+        n += tl.sum(li, 0)
+    tl.store(C_ptr, n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,7 +506,7 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr):
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_solve_kernel(
-    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, ITERS, CAND, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -492,37 +555,39 @@ def _fwd_solve_kernel(
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
 
     # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
+    # (the live tiles of this block under the bound kernel's threshold: a compacted list)
     cbound = tl.minimum(lo, tau)
-    bound = tl.min(tl.where(done, float("inf"), cbound), axis=0)
+    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    n_list = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
     ncand = tl.zeros([BLOCK_M], tl.int32)
-    kend0 = kend
     if DIAG == 6:
-        kend0 = 0
+        n_list = 0
         ncand += CAP + 1
-    for start_n in range(0, kend0, BLOCK_N):
-        tmax = tl.load(T_base + start_n // BLOCK_N)
-        if tmax > bound:
-            cols = start_n + offs_n
-            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
-            is_c = z > cbound[:, None]
-            ic = is_c.to(tl.int32)
-            cnt = tl.sum(ic, axis=1)
-            if DIAG == 1:
-                pass
-            elif tl.max(cnt, axis=0) <= 2:
-                # at most two candidates per row in this tile: the row's top two values, no
-                # prefix sum and no tile-wide scatter (a tie at the top counts twice)
-                t1 = tl.max(z, axis=1)
-                t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
-                t2 = tl.where(t2 > cbound, t2, t1)
-                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
-            else:
-                slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
-                tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
-            ncand += cnt
+    for i in range(0, n_list):
+        start_n = tl.load(L_row + i) * BLOCK_N
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+        is_c = z > cbound[:, None]
+        ic = is_c.to(tl.int32)
+        cnt = tl.sum(ic, axis=1)
+        if DIAG == 1:
+            pass
+        elif tl.max(cnt, axis=0) <= 2:
+            # at most two candidates per row in this tile: the row's top two values, no
+            # prefix sum and no tile-wide scatter (a tie at the top counts twice)
+            t1 = tl.max(z, axis=1)
+            t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
+            t2 = tl.where(t2 > cbound, t2, t1)
+            tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
+            tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+        else:
+            slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
+            tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+        ncand += cnt
+    if DIAG == 6:
+        n_list = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
     it = 1
 
     # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
@@ -562,7 +627,8 @@ def _fwd_solve_kernel(
         S1 = tl.zeros([BLOCK_M], tl.float32)
         CNT = tl.zeros([BLOCK_M], tl.float32)
         DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
-        for start_n in range(0, kend, BLOCK_N):
+        for i in range(0, n_list):
+            start_n = tl.load(L_row + i) * BLOCK_N
             tmax = tl.load(T_base + start_n // BLOCK_N)
             if tmax > bound:
                 cols = start_n + offs_n
@@ -581,6 +647,9 @@ def _fwd_solve_kernel(
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     tau = tl.where(n > 0, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
+    # the block's final tile threshold (output pass and backward)
+    tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
+             tl.min(tl.where(n > 0, tau, float("inf")), axis=0))
     if DIAG == 3:
         it = it + 1000 * it_buf
     tl.store(ITERS + pid_bh.to(tl.int64) * NQB + pid_m, it)
@@ -593,7 +662,7 @@ def _fwd_solve_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_output_kernel(
-    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, O, O2, O3, HS, LIVE, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, LIST, LCNT, O, O2, O3, HS, LIVE, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -624,23 +693,19 @@ def _fwd_output_kernel(
     srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-    n = _nvis(rows, lq, lk, CAUSAL)
-    tmin = tl.min(tl.where(n > 0, tau, float("inf")), axis=0)
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     su = tl.zeros([BLOCK_M], tl.float32)
     acc3 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     hs = tl.zeros([BLOCK_M], tl.float32)
-    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    n_live = 0
-    n_tiles = 0
-    for start_n in range(0, kend, BLOCK_N):
-        n_tiles += 1
-        tmax = tl.load(T_base + start_n // BLOCK_N)
-        if tmax > tmin:
-            n_live += 1
+    # live tiles under the block's final threshold min_i τ'_i (compacted list)
+    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+    n_tiles = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
+    for i in range(0, n_live):
+        if True:
+            start_n = tl.load(L_row + i) * BLOCK_N
             cols = start_n + offs_n
             kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
             v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
@@ -667,7 +732,6 @@ def _fwd_output_kernel(
     if NEED_DALPHA:
         tl.store(O3 + optr, acc3, mask=omask)
         tl.store(HS + srow, hs, mask=rmask)
-    tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m, tmin)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2, n_live)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2 + 1, n_tiles)
 
@@ -679,7 +743,7 @@ def _fwd_output_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DK, DV, CU_Q, CU_K,
+    Q, K, V, DO, ALPHA, M, TAU, DELTA, LIST, LCNT, DK, DV, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -710,18 +774,12 @@ def _bwd_dkdv_kernel(
     v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    # query blocks whose key range reaches this key block (same tiles as the forward visits)
-    if CAUSAL:
-        qb_lo = tl.maximum(start_n - (lk - lq), 0) // BLOCK_M
-    else:
-        qb_lo = 0
-    qb_hi = tl.where(start_n < lk, tl.cdiv(lq, BLOCK_M), 0)
-    TB = TMAX + pid_bh.to(tl.int64) * NQB * NKB + pid_n
-    TM = TMIN + pid_bh.to(tl.int64) * NQB
-    for qb in range(qb_lo, qb_hi):
-        tmax = tl.load(TB + qb * NKB)
-        tmin = tl.load(TM + qb)
-        if tmax > tmin:
+    # live query blocks of this key block (compacted list, built from the forward's tiles)
+    L_col = LIST + (pid_bh.to(tl.int64) * NKB + pid_n) * NQB
+    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NKB + pid_n)
+    for i in range(0, n_live):
+        qb = tl.load(L_col + i)
+        if True:
             # the live 64-row query block in SUB_M-row slices (fewer registers, no spills)
             for sub in range(0, BLOCK_M // SUB_M):
                 rows = qb * BLOCK_M + sub * SUB_M + offs_m
@@ -757,7 +815,7 @@ def _bwd_dkdv_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dq_kernel(
-    Q, K, V, DO, ALPHA, M, TAU, DELTA, TMAX, TMIN, DQ, CU_Q, CU_K,
+    Q, K, V, DO, ALPHA, M, TAU, DELTA, LIST, LCNT, DQ, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -790,12 +848,11 @@ def _bwd_dq_kernel(
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    tmin = tl.load(TMIN + pid_bh.to(tl.int64) * NQB + pid_m)
-    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    for start_n in range(0, kend, BLOCK_N):
-        tmax = tl.load(T_base + start_n // BLOCK_N)
-        if tmax > tmin:
+    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+    for i in range(0, n_live):
+        if True:
+            start_n = tl.load(L_row + i) * BLOCK_N
             cols = start_n + offs_n
             kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
             vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
@@ -825,6 +882,37 @@ def _config(head_dim: int, dtype: torch.dtype):
     if head_dim <= 128:
         return 64, 64, 8, 2
     return 64, 32, 8, 2
+
+
+def _list_chunk(n: int) -> int:
+    """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
+    return int(min(1024, max(16, triton.next_power_of_2(n))))
+
+
+def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, causal: bool,
+               cu_seqlens_q: Optional[torch.Tensor] = None,
+               cu_seqlens_k: Optional[torch.Tensor] = None,
+               out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+    """Compacted live-tile lists from the tile maxima ``tmax`` (B·H, NQB, NKB) and per-query-block
+    thresholds ``thr`` (B·H, NQB): tile (mb, kb) is live iff tmax > thr[mb] (and the forward
+    visited it).  ``trans`` = False: (list (B·H, NQB, NKB) of key blocks per query block, counts
+    (B·H, NQB)); True: (list (B·H, NKB, NQB) of query blocks per key block, counts (B·H, NKB)).
+    ``cfg`` is the forward's ``cfg`` tuple; ``out`` reuses buffers."""
+    BM, BN, _, _, _, NQB, NKB, _, _, _, B, H, Nq, Nk = cfg
+    BH = tmax.shape[0]
+    outer, inner = (NKB, NQB) if trans else (NQB, NKB)
+    if out is None:
+        out = (torch.empty((BH, outer, inner), dtype=torch.int32, device=tmax.device),
+               torch.empty((BH, outer), dtype=torch.int32, device=tmax.device))
+    lst, cnt = out
+    varlen = cu_seqlens_q is not None
+    cq = cu_seqlens_q if varlen else thr
+    ck = cu_seqlens_k if varlen else thr
+    if BH > 0 and outer > 0:
+        _tile_list_kernel[(outer, BH)](tmax, thr, lst, cnt, cq, ck, Nq, Nk, H, NQB, NKB,
+                                       BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
+                                       TRANS=trans, CH=_list_chunk(inner), num_warps=4)
+    return lst, cnt
 
 
 def _sparse_warps(head_dim: int, dtype: torch.dtype, nw: int) -> int:
@@ -902,6 +990,9 @@ def entmax_attention_fwd(
     live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
     hsum = torch.zeros(stat_shape, **f32) if need_dalpha else m
     iters = torch.zeros((B * H, NQB), dtype=torch.int32, device=dev)
+    # compacted live-tile lists per query block (key-tile indices) and their lengths
+    lst = torch.empty((B * H, NQB, NKB), dtype=torch.int32, device=dev)
+    lcnt = torch.empty((B * H, NQB), dtype=torch.int32, device=dev)
     cap = _CAND_CAP
     cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
     if varlen:
@@ -921,22 +1012,28 @@ def entmax_attention_fwd(
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         _fwd_rowmax_kernel[grid](q, k, alpha_h, m, cq, ck, *sqs, *sks, *ss, Nq, Nk, H, G, scale,
                                  **common)
+    cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
-        _fwd_bound_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, cq, ck, *sqs, *sks, *ss,
+        # the bound kernel leaves each block's pass-0 threshold in tmin
+        _fwd_bound_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                 Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NLEV=_NLEV, **common)
+        tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
-        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, iters, cand, cq, ck, *sqs, *sks, *ss,
-                                Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64,
-                                DIAG=_SOLVE_DIAG, **sparse)
+        # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
+        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
+                                *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
+                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse)
+        tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
-        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, tmax, tmin, o, o2, o3, hsum, live, cq, ck,
+        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse)
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
                 hsum=hsum if need_dalpha else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
-                iters=iters, cfg=(BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk))
+                lst=lst, lcnt=lcnt,
+                iters=iters, cfg=cfg)
 
 
 def entmax_attention_bwd(
@@ -979,12 +1076,15 @@ def entmax_attention_bwd(
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, MODE=mode, num_warps=_sparse_warps(D, q.dtype, nw), num_stages=ns)
     if B * H > 0 and Nk > 0:
-        _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
-                                       fwd["tmin"], dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+        # per key block: the live query blocks (the forward's tiles, transposed)
+        lst_t, lcnt_t = tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal,
+                                   cu_seqlens_q, cu_seqlens_k)
+        _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
+                                       lcnt_t, dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common)
     if B * H > 0 and Nq > 0:
-        _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["tmax"],
-                                     fwd["tmin"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+        _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
+                                     fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                      Nq, Nk, H, G, scale, NQB, NKB, **common)
     else:
         dq.zero_()

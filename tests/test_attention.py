@@ -526,3 +526,95 @@ def test_gpu_half_precision_large(dtype):
     ref, _, _ = _ref(q, k, v, 1.5, True)
     rel = ((out.double() - ref).norm() / ref.norm()).item()
     assert rel < 1e-2
+
+
+def _visible_key_tiles(start_m, BM, BN, lq, lk, causal):
+    """Key tiles the forward visits for the query block starting at ``start_m`` (the kernels'
+    ``_kend``), as a count from tile 0."""
+    if start_m >= lq:
+        return 0
+    ke = min(lk, start_m + BM + (lk - lq)) if causal else lk
+    return -(-max(ke, 0) // BN)
+
+
+@_triton
+@pytest.mark.parametrize("causal,Nq,Nk,H,Hkv,alpha", [
+    (True, 100, 130, 2, 1, 1.5),
+    (False, 70, 64, 2, 2, 2.0),
+    (True, 130, 97, 4, 2, 1.25),
+])
+def test_tile_lists_are_the_live_tiles_and_hold_the_support(causal, Nq, Nk, H, Hkv, alpha):
+    """The compacted lists the sparse kernels loop over: row-major lists hold exactly the visited
+    key tiles with tile max above the block's threshold, in increasing order; the transposed
+    (backward) lists hold exactly the same tiles per key block; and every tile that carries a
+    positive weight of the float64 reference is listed (no mass can be dropped)."""
+    from sparsemap_tools.gpu import attention as GA
+
+    g = torch.Generator().manual_seed(3)
+    seg = 16
+    t = 3.0 * torch.randn(1, H, -(-max(Nq, Nk) // seg), 16, generator=g).repeat_interleave(seg, 2)
+    q = (t[:, :, :Nq] + torch.randn(1, H, Nq, 16, generator=g)).to(DEV)
+    kv_t = t[:, ::H // Hkv, :Nk]
+    k = (kv_t + torch.randn(1, Hkv, Nk, 16, generator=g)).to(DEV)
+    v = torch.randn(1, Hkv, Nk, 16, generator=g).to(DEV)
+    alpha_h = torch.full((H,), alpha, dtype=torch.float32, device=DEV)
+    scale = 16 ** -0.5
+    fwd = GA.entmax_attention_fwd(q, k, v, alpha_h, GA.alpha_mode(alpha), scale, causal, True)
+    BM, BN, NQB, NKB = fwd["cfg"][0], fwd["cfg"][1], fwd["cfg"][5], fwd["cfg"][6]
+    tmax, tmin = fwd["tmax"].cpu(), fwd["tmin"].cpu()
+    lst, cnt = fwd["lst"].cpu(), fwd["lcnt"].cpu()
+    lst_t, cnt_t = (x.cpu() for x in GA.tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal))
+    # reference weights → which tiles carry mass
+    kr = k.double().repeat_interleave(H // Hkv, 1)
+    s = scale * q.double() @ kr.transpose(-1, -2)
+    if causal:
+        vis = torch.ones(Nq, Nk, dtype=torch.bool).tril(Nk - Nq).to(DEV)
+        s = s.masked_fill(~vis, float("-inf"))
+    p, _ = entmax_rows(s, alpha)
+    p = p.cpu()
+    n_live = 0
+    for h in range(H):
+        expect_t = {kb: [] for kb in range(NKB)}
+        for mb in range(NQB):
+            nt = _visible_key_tiles(mb * BM, BM, BN, Nq, Nk, causal)
+            expect = [kb for kb in range(nt) if tmax[h, mb, kb] > tmin[h, mb]]
+            for kb in expect:
+                expect_t[kb].append(mb)
+            got = lst[h, mb, : int(cnt[h, mb])].tolist()
+            assert got == expect, (h, mb, got, expect)
+            n_live += len(expect)
+            # every tile holding a positive weight is listed
+            for kb in range(NKB):
+                blk = p[0, h, mb * BM:(mb + 1) * BM, kb * BN:(kb + 1) * BN]
+                if (blk > 0).any():
+                    assert kb in expect, (h, mb, kb)
+        for kb in range(NKB):
+            assert lst_t[h, kb, : int(cnt_t[h, kb])].tolist() == expect_t[kb], (h, kb)
+    # the inputs are block-sparse: the lists really skip tiles
+    n_vis = sum(_visible_key_tiles(mb * BM, BM, BN, Nq, Nk, causal) for mb in range(NQB)) * H
+    assert n_live < n_vis
+
+
+@_triton
+def test_block_sparse_varlen_causal_gqa_exact():
+    """Packed sequences (one empty) with segment topics, causal, GQA: tiles are skipped through
+    the compacted lists in the forward and both backward kernels, results stay exact."""
+    g = torch.Generator().manual_seed(5)
+    lens = [70, 0, 100]
+    H, Hkv, D, seg = 4, 2, 16, 16
+    T = sum(lens)
+    t = 3.0 * torch.randn(-(-T // seg), H, D, generator=g).repeat_interleave(seg, 0)[:T]
+    q = (t + torch.randn(T, H, D, generator=g)).to(DEV).requires_grad_()
+    k = (t[:, ::2] + torch.randn(T, Hkv, D, generator=g)).to(DEV).requires_grad_()
+    v = torch.randn(T, Hkv, D, generator=g).to(DEV).requires_grad_()
+    cu = torch.tensor([0, 70, 70, 170], dtype=torch.int32, device=DEV)
+    out = entmax_attention_varlen(q, k, v, cu, cu, max(lens), max(lens), alpha=1.5, is_causal=True,
+                                  backend="triton")
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(6)).to(out)
+    out.backward(do)
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = entmax_attention_varlen_dense(qd, kd, vd, cu, cu, alpha=1.5, is_causal=True)
+    ref.backward(do.double())
+    _assert_close(out, ref, 1e-4, 1e-3, "out")
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), (qd.grad, kd.grad, vd.grad)):
+        _assert_close(x.grad, r, 2e-4, 1e-3, name)
