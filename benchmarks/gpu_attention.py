@@ -171,7 +171,7 @@ def sdpa(q, k, v, causal, backend):
 
 
 def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = False,
-          max_seconds: float = 1e9, on_row=None):
+          max_seconds: float = 1e9, on_row=None, issue_set: bool = False):
     results = []
     tokens, H = 16384, 16
     configs = []
@@ -194,6 +194,15 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
                    (16384, 64, True, 2.0, "topics", 1.0), (16384, 64, True, 1.25, "topics", 1.0),
                    (16384, 64, True, 1.5, "topics", 0.5), (16384, 64, True, 1.5, "topics", 0.75),
                    (16384, 64, True, 1.5, "topics", 1.5)]
+    if issue_set:
+        # the issue-5 grid: α = 1.5 over N ∈ {1k, 4k, 16k, 32k} × D ∈ {64, 128} × causal or not ×
+        # both regimes; α ∈ {2, 1.25} at N = 16k; N = 128k (B = 1, D = 128) for time and memory
+        configs = [(N, D, causal, 1.5, kind, s_)
+                   for N in (1024, 4096, 16384, 32768) for D in (64, 128) for causal in (True, False)
+                   for kind, s_ in (("random", 0.0), ("topics", 1.0))]
+        configs += [(16384, D, causal, a, kind, s_) for a in (2.0, 1.25) for D in (64, 128)
+                    for causal in (True, False) for kind, s_ in (("random", 0.0), ("topics", 1.0))]
+        configs += [(131072, 128, True, 1.5, "random", 0.0), (131072, 128, True, 1.5, "topics", 1.0)]
     if only:
         configs = [c for c in configs if only(c)]
     try:
@@ -230,12 +239,12 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
         if profile:
             import sparsemap_tools.gpu.attention as GA
             cum = []
-            for stage in (1, 2, 3, 4):
+            for stage in (1, 2, 3):
                 GA._PROFILE_STAGES = stage
                 with torch.no_grad():
                     cum.append(tt.do_bench(ours, warmup=10, rep=30, return_mode="median"))
-            GA._PROFILE_STAGES = 4
-            row["stages_ms"] = [round(cum[0], 3)] + [round(cum[i] - cum[i - 1], 3) for i in (1, 2, 3)]
+            GA._PROFILE_STAGES = 3
+            row["stages_ms"] = [round(cum[0], 3)] + [round(cum[i] - cum[i - 1], 3) for i in (1, 2)]
         torch.cuda.reset_peak_memory_stats()
         o = entmax_attention(q, k, v, alpha=alpha, is_causal=causal)
         o.backward(do)
@@ -283,7 +292,7 @@ def table(check_rows, bench_rows):
         lines.append("")
         lines.append("times in ms (median), bf16, B*N=16384, H=16; ratios = ours / baseline (same run)")
         if any("stages_ms" in r for r in bench_rows):
-            lines.append("forward stages (ms, inference): rowmax | bound | solve | output")
+            lines.append("forward stages (ms, inference): scan | solve | output")
             for r in bench_rows:
                 if "stages_ms" in r:
                     lines.append(f"  N={r['N']} D={r['D']} {r['kind']}: " + " | ".join(f"{x:.3f}" for x in r["stages_ms"]))
@@ -404,6 +413,9 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--main", action="store_true", help="the configuration set recorded in docs/benchmarks_gpu_attention.md")
+    ap.add_argument("--issue", action="store_true",
+                    help="the issue-5 grid (N 1k-32k, D 64/128, causal or not, alpha 1.5/2/1.25, both "
+                         "regimes) and N = 128k")
     ap.add_argument("--profile", action="store_true", help="time the four forward kernels separately")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--max-seconds", type=float, default=1e9,
@@ -444,7 +456,7 @@ def main():
             f.write(table(c, rows) + "\n")
 
     b = bench(log, args.quick, only=only if filt else None, profile=args.profile, main_set=args.main,
-              max_seconds=args.max_seconds, on_row=on_row) if args.bench else []
+              max_seconds=args.max_seconds, on_row=on_row, issue_set=args.issue) if args.bench else []
     json.dump(dict(check=c, bench=b, gpu=torch.cuda.get_device_name()), open(os.path.join(args.out, "gpu_attention.json"), "w"), indent=1)
     if b:
         png = plot_bench(b, os.path.join(args.out, "gpu_attention.png"))

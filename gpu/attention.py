@@ -14,19 +14,25 @@ Notation (per query row i, keys j visible to it; n_i = their number)::
 Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
 (cdiv(max Nq, BLOCK_M), B·H)):
 
-1. ``_fwd_rowmax_kernel``  (dense sweep 1): m_i.  QKᵀ only.
-2. ``_fwd_bound_kernel``   (dense sweep 2): with m known, takes each row's maximum over every key
-   tile (a subset of its scores: one per tile) and evaluates f and f' *of that subset* at NLEV = 16
-   levels of the bracket [−1, −n^{1−α}]; the highest level with f_sub ≥ 0 is a lower bound on τ'
-   (adding the other scores only raises f), and one Newton step on f_sub from it stays below the
-   subset's root (convexity, α ≤ 2), hence below τ'.  The elementwise work is one max per score,
-   as in sweep 1 (the earlier version evaluated 4 levels on every score: ~4× sweep 1's time on an
-   H100).  Also stores, for every (query block, key block) tile,
-   ``tile_max = max_{i,j in tile} z_ij``.
-   The tile mask is then implicit: a tile is *live* for a lower bound ℓ of the block's τ' iff
-   tile_max > min_i ℓ_i.  Any element of a dead tile has z ≤ ℓ_i ≤ τ'_i, so p = 0 there: the live
-   set contains the true support.  Memory: one float per tile (≤ N²/(BM·BN) floats per head).
-3. ``_fwd_solve_kernel``   (one sparse sweep, then no QKᵀ): pass 0 over the live tiles copies each
+1. ``_fwd_scan_kernel``    (the one dense sweep): running row max m_i, and per tile and row the
+   tile's row maximum.  Two things come out of the maxima:
+   - a **tile bound** per (query block, key block): max_i (max_j c·q_i·k_j − m_i^run), with the
+     running max m^run including that tile.  Since the final m_i ≥ m_i^run, every z_ij of the
+     tile is ≤ it.  Tiles are visited diagonal first (masked tiles, then the interior ones from
+     the diagonal downwards), so for the usual inputs m^run is final early and the bound tight;
+   - a **lower bound** τ₁ ≤ τ'_i from a subset of the row: for each column class j (keys ≡ j
+     mod BLOCK_N) the row's maximum over it (one max per score, kept in the scores' register
+     layout) — actual scores, so f_sub ≤ f and the subset's root is ≤ τ'.  NIT = 8 Newton steps
+     on f_sub from −1 (monotone from below for α ≤ 2: convexity; bisection keeping
+     f_sub(lo) ≥ 0 for α > 2), less a rounding margin.
+   Until 2026-11-23 this was two sweeps (a row-max sweep, then a bound sweep knowing m).
+   The tile mask is then implicit: a tile is *live* for lower bounds ℓ_i of the block's rows iff
+   tile bound > min_i ℓ_i.  Any element of a dead tile has z ≤ ℓ_i ≤ τ'_i, so p = 0 there: the
+   live set contains the true support.  Memory: one float per tile (≤ N²/(BM·BN) per head).
+   ``_tile_list_kernel`` then writes each query block's live key tiles as a compacted list
+   (and, for the dK/dV kernel, each key block's live query blocks): the sparse kernels loop over
+   these lists with no per-tile test.
+2. ``_fwd_solve_kernel``   (one sparse sweep, then no QKᵀ): pass 0 over the live tiles copies each
    row's candidates z > τ₁ into a per-row buffer (CAP floats); the iterations then run on the
    buffers until every row has converged (|Σp − 1| ≤ TOL).  Rows whose candidates overflow the
    buffer iterate with further sparse sweeps over the live tiles.  Updates:
@@ -37,12 +43,14 @@ Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
    - α > 2: safeguarded Newton inside the bracket [lo, hi] with bisection when the step
      does not halve (f is not convex there); the tile mask uses the bracket's lower end.
    The loop is a device-side ``while``: no host synchronisation, no fixed iteration count.
-4. ``_fwd_output_kernel``  (sparse): out = Σ_j p_ij v_j over live tiles (mask from the final τ),
+   Also writes the per-block minimum of the final τ' (the threshold of the output pass's and the
+   backward's tile lists).
+3. ``_fwd_output_kernel``  (sparse): out = Σ_j p_ij v_j over live tiles (mask from the final τ),
    and, only when a gradient is needed, O2 = Σ_j u_ij v_j / Σ_j u_ij (for δ in the backward);
    only when α requires grad, O3 = Σ_j h_ij v_j and Σ_j h_ij with h = p ln p (fused ∂L/∂α).
-   Also writes the per-block minimum τ' (the backward's mask) and live/visible tile counts.
+   Also writes live/visible tile counts.
 
-Dense QKᵀ sweeps before the sparse passes: **2** (sweeps 1 and 2).
+Dense QKᵀ sweeps before the sparse passes: **1**.
 
 Backward (deterministic, no atomics): δ_i = dO_i·O2_i, dP = dO·Vᵀ, dS = u ⊙ (dP − δ),
 dV = pᵀ·dO, dK = scale·dSᵀ·Q (one program per key block *and query head*; GQA partial sums are
@@ -76,19 +84,21 @@ _NOSPEC_T = _NOSPEC + ["NQB", "NKB"]
 # to sparse sweeps
 _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
 
-# levels of the lower bound in the bound kernel (evaluated on the per-tile row maxima)
-_NLEV = int(os.environ.get("SPARSEMAP_ATTN_NLEV", "16"))
+# iterations of the scan's lower bound on its subset (per row, the maxima of the key columns
+# ≡ j mod BLOCK_N)
+_NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 
 # profiling hook of the solve kernel (benchmarks only): 1 = no candidate copy and 2 = no buffer
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
-# profiling hook (benchmarks only): run just the first k forward kernels
-_PROFILE_STAGES = 4
+# profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
+_PROFILE_STAGES = 3
 
-# ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2.
-MODE_GENERIC, MODE_15, MODE_2 = 0, 1, 2
+# ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
+# (p = d⁴, u = d³: no transcendental functions).
+MODE_GENERIC, MODE_15, MODE_2, MODE_125 = 0, 1, 2, 3
 
 
 def alpha_mode(alpha) -> int:
@@ -98,6 +108,8 @@ def alpha_mode(alpha) -> int:
             return MODE_15
         if alpha == 2.0:
             return MODE_2
+        if alpha == 1.25:
+            return MODE_125
     return MODE_GENERIC
 
 
@@ -117,6 +129,10 @@ def _pow_pu(d, qexp, MODE: tl.constexpr):
     elif MODE == 2:
         p = dp
         u = tl.where(pos, 1.0, 0.0)
+    elif MODE == 3:
+        d2 = dp * dp
+        p = d2 * d2
+        u = d2 * dp
     else:
         lg = tl.log2(tl.where(pos, d, 1.0))
         p = tl.where(pos, tl.exp2(qexp * lg), 0.0)
@@ -231,59 +247,28 @@ def _load_rows(base, rows, offs_d, n, stride_n, HEAD_DIM: tl.constexpr):
 
 
 # ----------------------------------------------------------------------------------------------
-# forward, dense sweep 1: row max
+# forward, the one dense sweep: row max, tile maxima, lower bound on τ
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=_NOSPEC)
-def _fwd_rowmax_kernel(
-    Q, K, ALPHA, M, CU_Q, CU_K,
-    stride_qb, stride_qh, stride_qn,
-    stride_kb, stride_kh, stride_kn,
-    stride_sb, stride_sh, stride_sn,
-    Nq, Nk, H, GROUP, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
-    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
-    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
-    # interior tiles (no mask, pipelined), then the tiles on the diagonal / sequence end
-    for start_n in range(0, kint, BLOCK_N):
-        kT = _load_kT(K_base, start_n + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
-        m = tl.maximum(m, tl.max(tl.dot(q, kT, input_precision=PREC), axis=1))
-    for start_n in range(kint, kend, BLOCK_N):
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        s = tl.dot(q, kT, input_precision=PREC)
-        s = tl.where(_visible(rows, cols, lq, lk, CAUSAL), s, float("-inf"))
-        m = tl.maximum(m, tl.max(s, axis=1))
-    m = m * c
-    n = _nvis(rows, lq, lk, CAUSAL)
-    m = tl.where(n > 0, m, 0.0)
-    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
-    tl.store(M + S_base + rows.to(tl.int64) * stride_sn, m, mask=rows < lq)
+@triton.jit
+def _scan_tile(s, mrun, acc, tile, T_base):
+    """Fold one tile of scores s = c·q·kᵀ (−inf where invisible) into the scan state.
 
-
-# ----------------------------------------------------------------------------------------------
-# forward, dense sweep 2: bracket + Newton lower bound + tile maxima
-# ----------------------------------------------------------------------------------------------
+    mrun: running row max; acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
+    seen so far (one actual score per column class, so together a *subset* of the row; one max
+    per score, in the scores' own register layout).  Stores the tile's bound
+    max_i (max_j s_ij − mrun_i) with mrun already including this tile: since the final row max
+    m_i ≥ mrun_i, every z_ij = s_ij − m_i of the tile is ≤ that value."""
+    tm = tl.max(s, axis=1)
+    mrun = tl.maximum(mrun, tm)
+    y = tl.where(tm > float("-inf"), tm - mrun, float("-inf"))
+    tl.store(T_base + tile, tl.max(y, axis=0))
+    return mrun, tl.maximum(acc, s)
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
-def _fwd_bound_kernel(
+def _fwd_scan_kernel(
     Q, K, ALPHA, M, TAU, TLO, THI, TMAX, THR, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
@@ -292,8 +277,15 @@ def _fwd_bound_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NLEV: tl.constexpr,
+    NIT: tl.constexpr,
 ):
+    """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
+    (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
+    threshold min_i τ₁ (THR) for the live-tile list of the solve's pass 0.
+
+    Tile order: the tiles with masks first (for causal attention the diagonal, where the row max
+    usually is), then the interior tiles starting from the diagonal one and going down (wrapping
+    around): the sooner the running max is final, the tighter the stored tile bounds."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
@@ -307,61 +299,58 @@ def _fwd_bound_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     rmask = rows < lq
     srow = S_base + rows.to(tl.int64) * stride_sn
-    m = tl.load(M + srow, mask=rmask, other=0.0)
     n = _nvis(rows, lq, lk, CAUSAL)
-    nf = tl.maximum(n, 1).to(tl.float32)
-    hi0 = -tl.exp2((1.0 - alpha) * tl.log2(nf))          # −n^{1−α}: uniform weights
-    # NLEV levels lev_j = −1 + j·w in [−1, hi0); the sums run over the *subset* of per-tile row
-    # maxima (one value per row and key tile), not over every score: a subset's f lies below the
-    # full f, so f_sub(lev) ≥ 0 still proves τ' ≥ lev, at 1/BLOCK_N of the elementwise cost
-    w = (hi0 + 1.0) / NLEV
-    jl = tl.arange(0, NLEV)
-    lev = -1.0 + w[:, None] * jl[None, :].to(tl.float32)          # [BLOCK_M, NLEV]
-    FS = tl.zeros([BLOCK_M, NLEV], tl.float32)
-    GS = tl.zeros([BLOCK_M, NLEV], tl.float32)
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
+    mrun = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
     kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
-    for phase in tl.static_range(2):  # 0: interior tiles without masks; 1: edge tiles
-        if phase == 0:
-            n_lo = 0
-            n_hi = kint
-        else:
-            n_lo = kint
-            n_hi = kend
-        for start_n in range(n_lo, n_hi, BLOCK_N):
-            cols = start_n + offs_n
-            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            if phase == 1:
-                z = tl.where(_visible(rows, cols, lq, lk, CAUSAL), z, float("-inf"))
-            tm = tl.max(z, axis=1)                                   # per-tile row maxima
-            tl.store(T_base + start_n // BLOCK_N, tl.max(tm, axis=0))
-            p_, u_ = _pow_pu(tm[:, None] - lev, qexp, MODE)
-            FS += p_
-            GS += u_
-    # highest level with f_sub ≥ 0 (lev_0 = −1 always qualifies: the row max is in the subset)
-    up = FS >= 1.0
-    jsel = tl.max(tl.where(up, jl[None, :], 0), axis=1)
-    pick = jl[None, :] == jsel[:, None]
-    lo = tl.sum(tl.where(pick, lev, 0.0), axis=1)
-    Fl = tl.sum(tl.where(pick, FS, 0.0), axis=1)
-    Gl = tl.sum(tl.where(pick, GS, 0.0), axis=1)
-    # f_sub(lev) < 0 does not bound τ' from above (the full f is larger): the bracket's upper end
-    # stays −n^{1−α}
-    hi = hi0
+    for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        sc = tl.dot(q, kT, input_precision=PREC) * c
+        sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
+        mrun, acc = _scan_tile(sc, mrun, acc, start_n // BLOCK_N, T_base)
+    nint = kint // BLOCK_N
+    d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
+    for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
+        tile = d0 - t
+        tile = tl.where(tile < 0, tile + nint, tile)
+        kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
+        sc = tl.dot(q, kT, input_precision=PREC) * c
+        mrun, acc = _scan_tile(sc, mrun, acc, tile, T_base)
+    m = tl.where(n > 0, mrun, 0.0)
+    tl.store(M + srow, m, mask=rmask)
+    # ---- lower bound on τ' from the column-class maxima (a subset of the row: f_sub ≤ f) ----
+    v = acc - m[:, None]                                        # ≤ 0, −inf for empty classes
+    nf = tl.maximum(n, 1).to(tl.float32)
+    hi = -tl.exp2((1.0 - alpha) * tl.log2(nf))                  # −n^{1−α}: uniform weights
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    # one Newton step on the subset's f from the chosen level: below the subset's root by
-    # convexity (α ≤ 2), and that root is ≤ τ'
-    step = (Fl - 1.0) / (qexp * tl.maximum(Gl, 1e-30))
-    tau = tl.where(convex, tl.minimum(lo + step, hi), lo)
+    lo = tl.full([BLOCK_M], -1.0, tl.float32)                   # f_sub(−1) ≥ 0: the max is in it
+    bhi = hi
+    tau = lo
+    for _ in tl.static_range(NIT):
+        # convex (α ≤ 2): Newton on f_sub from below stays below its root; else bisection of
+        # [lo, bhi] keeping f_sub(lo) ≥ 0
+        mid = 0.5 * (lo + bhi)
+        x = tl.where(convex, tau, mid)
+        p_, u_ = _pow_pu(v - x[:, None], qexp, MODE)
+        F = tl.sum(p_, axis=1)
+        G = tl.sum(u_, axis=1)
+        up = F >= 1.0
+        lo = tl.where(up, tl.maximum(lo, x), lo)
+        bhi = tl.where(up, bhi, tl.minimum(bhi, x))
+        newton = x + (F - 1.0) / (qexp * tl.maximum(G, 1e-30))
+        tau = tl.where(convex & up, tl.maximum(newton, x), lo)
+    # a rounding margin (the Newton iterate is not verified), never above the bracket's top
+    tau = tl.minimum(tau - (1e-6 + 2e-6 * tl.abs(tau)), hi)
     tau = tl.where(n > 0, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
-    tl.store(TLO + srow, tl.where(convex, tau, lo), mask=rmask)
+    tl.store(TLO + srow, tau, mask=rmask)
     tl.store(THI + srow, hi, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
-    thr = tl.min(tl.where(n > 1, tl.minimum(tl.where(convex, tau, lo), tau), float("inf")), axis=0)
+    thr = tl.min(tl.where(n > 1, tau, float("inf")), axis=0)
     tl.store(THR + pid_bh.to(tl.int64) * NQB + pid_m, thr)
 
 
@@ -466,7 +455,7 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         ok = ok | ((~convex) & tiny)
     new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo_n), hi_n))
     upd = active & (~done)
-    if MODE == 0:
+    if MODE == 0 or MODE == 3:
         tau_n = tl.where(ok, tau, new_tau)
     else:
         tau_n = new_tau
@@ -993,7 +982,9 @@ def entmax_attention_fwd(
     # compacted live-tile lists per query block (key-tile indices) and their lengths
     lst = torch.empty((B * H, NQB, NKB), dtype=torch.int32, device=dev)
     lcnt = torch.empty((B * H, NQB), dtype=torch.int32, device=dev)
-    cap = _CAND_CAP
+    # α = 1.5 / 2 supports are short; smaller α (α = 1.25, and the generic path: other α and
+    # per-head α tensors) has longer ones: twice the buffer, so fewer rows fall back to sweeps
+    cap = _CAND_CAP if mode in (MODE_15, MODE_2) else 2 * _CAND_CAP
     cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
@@ -1009,22 +1000,19 @@ def entmax_attention_fwd(
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, num_warps=nw, num_stages=ns)
     sparse = dict(common, num_warps=_sparse_warps(D, q.dtype, nw))
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
-        _fwd_rowmax_kernel[grid](q, k, alpha_h, m, cq, ck, *sqs, *sks, *ss, Nq, Nk, H, G, scale,
-                                 **common)
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
-        # the bound kernel leaves each block's pass-0 threshold in tmin
-        _fwd_bound_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, cq, ck, *sqs, *sks, *ss,
-                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NLEV=_NLEV, **common)
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
+        # the scan leaves each block's pass-0 threshold in tmin
+        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, cq, ck, *sqs, *sks, *ss,
+                               Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, **common)
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse)
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 4:
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse)
