@@ -245,10 +245,17 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
                     cum.append(tt.do_bench(ours, warmup=10, rep=30, return_mode="median"))
             GA._PROFILE_STAGES = 3
             row["stages_ms"] = [round(cum[0], 3)] + [round(cum[i] - cum[i - 1], 3) for i in (1, 2)]
+        for x in (q, k, v):
+            x.grad = None
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         o = entmax_attention(q, k, v, alpha=alpha, is_causal=causal)
         o.backward(do)
-        row["ours_peak_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.synchronize()
+        # above what was allocated before (inputs and anything a baseline library keeps cached)
+        row["ours_peak_GiB"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+        del o
         for be in ("flash", "cudnn"):
             try:
                 row[f"{be}_fwd"], row[f"{be}_fb"] = bench_one(sdpa(q, k, v, causal, be), [q, k, v], do)
@@ -281,6 +288,57 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
     return results
 
 
+def memory_run(log, N: int, D: int, kind: str, strength: float, causal: bool = True,
+               alpha: float = 1.5, H: int = 16):
+    """One configuration (B = 1) in a process of its own: times and the peak memory *above the
+    inputs* (q, k, v, dO) of our forward (inference) and forward+backward, and of SDPA flash's
+    forward+backward; nothing else is alive, so the peaks are ours alone."""
+    import triton.testing as tt
+
+    torch.manual_seed(1)
+    q, k, v = gen(kind, 1, H, N, D, torch.bfloat16, strength)
+    for x in (q, k, v):
+        x.requires_grad_()
+    do = torch.randn_like(q)
+    row = dict(N=N, D=D, B=1, H=H, causal=causal, alpha=alpha,
+               kind=f"{kind}({strength})" if kind == "topics" else kind)
+    fns = {"ours": lambda: entmax_attention(q, k, v, alpha=alpha, is_causal=causal),
+           "flash": sdpa(q, k, v, causal, "flash")}
+    for name, fn in fns.items():
+        o = fn()
+        o.backward(do)  # compile / warm up
+        del o
+        for x in (q, k, v):
+            x.grad = None
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            o = fn()
+        torch.cuda.synchronize()
+        row[f"{name}_fwd_peak_GiB"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+        del o
+        torch.cuda.reset_peak_memory_stats()
+        o = fn()
+        o.backward(do)
+        torch.cuda.synchronize()
+        row[f"{name}_fb_peak_GiB"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+        del o
+        for x in (q, k, v):
+            x.grad = None
+        row[f"{name}_fwd"], row[f"{name}_fb"] = bench_one(fn, [q, k, v], do, reps=20)
+    row["inputs_GiB"] = 4 * q.numel() * q.element_size() / 2**30
+    with torch.no_grad():
+        _, st = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, return_stats=True)
+    row["skip"] = round(st.tile_sparsity.item(), 4)
+    log(json.dumps(row))
+    log(f"N={N} D={D} {'causal' if causal else 'full'} a={alpha} {row['kind']}: skip {row['skip']:.2f}; "
+        f"ours fwd {row['ours_fwd']:.2f} ms (+{row['ours_fwd_peak_GiB']:.2f} GiB), f+b {row['ours_fb']:.2f} ms "
+        f"(+{row['ours_fb_peak_GiB']:.2f} GiB); FA2 fwd {row['flash_fwd']:.2f} ms, f+b {row['flash_fb']:.2f} ms "
+        f"(+{row['flash_fb_peak_GiB']:.2f} GiB); inputs q,k,v,dO {row['inputs_GiB']:.2f} GiB")
+    return row
+
+
 def table(check_rows, bench_rows):
     lines = []
     if check_rows:
@@ -311,7 +369,7 @@ def table(check_rows, bench_rows):
                 f"{r['ours_fwd']:8.3f} {r['ours_fwd_train']:6.3f} {r['flash_fwd']:6.3f} {r['cudnn_fwd']:6.3f} {r['ada2_fwd']:6.3f} "
                 f"{r['ours_fwd'] / r['flash_fwd']:5.2f} {r['ours_fwd'] / r['ada2_fwd']:5.2f} {tf(r, 'fwd'):>11s} | "
                 f"{r['ours_fb']:8.3f} {r['flash_fb']:6.3f} {r['cudnn_fb']:6.3f} {r['ada2_fb']:6.3f} "
-                f"{r['ours_fb'] / r['flash_fb']:5.2f} {r['ours_fb'] / r['cudnn_fb']:6.2f} {r['ours_fb'] / r['ada2_fb']:5.2f} {tf(r, 'fb'):>11s} {r['ours_peak_GiB']:5.2f}")
+                f"{r['ours_fb'] / r['flash_fb']:5.2f} {r['ours_fb'] / r['cudnn_fb']:6.2f} {r['ours_fb'] / r['ada2_fb']:5.2f} {tf(r, 'fb'):>11s} {r.get('ours_peak_GiB', float('nan')):5.2f}")
     return "\n".join(lines)
 
 
@@ -413,10 +471,13 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--main", action="store_true", help="the configuration set recorded in docs/benchmarks_gpu_attention.md")
+    ap.add_argument("--memory", default="", metavar="N,D,KIND,S",
+                    help="only time one configuration (B = 1, H = 16, causal, alpha 1.5) and measure "
+                         "peak memory above the inputs, ours and SDPA flash, e.g. 131072,128,topics,1.0")
     ap.add_argument("--issue", action="store_true",
                     help="the issue-5 grid (N 1k-32k, D 64/128, causal or not, alpha 1.5/2/1.25, both "
                          "regimes) and N = 128k")
-    ap.add_argument("--profile", action="store_true", help="time the four forward kernels separately")
+    ap.add_argument("--profile", action="store_true", help="time the forward's three stages (scan, solve, output) separately")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--max-seconds", type=float, default=1e9,
                     help="start no new benchmark configuration after this many seconds")
@@ -442,6 +503,10 @@ def main():
 
     import triton
     log(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
+    if args.memory:
+        N, D, kind, strength = args.memory.split(",")
+        memory_run(log, int(N), int(D), kind, float(strength))
+        return
     c = check(log) if args.check else []
     filt = dict(kv.split("=") for kv in args.only.split(",") if kv)
 

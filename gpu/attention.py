@@ -93,6 +93,10 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
+# profiling hook of the scan kernel (benchmarks only): 1 = no tile bounds (every tile live),
+# 2 = no subset (lower bound −1); both still give correct results, only slower downstream
+_SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
+
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
 
@@ -252,7 +256,7 @@ def _load_rows(base, rows, offs_d, n, stride_n, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _scan_tile(s, mrun, acc, tile, T_base):
+def _scan_tile(s, mrun, acc, tile, T_base, DIAG: tl.constexpr = 0):
     """Fold one tile of scores s = c·q·kᵀ (−inf where invisible) into the scan state.
 
     mrun: running row max; acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
@@ -262,9 +266,14 @@ def _scan_tile(s, mrun, acc, tile, T_base):
     m_i ≥ mrun_i, every z_ij = s_ij − m_i of the tile is ≤ that value."""
     tm = tl.max(s, axis=1)
     mrun = tl.maximum(mrun, tm)
-    y = tl.where(tm > float("-inf"), tm - mrun, float("-inf"))
-    tl.store(T_base + tile, tl.max(y, axis=0))
-    return mrun, tl.maximum(acc, s)
+    if DIAG == 1:  # profiling: no tile bound (every tile live)
+        tl.store(T_base + tile, 0.0)
+    else:
+        y = tl.where(tm > float("-inf"), tm - mrun, float("-inf"))
+        tl.store(T_base + tile, tl.max(y, axis=0))
+    if DIAG != 2:  # 2, profiling: no subset (the bound stays −1)
+        acc = tl.maximum(acc, s)
+    return mrun, acc
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
@@ -277,7 +286,7 @@ def _fwd_scan_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NIT: tl.constexpr,
+    NIT: tl.constexpr, DIAG: tl.constexpr,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -311,7 +320,7 @@ def _fwd_scan_kernel(
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC) * c
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mrun, acc = _scan_tile(sc, mrun, acc, start_n // BLOCK_N, T_base)
+        mrun, acc = _scan_tile(sc, mrun, acc, start_n // BLOCK_N, T_base, DIAG)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
@@ -319,7 +328,7 @@ def _fwd_scan_kernel(
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC) * c
-        mrun, acc = _scan_tile(sc, mrun, acc, tile, T_base)
+        mrun, acc = _scan_tile(sc, mrun, acc, tile, T_base, DIAG)
     m = tl.where(n > 0, mrun, 0.0)
     tl.store(M + srow, m, mask=rmask)
     # ---- lower bound on τ' from the column-class maxima (a subset of the row: f_sub ≤ f) ----
@@ -873,6 +882,20 @@ def _config(head_dim: int, dtype: torch.dtype):
     return 64, 32, 8, 2
 
 
+def _cand_cap(mode: int, rows: int) -> int:
+    """Floats per row of the solve's candidate buffer.  α = 1.5 / 2 supports are short: 128
+    (``SPARSEMAP_ATTN_CAND_CAP``).  Smaller α (α = 1.25, and the generic path: other α and
+    per-head α tensors) has far longer ones (α = 1.25 on 16k random keys: ~700 per row), and a
+    block with one overflowing row pays whole QKᵀ sweeps: the largest of 1024 / 512 / 256 floats
+    (at least 2× the base) whose buffer stays within 1 GiB over all rows and heads."""
+    if mode in (MODE_15, MODE_2):
+        return _CAND_CAP
+    for cap in (8 * _CAND_CAP, 4 * _CAND_CAP):
+        if rows * cap * 4 <= 2**30:
+            return cap
+    return 2 * _CAND_CAP
+
+
 def _list_chunk(n: int) -> int:
     """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
     return int(min(1024, max(16, triton.next_power_of_2(n))))
@@ -982,9 +1005,7 @@ def entmax_attention_fwd(
     # compacted live-tile lists per query block (key-tile indices) and their lengths
     lst = torch.empty((B * H, NQB, NKB), dtype=torch.int32, device=dev)
     lcnt = torch.empty((B * H, NQB), dtype=torch.int32, device=dev)
-    # α = 1.5 / 2 supports are short; smaller α (α = 1.25, and the generic path: other α and
-    # per-head α tensors) has longer ones: twice the buffer, so fewer rows fall back to sweeps
-    cap = _CAND_CAP if mode in (MODE_15, MODE_2) else 2 * _CAND_CAP
+    cap = _cand_cap(mode, q.shape[0] * H if varlen else B * H * Nq)
     cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
@@ -1004,7 +1025,8 @@ def entmax_attention_fwd(
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, cq, ck, *sqs, *sks, *ss,
-                               Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, **common)
+                               Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
+                               **common)
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i

@@ -470,9 +470,22 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
     """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps."""
     import sparsemap_tools.gpu.attention as ga
 
-    monkeypatch.setattr(ga, "_CAND_CAP", 1)  # 1 float (α = 1.5), 2 (other α)
+    monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: 2)
     _, st = _check_against_reference(1, 2, 2, 70, 90, 16, True, alpha, seed=11, grads=False)
     assert int(st.solve_iters) > 1
+
+
+def test_candidate_buffer_size_rule():
+    """128 floats for α ∈ {1.5, 2}; more for other α, within 1 GiB over all rows, at least 256."""
+    import sparsemap_tools.gpu.attention as ga
+
+    assert ga._cand_cap(ga.MODE_15, 10**6) == ga._cand_cap(ga.MODE_2, 10) == ga._CAND_CAP
+    for mode in (ga.MODE_125, ga.MODE_GENERIC):
+        assert ga._cand_cap(mode, 16 * 16384) == 8 * ga._CAND_CAP
+        assert ga._cand_cap(mode, 16 * 32768) == 4 * ga._CAND_CAP
+        assert ga._cand_cap(mode, 16 * 131072) == 2 * ga._CAND_CAP
+        for rows in (1, 16 * 16384, 16 * 32768):
+            assert rows * ga._cand_cap(mode, rows) * 4 <= 2**30
 
 
 @_triton
