@@ -489,6 +489,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     if args.plot_from:
         rows = [add_tflops(r) if "ours_fwd_tflops" not in r else r for r in load_rows(args.plot_from)]
+        keep = dict(kv.split("=") for kv in args.only.split(",") if kv)  # N, D, alpha, causal, kind
+        rows = [r for r in rows if all(str(r.get(k_)) == v_ for k_, v_ in keep.items())]
         png = plot_bench(rows, os.path.join(args.out, "gpu_attention.png"))
         if png:
             print(f"wrote {png}")
