@@ -456,11 +456,19 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
     else:
         # convex (α ≤ 2): plain Newton, monotone from below.  α > 2: Newton only if it stays
         # strictly inside the bracket and at least halves the previous step, else bisection.
+        # where the step on f leaves the bracket, Newton on φ = (f + 1)^{1/Q} − 1 (the l_Q
+        # quasi-norm of d minus 1: exactly linear on rows of equal scores), as the row-wise
+        # solvers
+        Fs = tl.maximum(F, 1e-30)
+        phi = tau + Fs * (1.0 - tl.exp2(-tl.log2(Fs) / qexp)) / tl.maximum(G, 1e-30)
+        newton = tl.where(convex | ((newton > lo_n) & (newton < hi_n)), newton, phi)
         inside = (newton > lo_n) & (newton < hi_n)
         fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
         use_newton = convex | (inside & fast)
         new_tau = tl.where(use_newton, newton, 0.5 * (lo_n + hi_n))
-        tiny = (hi_n - lo_n) <= 1e-7 * tl.maximum(tl.abs(lo_n), 1.0)
+        # relative to the bracket (τ' can be tiny for α > 2: −n^{1−α}); an absolute width
+        # stopped rows with τ' ≈ −3e-9 (α = 6, n = 50) at a bracket 30× wider than the root
+        tiny = (hi_n - lo_n) <= 1e-7 * tl.abs(lo_n)
         ok = ok | ((~convex) & tiny)
     new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo_n), hi_n))
     upd = active & (~done)

@@ -250,6 +250,14 @@ def _update(tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q
         fpp = q * (q - 1.0) * S2
         hal = tau + 2.0 * F * fp / (2.0 * fp * fp - F * fpp)
         step = tl.where(use_h & (hal == hal), hal, step)
+    if mode == 2:
+        # α > 2: where the Newton step on f leaves the bracket, Newton on φ = (f + 1)^{1/q} − 1
+        # (the l_q quasi-norm of d minus 1; exactly linear on rows of equal entries, whose root
+        # −d^{1−α} plain Newton and bisection only reach after ~100 passes at α = 20)
+        s0 = tl.maximum(S0, 1e-30)
+        phi = tau + q * s0 * (1.0 - _pow_pos(s0, 1.0 - alpha, F64)) / fp
+        outside = (step <= lo) | (step >= hi) | (step != step)
+        step = tl.where((alpha > 2.0) & outside, phi, step)
     mid = 0.5 * (lo + hi)
     # safeguard: inside the bracket, and for α > 2 enough progress since the last Newton step
     slow = nprev & (tl.abs(F) > 0.5 * tl.abs(fprev)) & (alpha > 2.0)
@@ -868,7 +876,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     if tol is None:
         tol = 2.0 * torch.finfo(cdt).eps
     if max_iter is None:
-        max_iter = 100
+        max_iter = 200 if solver == "bisect" else 100  # bisection: one bit per pass (as on the CPU)
     p = torch.empty_like(x)
     tau = torch.empty(R, dtype=cdt, device=x.device)
     supp = torch.empty(R, dtype=torch.int32, device=x.device)

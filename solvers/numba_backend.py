@@ -277,13 +277,13 @@ def _iterate_row(z, idx, m, alpha, method, tol, max_iter, lo, hi, use_cf, strict
             if halley and alpha <= 1.5:
                 fpp = q * (q - 1.0) * sq2
                 new = t - 2.0 * f * fp / (2.0 * fp * fp - f * fpp)
-            elif halley:  # f'' unbounded at breakpoints: a (guarded) Newton step
+            elif halley and alpha <= 2.0:  # f'' unbounded at breakpoints: a Newton step
                 new = t - f / fp
-            elif q >= 1.0:
-                fq = max(f + 1.0, 1e-300)
-                new = t - q * fq * (1.0 - _root_inv(fq, q, kind)) / fp
-            else:
+            else:  # Newton on phi = (f + 1)^(1/q) - 1 (see numpy_backend.iterate)
                 new = t - f / fp
+                if q >= 1.0 or not (new > lo and new < hi):
+                    fq = max(f + 1.0, 1e-300)
+                    new = t - q * fq * (1.0 - _root_inv(fq, q, kind)) / fp
             finite = math.isfinite(new)
             small = finite and abs(new - t) <= max(tol, 4e-16 * abs(t))
             mid = 0.5 * (lo + hi)
@@ -377,6 +377,16 @@ def _solve_candidates(z, idx, m, hi, alpha, method, tol, max_iter, srt, strict):
     if method == SORT:
         tau, k, iters, m = _sort_row(z, idx, m, alpha, srt, strict)
         return tau, k, iters, True, True, m
+    if alpha > 2.0 and m > 0:
+        # every candidate equals the row max: root -m^(1-alpha) in closed form (see
+        # numpy_backend.iterate; the iterations reach it only slowly for alpha > 2)
+        flat = True
+        for j in range(m):
+            if z[j] != 0.0:
+                flat = False
+                break
+        if flat:
+            return -(float(m) ** (1.0 - alpha)), -1, 1, True, False, m
     tau, iters, conv, cert, m = _iterate_row(
         z, idx, m, alpha, method, tol, max_iter, -1.0, hi, True, strict
     )

@@ -475,6 +475,30 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
     assert int(st.solve_iters) > 1
 
 
+@_triton
+@pytest.mark.parametrize("alpha", [3.0, 6.0])
+def test_equal_scores_large_alpha(alpha):
+    """q = 0: every visible score equal, so p is uniform over the visible keys and τ' = −n^{1−α}
+    (tiny for large α). The α > 2 solve converges (the φ-Newton fallback) well within
+    max_iter and matches the float64 reference, values and gradients."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.zeros(1, 2, 40, 16).to(DEV).requires_grad_()
+    k = torch.randn(1, 2, 50, 16, generator=g).to(DEV).requires_grad_()
+    v = torch.randn(1, 2, 50, 16, generator=g).to(DEV).requires_grad_()
+    out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=True, return_stats=True, backend="triton")
+    assert int(st.solve_iters) < 64
+    vis = torch.ones(40, 50, dtype=torch.bool).tril(10)
+    mean_v = (vis.double() @ v.detach().double()[0]) / vis.sum(1, keepdim=True)
+    _assert_close(out[0], mean_v, 1e-5, 1e-5, "out = mean of the visible values")
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out)
+    out.backward(do)
+    ref, _, gr = _ref(q, k, v, alpha, True, do=do)
+    _assert_close(out, ref, 1e-5, 1e-5, "out")
+    # u = p^{2−α} is large here (p ≈ 1/50: u ≈ 6e6 at α = 6): relative tolerance
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), gr):
+        _assert_close(x.grad, r, *_tol(alpha), name)
+
+
 def test_candidate_buffer_size_rule():
     """128 floats for α ∈ {1.5, 2}; more for other α, within 1 GiB over all rows, at least 256."""
     import sparsemap_tools.gpu.attention as ga
