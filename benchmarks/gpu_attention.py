@@ -43,11 +43,12 @@ def gen(kind: str, B: int, H: int, N: int, D: int, dtype, strength: float = 1.0,
         q = torch.randn(B, H, N, D, device=dev)
         k = torch.randn(B, Hkv, N, D, device=dev)
     else:
+        # one topic per segment and key/value head; the query heads of a GQA group share it
         nseg = (N + seg - 1) // seg
-        t = strength * torch.randn(B, H, nseg, D, device=dev)
+        t = strength * torch.randn(B, Hkv, nseg, D, device=dev)
         tt = t.repeat_interleave(seg, dim=2)[:, :, :N]
-        q = tt + torch.randn(B, H, N, D, device=dev)
-        k = tt[:, :Hkv] + torch.randn(B, Hkv, N, D, device=dev)
+        q = tt.repeat_interleave(H // Hkv, dim=1) + torch.randn(B, H, N, D, device=dev)
+        k = tt + torch.randn(B, Hkv, N, D, device=dev)
     v = torch.randn(B, Hkv, N, D, device=dev)
     return [x.to(dtype) for x in (q, k, v)]
 
@@ -339,6 +340,62 @@ def memory_run(log, N: int, D: int, kind: str, strength: float, causal: bool = T
     return row
 
 
+def extras(log):
+    """What the grid does not cover: first-call compile time (this must be a fresh process),
+    that a new sequence length does not recompile, and GQA / varlen against the same work as
+    plain multi-head padded attention (N = 16k tokens, D = 64, causal, α = 1.5)."""
+    import triton.testing as tt
+
+    out = {}
+    q, k, v = gen("random", 1, 16, 4096, 64, torch.bfloat16)
+    for x in (q, k, v):
+        x.requires_grad_()
+    for label, n in (("first call (compiles)", 4096), ("second call", 4096), ("new length 5000", 5000),
+                     ("new length 3001", 3001)):
+        qs, ks, vs = (x[:, :, :n].detach().requires_grad_() for x in (q, k, v))
+        torch.cuda.synchronize()
+        t0 = time.time()
+        o = entmax_attention(qs, ks, vs, alpha=1.5, is_causal=True)
+        o.backward(torch.ones_like(o))
+        torch.cuda.synchronize()
+        out[label] = time.time() - t0
+        log(f"compile: {label}: fwd+bwd {out[label]:.2f} s")
+    rows = []
+    for kind in ("random", "topics"):
+        torch.manual_seed(1)
+        res = {}
+        q, k, v = gen(kind, 1, 16, 16384, 64, torch.bfloat16, 1.0)
+        qg, kg, vg = gen(kind, 1, 16, 16384, 64, torch.bfloat16, 1.0, Hkv=4)
+        do = torch.randn_like(q)
+        # varlen: the same 16k tokens as 4 sequences of 4096, against padded B = 4, N = 4096
+        qp, kp, vp = gen(kind, 4, 16, 4096, 64, torch.bfloat16, 1.0)
+        pack = lambda x: x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3]).contiguous()  # noqa: E731
+        qv, kv, vv = pack(qp), pack(kp), pack(vp)
+        cu = torch.arange(0, 16384 + 1, 4096, device="cuda", dtype=torch.int32)
+        cases = {
+            "MHA B=1 N=16k": (lambda: entmax_attention(q, k, v, alpha=1.5, is_causal=True), [q, k, v], do),
+            "GQA 16/4 B=1 N=16k": (lambda: entmax_attention(qg, kg, vg, alpha=1.5, is_causal=True,
+                                                             enable_gqa=True), [qg, kg, vg], do),
+            "padded B=4 N=4096": (lambda: entmax_attention(qp, kp, vp, alpha=1.5, is_causal=True),
+                                  [qp, kp, vp], torch.randn_like(qp)),
+            "varlen 4×4096": (lambda: entmax_attention_varlen(qv, kv, vv, cu, cu, 4096, 4096, alpha=1.5,
+                                                               is_causal=True), [qv, kv, vv],
+                              torch.randn_like(qv)),
+        }
+        for name, (fn, inputs, d) in cases.items():
+            for x in inputs:
+                x.requires_grad_()
+            res[name] = bench_one(fn, inputs, d)
+            log(f"{kind}: {name}: fwd {res[name][0]:.3f} ms, fwd+bwd {res[name][1]:.3f} ms")
+        rows.append((kind, res))
+    for kind, res in rows:
+        g, m = res["GQA 16/4 B=1 N=16k"], res["MHA B=1 N=16k"]
+        vl, pd = res["varlen 4×4096"], res["padded B=4 N=4096"]
+        log(f"{kind}: GQA / MHA fwd {g[0] / m[0]:.2f}, f+b {g[1] / m[1]:.2f}; "
+            f"varlen / padded fwd {vl[0] / pd[0]:.2f}, f+b {vl[1] / pd[1]:.2f}")
+    return out, rows
+
+
 def table(check_rows, bench_rows):
     lines = []
     if check_rows:
@@ -474,6 +531,9 @@ def main():
     ap.add_argument("--memory", default="", metavar="N,D,KIND,S",
                     help="only time one configuration (B = 1, H = 16, causal, alpha 1.5) and measure "
                          "peak memory above the inputs, ours and SDPA flash, e.g. 131072,128,topics,1.0")
+    ap.add_argument("--extras", action="store_true",
+                    help="first-call compile time (run it in a fresh process), new lengths without "
+                         "recompiling, GQA and varlen against plain padded attention")
     ap.add_argument("--issue", action="store_true",
                     help="the issue-5 grid (N 1k-32k, D 64/128, causal or not, alpha 1.5/2/1.25, both "
                          "regimes) and N = 128k")
@@ -505,6 +565,9 @@ def main():
 
     import triton
     log(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
+    if args.extras:
+        extras(log)
+        return
     if args.memory:
         N, D, kind, strength = args.memory.split(",")
         memory_run(log, int(N), int(D), kind, float(strength))
