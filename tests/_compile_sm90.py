@@ -1,0 +1,83 @@
+"""Compile every Triton kernel of the package for sm_90 ahead of time (no GPU needed).
+
+Run as a script (``python tests/_compile_sm90.py``) in a process without
+``TRITON_INTERPRET=1`` (the interpreter replaces the kernels by interpreted functions); prints
+one line per compiled kernel and exits non-zero on the first compile error.  Used by
+``test_gpu_compile.py``.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from sparsemap_tools.gpu import attention as A
+from sparsemap_tools.gpu import rowwise as R
+
+_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "R", "D", "Nq", "Nk", "max_iter"}
+_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one"}
+_TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
+          "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
+          "LCNT": "*i32", "LIVE": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
+
+
+def signature(kernel, constexprs):
+    """Argument types by name (the kernels' convention: capitals are pointers)."""
+    sig = {}
+    for name in inspect.signature(kernel.fn).parameters:
+        if name in constexprs:
+            continue
+        if name in _INTS or name.startswith("stride"):
+            sig[name] = "i32"
+        elif name in _FLOATS:
+            sig[name] = "fp32"
+        else:
+            sig[name] = _TYPED.get(name, "*fp32")
+    return sig
+
+
+def compile_sm90(kernel, constexprs, num_warps=4):
+    src = ASTSource(fn=kernel, signature=signature(kernel, constexprs), constexprs=constexprs)
+    out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                         options=dict(num_warps=num_warps, num_stages=3))
+    assert out.asm["cubin"]
+    return out
+
+
+ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=False, PREC="tf32")
+
+
+def cases():
+    for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_125):
+        yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0), 4
+        yield f"attention solve mode {mode}", A._fwd_solve_kernel, dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4
+        yield (f"attention output mode {mode}", A._fwd_output_kernel,
+               dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
+        yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
+        yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
+    for trans in (False, True):
+        yield (f"tile lists trans={trans}", A._tile_list_kernel,
+               dict(BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=True, TRANS=trans, CH=256), 4)
+    for mode in (-1, 0, 1, 2, 3):
+        yield (f"rowwise onchip mode {mode}", R._fwd_onchip_kernel,
+               dict(BLOCK_R=1, BLOCK_D=1024, SOLVER=0, F64=False, GROUP=0, MODE=mode), 1)
+        for pf in (0, 1):
+            yield (f"rowwise stream mode {mode} prefetch {pf}", R._fwd_stream_kernel,
+                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16), 8)
+    yield ("rowwise stream float64", R._fwd_stream_kernel,
+           dict(CHUNK=1024, SOLVER=0, F64=True, MODE=-1, PF=0, LEV=16), 8)
+    yield ("rowwise onchip bisect", R._fwd_onchip_kernel,
+           dict(BLOCK_R=4, BLOCK_D=256, SOLVER=1, F64=False, GROUP=0, MODE=-1), 1)
+
+
+if __name__ == "__main__":
+    n = 0
+    for name, kernel, consts, nw in cases():
+        compile_sm90(kernel, consts, nw)
+        n += 1
+        print("compiled:", name, flush=True)
+    print(f"all {n} kernels compiled for sm_90 with triton {triton.__version__}")
+    sys.exit(0)
