@@ -710,25 +710,24 @@ def _fwd_output_kernel(
     n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
     n_tiles = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
     for i in range(0, n_live):
-        if True:
-            start_n = tl.load(L_row + i) * BLOCK_N
-            cols = start_n + offs_n
-            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-            v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
-            p, u = _pow_pu(z - tau[:, None], qexp, MODE)
-            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-            if NEED_O2:
-                acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
-                su += tl.sum(u, axis=1)
-            if NEED_DALPHA:
-                d = z - tau[:, None]
-                pos = d > 0
-                # h = p·ln p = p · Q · ln d
-                hh = tl.where(pos, p * (qexp * 0.6931471805599453) * tl.log2(tl.where(pos, d, 1.0)), 0.0)
-                acc3 += tl.dot(hh.to(v.dtype), v, input_precision=PREC)
-                hs += tl.sum(hh, axis=1)
+        start_n = tl.load(L_row + i) * BLOCK_N
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+        p, u = _pow_pu(z - tau[:, None], qexp, MODE)
+        acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        if NEED_O2:
+            acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
+            su += tl.sum(u, axis=1)
+        if NEED_DALPHA:
+            d = z - tau[:, None]
+            pos = d > 0
+            # h = p·ln p = p · Q · ln d
+            hh = tl.where(pos, p * (qexp * 0.6931471805599453) * tl.log2(tl.where(pos, d, 1.0)), 0.0)
+            acc3 += tl.dot(hh.to(v.dtype), v, input_precision=PREC)
+            hs += tl.sum(hh, axis=1)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
     omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
     tl.store(O + optr, acc.to(O.dtype.element_ty), mask=omask)
@@ -785,33 +784,32 @@ def _bwd_dkdv_kernel(
     n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NKB + pid_n)
     for i in range(0, n_live):
         qb = tl.load(L_col + i)
-        if True:
-            # the live 64-row query block in SUB_M-row slices (fewer registers, no spills)
-            for sub in range(0, BLOCK_M // SUB_M):
-                rows = qb * BLOCK_M + sub * SUB_M + offs_m
-                rmask = rows < lq
-                srow = S_base + rows.to(tl.int64) * stride_sn
-                m = tl.load(M + srow, mask=rmask, other=0.0)
-                tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-                dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
-                q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
-                do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
-                # transposed tile: keys × queries
-                zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
-                r0 = qb * BLOCK_M + sub * SUB_M
-                edge = (start_n + BLOCK_N > lk) | (r0 + SUB_M > lq)
+        # the live 64-row query block in SUB_M-row slices (fewer registers, no spills)
+        for sub in range(0, BLOCK_M // SUB_M):
+            rows = qb * BLOCK_M + sub * SUB_M + offs_m
+            rmask = rows < lq
+            srow = S_base + rows.to(tl.int64) * stride_sn
+            m = tl.load(M + srow, mask=rmask, other=0.0)
+            tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+            dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
+            q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+            do = _load_rows(DO_base, rows, offs_d, lq, stride_on, HEAD_DIM)
+            # transposed tile: keys × queries
+            zT = tl.dot(k, tl.trans(q), input_precision=PREC) * c - m[None, :]
+            r0 = qb * BLOCK_M + sub * SUB_M
+            edge = (start_n + BLOCK_N > lk) | (r0 + SUB_M > lq)
+            if CAUSAL:
+                edge = edge | (start_n + BLOCK_N - 1 > r0 + (lk - lq))
+            if edge:
+                visT = (cols[:, None] < lk) & (rows[None, :] < lq)
                 if CAUSAL:
-                    edge = edge | (start_n + BLOCK_N - 1 > r0 + (lk - lq))
-                if edge:
-                    visT = (cols[:, None] < lk) & (rows[None, :] < lq)
-                    if CAUSAL:
-                        visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
-                    zT = tl.where(visT, zT, float("-inf"))
-                pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
-                dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
-                dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
-                dsT = uT * (dpT - dlt[None, :])
-                dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
+                    visT = visT & (cols[:, None] <= rows[None, :] + (lk - lq))
+                zT = tl.where(visT, zT, float("-inf"))
+            pT, uT = _pow_pu(zT - tau[None, :], qexp, MODE)
+            dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+            dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
+            dsT = uT * (dpT - dlt[None, :])
+            dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
     P_off = _offset(b, h, sk, stride_pb, stride_ph, stride_pn)
     ptr = P_off + cols[:, None].to(tl.int64) * stride_pn + offs_d[None, :]
     msk = (cols[:, None] < lk) & (offs_d[None, :] < HEAD_DIM)
@@ -857,17 +855,16 @@ def _bwd_dq_kernel(
     L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
     for i in range(0, n_live):
-        if True:
-            start_n = tl.load(L_row + i) * BLOCK_N
-            cols = start_n + offs_n
-            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-            vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-            z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-            z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
-            p, u = _pow_pu(z - tau[:, None], qexp, MODE)
-            dp = tl.dot(do, vT, input_precision=PREC)
-            ds = u * (dp - dlt[:, None])
-            dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+        start_n = tl.load(L_row + i) * BLOCK_N
+        cols = start_n + offs_n
+        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+        p, u = _pow_pu(z - tau[:, None], qexp, MODE)
+        dp = tl.dot(do, vT, input_precision=PREC)
+        ds = u * (dp - dlt[:, None])
+        dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
     tl.store(DQ + optr, dq * scale, mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
 
