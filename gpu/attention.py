@@ -368,6 +368,14 @@ def _fwd_scan_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
+@triton.jit
+def _block_list(LIST, LCNT, pid_bh, blk, NBLK, LEN):
+    """(start of block ``blk``'s compacted live-tile list, its length) for head ``pid_bh``; the
+    lists are laid out (B·H, NBLK, LEN) with lengths (B·H, NBLK) (see ``_tile_list_kernel``)."""
+    row = pid_bh.to(tl.int64) * NBLK + blk
+    return LIST + row * LEN, tl.load(LCNT + row)
+
+
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _tile_list_kernel(
     TMAX, THR, LIST, LCNT, CU_Q, CU_K, Nq, Nk, H, NQB, NKB,
@@ -563,8 +571,7 @@ def _fwd_solve_kernel(
     # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
     # (the live tiles of this block under the bound kernel's threshold: a compacted list)
     cbound = tl.minimum(lo, tau)
-    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    n_list = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+    L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     ncand = tl.zeros([BLOCK_M], tl.int32)
     if DIAG == 6:
         n_list = 0
@@ -593,7 +600,7 @@ def _fwd_solve_kernel(
             tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
         ncand += cnt
     if DIAG == 6:
-        n_list = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+        L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     it = 1
 
     # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
@@ -706,8 +713,7 @@ def _fwd_output_kernel(
     acc3 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     hs = tl.zeros([BLOCK_M], tl.float32)
     # live tiles under the block's final threshold min_i τ'_i (compacted list)
-    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+    L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     n_tiles = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
     for i in range(0, n_live):
         start_n = tl.load(L_row + i) * BLOCK_N
@@ -780,8 +786,7 @@ def _bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     # live query blocks of this key block (compacted list, built from the forward's tiles)
-    L_col = LIST + (pid_bh.to(tl.int64) * NKB + pid_n) * NQB
-    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NKB + pid_n)
+    L_col, n_live = _block_list(LIST, LCNT, pid_bh, pid_n, NKB, NQB)
     for i in range(0, n_live):
         qb = tl.load(L_col + i)
         # the live 64-row query block in SUB_M-row slices (fewer registers, no spills)
@@ -852,8 +857,7 @@ def _bwd_dq_kernel(
     q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    L_row = LIST + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    n_live = tl.load(LCNT + pid_bh.to(tl.int64) * NQB + pid_m)
+    L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     for i in range(0, n_live):
         start_n = tl.load(L_row + i) * BLOCK_N
         cols = start_n + offs_n
