@@ -200,6 +200,30 @@ def test_equal_rows_large_alpha_converge(n, alpha, solver, backend):
         assert res.iterations.max() <= 80, res.iterations
 
 
+def test_near_equal_rows_large_alpha_property():
+    """Property (hypothesis): rows within ε of each other (ε from 1e-12 to 1e-1, some −inf) at
+    α ∈ (2, 20]: the safeguarded Newton and Halley solvers of both backends converge within
+    max_iter and match the exact reference within the Hölder bound of α > 2."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=60, deadline=None, derandomize=True)
+    @hyp.given(n=st.integers(2, 200), alpha=st.floats(2.05, 20.0), log_eps=st.floats(-12, -1),
+               seed=st.integers(0, 2**31 - 1), masked=st.booleans())
+    def check(n, alpha, log_eps, seed, masked):
+        rng = np.random.default_rng(seed)
+        x = 3.0 + 10.0**log_eps * rng.standard_normal((1, n))
+        if masked:
+            x[0, 1:][rng.random(n - 1) < 0.3] = -np.inf
+        for solver in ("newton", "halley"):
+            for backend in ("numpy", "numba") if HAS_NUMBA else ("numpy",):
+                p, res = _run(x, alpha, solver, backend)
+                assert res.converged.all(), (solver, backend, res.iterations)
+                assert_close_to_reference(x, p, alpha)
+
+    check()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
 def test_shift_1e4_matches_unshifted(alpha, backend):
