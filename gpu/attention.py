@@ -468,7 +468,7 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         # quasi-norm of d minus 1: exactly linear on rows of equal scores), as the row-wise
         # solvers
         Fs = tl.maximum(F, 1e-30)
-        phi = tau + Fs * (1.0 - tl.exp2(-tl.log2(Fs) / qexp)) / tl.maximum(G, 1e-30)
+        phi = tau + Fs * (1.0 - tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))) / tl.maximum(G, 1e-30)
         newton = tl.where(convex | ((newton > lo_n) & (newton < hi_n)), newton, phi)
         inside = (newton > lo_n) & (newton < hi_n)
         fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
