@@ -245,6 +245,19 @@ def _load_kT(K_base, cols, offs_d, len_k, stride_kn, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
+def _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+            HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(cols, kᵀ, z) of the key tile starting at ``start_n``: z = c·q·kᵀ − m, −inf where a key
+    is not visible (the solve, output and dQ kernels' per-tile scores)."""
+    cols = start_n + offs_n
+    kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+    z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+    z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+    return cols, kT, z
+
+
+@triton.jit
 def _load_rows(base, rows, offs_d, n, stride_n, HEAD_DIM: tl.constexpr):
     ptr = base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :]
     return tl.load(ptr, mask=(rows[:, None] < n) & (offs_d[None, :] < HEAD_DIM), other=0.0)
@@ -278,7 +291,7 @@ def _scan_tile(s, mrun, acc, tile, T_base, DIAG: tl.constexpr = 0):
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_scan_kernel(
-    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, THR, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TMAX, THR, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -356,8 +369,6 @@ def _fwd_scan_kernel(
     tau = tl.minimum(tau - (1e-6 + 2e-6 * tl.abs(tau)), hi)
     tau = tl.where(n > 0, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
-    tl.store(TLO + srow, tau, mask=rmask)
-    tl.store(THI + srow, hi, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
     thr = tl.min(tl.where(n > 1, tau, float("inf")), axis=0)
     tl.store(THR + pid_bh.to(tl.int64) * NQB + pid_m, thr)
@@ -467,9 +478,11 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         # where the step on f leaves the bracket, Newton on φ = (f + 1)^{1/Q} − 1 (the l_Q
         # quasi-norm of d minus 1: exactly linear on rows of equal scores), as the row-wise
         # solvers
-        Fs = tl.maximum(F, 1e-30)
-        phi = tau + Fs * (1.0 - tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))) / tl.maximum(G, 1e-30)
-        newton = tl.where(convex | ((newton > lo_n) & (newton < hi_n)), newton, phi)
+        if MODE == 0:  # only the generic mode can hold α > 2 (MODE 3 is α = 1.25)
+            Fs = tl.maximum(F, 1e-30)
+            root = tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))          # F^{−1/Q}
+            phi = tau + Fs * (1.0 - root) / tl.maximum(G, 1e-30)
+            newton = tl.where(convex | ((newton > lo_n) & (newton < hi_n)), newton, phi)
         inside = (newton > lo_n) & (newton < hi_n)
         fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
         use_newton = convex | (inside & fast)
@@ -524,7 +537,7 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr):
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_solve_kernel(
-    Q, K, ALPHA, M, TAU, TLO, THI, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -559,9 +572,10 @@ def _fwd_solve_kernel(
     srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-    lo = tl.load(TLO + srow, mask=rmask, other=0.0)
-    hi = tl.load(THI + srow, mask=rmask, other=0.0)
     n = _nvis(rows, lq, lk, CAUSAL)
+    # the scan's lower bound is the bracket's lower end; its upper end is −n^{1−α}
+    lo = tau
+    hi = -tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
     # a single visible key: τ' = −1 exactly (p = 1)
     done = n <= 1
     tau = tl.where(n == 1, -1.0, tau)
@@ -582,10 +596,8 @@ def _fwd_solve_kernel(
         ncand += CAP + 1
     for i in range(0, n_list):
         start_n = tl.load(L_row + i) * BLOCK_N
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
         is_c = z > cbound[:, None]
         ic = is_c.to(tl.int32)
         cnt = tl.sum(ic, axis=1)
@@ -648,10 +660,8 @@ def _fwd_solve_kernel(
             start_n = tl.load(L_row + i) * BLOCK_N
             tmax = tl.load(T_base + start_n // BLOCK_N)
             if tmax > bound:
-                cols = start_n + offs_n
-                kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-                z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-                z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
+                cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
+                                      stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
                 f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE)
                 F += f_
                 G += g_
@@ -721,11 +731,9 @@ def _fwd_output_kernel(
     n_tiles = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
     for i in range(0, n_live):
         start_n = tl.load(L_row + i) * BLOCK_N
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
         v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
         p, u = _pow_pu(z - tau[:, None], qexp, MODE)
         acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
         if NEED_O2:
@@ -864,11 +872,9 @@ def _bwd_dq_kernel(
     L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     for i in range(0, n_live):
         start_n = tl.load(L_row + i) * BLOCK_N
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
         vT = _load_kT(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-        z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
-        z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
         p, u = _pow_pu(z - tau[:, None], qexp, MODE)
         dp = tl.dot(do, vT, input_precision=PREC)
         ds = u * (dp - dlt[:, None])
@@ -1008,8 +1014,6 @@ def entmax_attention_fwd(
     f32 = dict(dtype=torch.float32, device=dev)
     m = torch.empty(stat_shape, **f32)
     tau = torch.empty(stat_shape, **f32)
-    tlo = torch.empty(stat_shape, **f32)
-    thi = torch.empty(stat_shape, **f32)
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
     live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
@@ -1037,13 +1041,13 @@ def entmax_attention_fwd(
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
-        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, cq, ck, *sqs, *sks, *ss,
+        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                **common)
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
-        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tlo, thi, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
+        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse)
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
