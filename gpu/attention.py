@@ -93,6 +93,11 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
+# register caps (ptxas ``maxnreg``) per kernel; 0 = the compiler's choice.  Override with
+# SPARSEMAP_ATTN_MAXNREG="solve=128,output=0,..." (benchmarks); see ``_regs``.
+_MAXNREG = {k_: int(v_) for k_, v_ in (kv.split("=") for kv in
+            os.environ.get("SPARSEMAP_ATTN_MAXNREG", "").split(",") if kv)}
+
 # profiling hook of the scan kernel (benchmarks only): 1 = no tile bounds (every tile live),
 # 2 = no subset (lower bound −1); both still give correct results, only slower downstream
 _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
@@ -535,6 +540,39 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr):
     return F, G, S1, CNT, DMIN
 
 
+@triton.jit
+def _top_two(z, cbound):
+    """Each row's two largest scores of a tile; where a row has exactly two candidates
+    (> cbound) but the second largest distinct value is not one, the top value is tied and
+    counts twice."""
+    t1 = tl.max(z, axis=1)
+    t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
+    return t1, tl.where(t2 > cbound, t2, t1)
+
+
+@triton.jit
+def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
+    """A tile's candidates (the cnt largest values of each row) to the row buffers at slots
+    ncand, ncand + 1, …: ``rounds`` = max cnt rounds of (row max, its first column, remove it).
+    Ties are kept: one instance is removed per round."""
+    zz = z
+    for r in range(0, rounds):
+        t = tl.max(zz, axis=1)
+        j = tl.min(tl.where(zz == t[:, None], offs_n[None, :], BLOCK_N), axis=1)
+        tl.store(C_row + ncand + r, t, mask=(cnt > r) & (ncand + r < CAP) & rmask)
+        zz = tl.where(offs_n[None, :] == j[:, None], float("-inf"), zz)
+
+
+@triton.jit
+def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr):
+    """Every candidate z > cbound of a tile to its row's buffer, at slots ncand, ncand + 1, …
+    (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows)."""
+    is_c = z > cbound[:, None]
+    slot = ncand[:, None] + tl.cumsum(is_c.to(tl.int32), axis=1) - 1
+    tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+
+
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_solve_kernel(
     Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
@@ -599,21 +637,27 @@ def _fwd_solve_kernel(
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
         is_c = z > cbound[:, None]
-        ic = is_c.to(tl.int32)
-        cnt = tl.sum(ic, axis=1)
+        # counted in float (the scores' layout); an int32 count shared with the prefix sum below
+        # made the compiler convert the whole indicator tile's layout on every tile
+        cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
         if DIAG == 1:
             pass
-        elif tl.max(cnt, axis=0) <= 2:
-            # at most two candidates per row in this tile: the row's top two values, no
-            # prefix sum and no tile-wide scatter (a tie at the top counts twice)
-            t1 = tl.max(z, axis=1)
-            t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
-            t2 = tl.where(t2 > cbound, t2, t1)
-            tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-            tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
         else:
-            slot = ncand[:, None] + tl.cumsum(ic, axis=1) - 1
-            tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+            worst = tl.max(cnt, axis=0)
+            if worst <= 1:
+                tl.store(C_row + ncand, tl.max(z, axis=1), mask=(cnt >= 1) & (ncand < CAP) & rmask)
+            elif worst <= 2:
+                # at most two candidates per row in this tile (the usual case): the row's top two
+                # values, no prefix sum and no tile-wide scatter
+                t1, t2 = _top_two(z, cbound)
+                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
+                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+            elif MODE == 1 or MODE == 2:
+                # short supports: a few more rounds of the same (a prefix sum over the tile would
+                # double the kernel's registers, and so halve its occupancy, for a rare case)
+                _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N)
+            else:
+                _copy_all(z, cbound, ncand, C_row, rmask, CAP)
         ncand += cnt
     if DIAG == 6:
         L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
@@ -946,6 +990,25 @@ def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, c
     return lst, cnt
 
 
+def _regs(kernel: str, mode: int, dtype: torch.dtype) -> dict:
+    """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq").
+
+    The solve kernel's rare paths (more than two candidates of a row in one tile; the sparse
+    sweeps) made ptxas give the whole kernel ~250 registers per thread: 2 blocks per SM, and its
+    pass 0 is latency-bound.  Capped at 128 (α = 1.5 / 2: no spills) or 168 (other α: a few
+    spilled bytes in the prefix-sum path) it runs 3–4 blocks per SM (H100, N = 16k, random
+    inputs: solve 3.26 → 2.48 ms at α = 1.5, 15.9 → 14.0 ms at α = 1.25)."""
+    if INTERPRET:
+        return {}
+    if kernel in _MAXNREG:
+        cap = _MAXNREG[kernel]
+    elif kernel == "solve":
+        cap = 128 if mode in (MODE_15, MODE_2) else 168
+    else:
+        cap = 0
+    return {"maxnreg": cap} if cap else {}
+
+
 def _sparse_warps(head_dim: int, dtype: torch.dtype, nw: int) -> int:
     """Warps for the solve, output and backward kernels: the dense sweeps' count.
 
@@ -1049,12 +1112,14 @@ def entmax_attention_fwd(
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
-                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse)
+                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse,
+                                **_regs("solve", mode, q.dtype))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse)
+                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse,
+                                 **_regs("output_o2" if need_o2 else "output", mode, q.dtype))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
@@ -1108,11 +1173,12 @@ def entmax_attention_bwd(
                                    cu_seqlens_q, cu_seqlens_k)
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
                                        lcnt_t, dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                       *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common)
+                                       *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
+                                       **_regs("dkdv", mode, q.dtype))
     if B * H > 0 and Nq > 0:
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
                                      fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                     Nq, Nk, H, G, scale, NQB, NKB, **common)
+                                     Nq, Nk, H, G, scale, NQB, NKB, **common, **_regs("dq", mode, q.dtype))
     else:
         dq.zero_()
     if varlen:

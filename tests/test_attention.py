@@ -476,6 +476,30 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
 
 
 @_triton
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+@pytest.mark.parametrize("ties", [False, True])
+def test_many_candidates_per_tile_and_ties(alpha, ties):
+    """Flat scores (q scaled by 0.05: most keys of a tile are candidates of a row) and, with
+    ``ties``, keys repeating with period 5 (every score occurs ≥ 5 times, exactly): the solve's
+    pass 0 copies tiles with more than two candidates per row by repeated extraction, which must
+    keep every tied copy."""
+    q, k, v = _inputs(1, 2, 2, 70, 90, 16, seed=21, scale=0.05)
+    if ties:
+        with torch.no_grad():
+            k.copy_(k[:, :, torch.arange(90) % 5])
+    out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=True, return_stats=True, backend="triton")
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(22)).to(out)
+    ref, tau_ref, g_ref = _ref(q, k, v, alpha, True, do=do)
+    _assert_close(out, ref, *_tol(alpha), "out")
+    _assert_close(st.tau, tau_ref, 5e-5, 1e-5, "tau")
+    rs = _row_sums_from_tau(q, k, st.tau, alpha, True)
+    assert (rs - 1).abs().max() <= 1e-5
+    out.backward(do)
+    for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
+        _assert_close(x.grad, gr, 2e-5, 1e-3, name)
+
+
+@_triton
 @pytest.mark.parametrize("alpha", [3.0, 6.0])
 def test_equal_scores_large_alpha(alpha):
     """q = 0: every visible score equal, so p is uniform over the visible keys and τ' = −n^{1−α}
