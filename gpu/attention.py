@@ -478,16 +478,22 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         new_tau = tau + delta
         ok = ok | cert
     else:
-        # convex (α ≤ 2): plain Newton, monotone from below.  α > 2: Newton only if it stays
+        # convex (α ≤ 2): Newton (on φ, below), monotone from below.  α > 2: Newton only if it stays
         # strictly inside the bracket and at least halves the previous step, else bisection.
         # where the step on f leaves the bracket, Newton on φ = (f + 1)^{1/Q} − 1 (the l_Q
         # quasi-norm of d minus 1: exactly linear on rows of equal scores), as the row-wise
         # solvers
-        if MODE == 0:  # only the generic mode can hold α > 2 (MODE 3 is α = 1.25)
-            Fs = tl.maximum(F, 1e-30)
-            root = tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))          # F^{−1/Q}
-            phi = tau + Fs * (1.0 - root) / tl.maximum(G, 1e-30)
-            newton = tl.where(convex | ((newton > lo_n) & (newton < hi_n)), newton, phi)
+        Fs = tl.maximum(F, 1e-30)
+        root = tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))              # F^{−1/Q}
+        phi = tau + Fs * (1.0 - root) / tl.maximum(G, 1e-30)
+        # convex rows (α ≤ 2) take the φ step too: for Q ≥ 1, F^{1/Q} is a norm of [z − τ]_+,
+        # convex and decreasing in τ, so its Newton step from below stays below the root (as
+        # the plain step does) while being exact on equal scores (α = 1.25 rows overflowing the
+        # candidate buffer: up to ~2× fewer QKᵀ sweeps)
+        if MODE == 0:
+            newton = tl.where(convex | ~((newton > lo_n) & (newton < hi_n)), phi, newton)
+        else:  # MODE 3: α = 1.25, convex
+            newton = phi
         inside = (newton > lo_n) & (newton < hi_n)
         fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
         use_newton = convex | (inside & fast)
@@ -667,8 +673,17 @@ def _fwd_solve_kernel(
     fits = (ncand <= CAP) & rmask
     if DIAG == 1 or DIAG == 2:
         done = done | fits
-    n_open = tl.sum((fits & ~done).to(tl.int32), axis=0)
-    nmax = tl.max(tl.where(fits & ~done, ncand, 0), axis=0)
+    # rows that overflowed iterate on the CAP candidates they have, too: a subset of the row,
+    # so the root found (f_sub ≤ f) is a lower bound on τ' that starts their sweeps closer
+    part = (ncand > CAP) & rmask & ~done
+    if DIAG == 6:
+        part = part & (rows < 0)  # no buffer at all
+    used = fits | part
+    nbuf = tl.minimum(ncand, CAP)
+    hi0 = hi
+    last0 = last_step
+    n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
+    nmax = tl.max(tl.where(used & ~done, nbuf, 0), axis=0)
     it_buf = 0
     while (n_open > 0) & (it_buf < MAX_ITER):
         F = tl.zeros([BLOCK_M], tl.float32)
@@ -679,7 +694,7 @@ def _fwd_solve_kernel(
         for c0 in range(0, nmax, CHUNK):
             oc = c0 + offs_c
             Z = tl.load(C_row[:, None] + oc[None, :],
-                        mask=fits[:, None] & (oc[None, :] < ncand[:, None]), other=float("-inf"))
+                        mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
             f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
             F += f_
             G += g_
@@ -687,9 +702,20 @@ def _fwd_solve_kernel(
             CNT += c_
             DMIN = tl.minimum(DMIN, d_)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      fits, convex, qexp, TOL, MODE)
+                                                      used, convex, qexp, TOL, MODE)
         it_buf += 1
-        n_open = tl.sum((fits & ~done).to(tl.int32), axis=0)
+        n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
+    # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
+    # lower end, f_sub(lo) ≥ 0 ⇒ f(lo) ≥ 0) less a rounding margin is the sweeps' start and lower
+    # end; the subset's upper end says nothing about the row (f_sub(hi) < 0 ⇏ f(hi) < 0)
+    start = tl.where(convex, tl.minimum(tau, hi0), lo)
+    start = start - (1e-6 + 2e-6 * tl.abs(start))
+    start = tl.maximum(lo, start)
+    tau = tl.where(part, start, tau)
+    lo = tl.where(part, start, lo)
+    hi = tl.where(part, hi0, hi)
+    last_step = tl.where(part, last0, last_step)
+    done = done & ~part
 
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)

@@ -83,6 +83,8 @@ built as INF − INF in the kernels).
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 import torch
@@ -115,8 +117,13 @@ CHUNK = None
 #: α = 2, but no gain at 1024×16384, where the extra registers cost occupancy);
 #: stream_levels: levels of the one-round start of the lane-maxima subset solve (0: start at −1;
 #: 16 cut the subset solve's passes from 4–6 to 1–3 on randn rows)
+#: stream_maxnreg: register cap per thread of the streaming kernel (ptxas ``maxnreg``; 0 = the
+#: compiler's choice, which is 170 at α = 2: one 8-warp program per SM).  Paired medians of 5
+#: rounds on an H100 (ratio to softmax, none → 128 / 80 / 64): 1024×16384 α 1.5 1.41 → 1.37 /
+#: 1.42 / 1.51, α 2 1.32 → 1.33 / 1.39 / 1.58, α 1.25 1.59 → 1.59 / 1.52 / 1.68; 256×65536 α 1.5
+#: 1.16 → 1.13, α 2 and 1.25 unchanged at 128: occupancy is not what holds 1024×16384 back.
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
-              group_min_d=256, stream_prefetch=-1, stream_levels=16)
+              group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128)
 
 INF = tl.constexpr(float("inf"))
 
@@ -791,6 +798,14 @@ def _num_warps(elems: int, cfg: dict, stream: bool = False, block_d: int = 1024)
     return int(min(16, max(1, elems // (32 * ept))))
 
 
+def _maxnreg(cap: int) -> dict:
+    """Launch option capping a kernel's registers per thread (ptxas ``maxnreg``); none when 0
+    or under the interpreter."""
+    if not cap or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return {}
+    return {"maxnreg": int(cap)}
+
+
 def _chunk(R: int, chunk: int | None) -> int:
     """Streaming chunk width: wider chunks (more warps per row) when rows are few."""
     if chunk is not None:
@@ -903,7 +918,8 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype),
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg),
-            LEV=cfg["stream_levels"], num_warps=_num_warps(ch, cfg, stream=True))
+            LEV=cfg["stream_levels"], num_warps=_num_warps(ch, cfg, stream=True),
+            **_maxnreg(cfg["stream_maxnreg"]))
     return res
 
 
