@@ -1016,7 +1016,7 @@ def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, c
     return lst, cnt
 
 
-def _regs(kernel: str, mode: int, dtype: torch.dtype) -> dict:
+def _regs(kernel: str, mode: int) -> dict:
     """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq").
 
     The solve kernel's rare paths (more than two candidates of a row in one tile; the sparse
@@ -1139,13 +1139,13 @@ def entmax_attention_fwd(
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse,
-                                **_regs("solve", mode, q.dtype))
+                                **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse,
-                                 **_regs("output_o2" if need_o2 else "output", mode, q.dtype))
+                                 **_regs("output_o2" if need_o2 else "output", mode))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
@@ -1200,11 +1200,11 @@ def entmax_attention_bwd(
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
                                        lcnt_t, dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
-                                       **_regs("dkdv", mode, q.dtype))
+                                       **_regs("dkdv", mode))
     if B * H > 0 and Nq > 0:
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
                                      fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                     Nq, Nk, H, G, scale, NQB, NKB, **common, **_regs("dq", mode, q.dtype))
+                                     Nq, Nk, H, G, scale, NQB, NKB, **common, **_regs("dq", mode))
     else:
         dq.zero_()
     if varlen:

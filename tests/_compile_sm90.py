@@ -39,10 +39,12 @@ def signature(kernel, constexprs):
     return sig
 
 
-def compile_sm90(kernel, constexprs, num_warps=4):
+def compile_sm90(kernel, constexprs, num_warps=4, **options):
+    """Compile for sm_90; ``options`` are further launch options (e.g. ``maxnreg``, as the
+    launchers pass them: the register caps go through ptxas here too)."""
     src = ASTSource(fn=kernel, signature=signature(kernel, constexprs), constexprs=constexprs)
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                         options=dict(num_warps=num_warps, num_stages=3))
+                         options=dict(num_warps=num_warps, num_stages=3, **options))
     assert out.asm["cubin"]
     return out
 
@@ -51,9 +53,10 @@ ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=
 
 
 def cases():
-    for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_125):
+    for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
         yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0), 4
-        yield f"attention solve mode {mode}", A._fwd_solve_kernel, dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4
+        yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
+               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4, A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
@@ -66,7 +69,8 @@ def cases():
                dict(BLOCK_R=1, BLOCK_D=1024, SOLVER=0, F64=False, GROUP=0, MODE=mode), 1)
         for pf in (0, 1):
             yield (f"rowwise stream mode {mode} prefetch {pf}", R._fwd_stream_kernel,
-                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16), 8)
+                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16), 8,
+                   R._maxnreg(R.CONFIG["stream_maxnreg"]))
     yield ("rowwise stream float64", R._fwd_stream_kernel,
            dict(CHUNK=1024, SOLVER=0, F64=True, MODE=-1, PF=0, LEV=16), 8)
     yield ("rowwise onchip bisect", R._fwd_onchip_kernel,
@@ -75,8 +79,8 @@ def cases():
 
 if __name__ == "__main__":
     n = 0
-    for name, kernel, consts, nw in cases():
-        compile_sm90(kernel, consts, nw)
+    for name, kernel, consts, nw, *opts in cases():
+        compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
         n += 1
         print("compiled:", name, flush=True)
     print(f"all {n} kernels compiled for sm_90 with triton {triton.__version__}")
