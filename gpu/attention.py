@@ -290,7 +290,9 @@ def _scan_tile(s, mrun, acc, tile, T_base, DIAG: tl.constexpr = 0):
         y = tl.where(tm > float("-inf"), tm - mrun, float("-inf"))
         tl.store(T_base + tile, tl.max(y, axis=0))
     if DIAG != 2:  # 2, profiling: no subset (the bound stays −1)
-        acc = tl.maximum(acc, s)
+        # NaN-propagating (the same one instruction): a NaN score reaches its column class, and
+        # so flags its row (see the end of the scan)
+        acc = tl.maximum(acc, s, propagate_nan=tl.PropagateNan.ALL)
     return mrun, acc
 
 
@@ -348,7 +350,13 @@ def _fwd_scan_kernel(
         sc = tl.dot(q, kT, input_precision=PREC) * c
         mrun, acc = _scan_tile(sc, mrun, acc, tile, T_base, DIAG)
     m = tl.where(n > 0, mrun, 0.0)
-    tl.store(M + srow, m, mask=rmask)
+    # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
+    # library's row convention gives them NaN (out, τ, dq; the dK/dV they touch).  Marked by a
+    # NaN row max; their τ bound here is 0 and they take no part in the block's threshold.
+    bad = ((tl.max((acc != acc).to(tl.int32), axis=1) > 0) | (mrun == float("inf"))
+           | ((mrun == float("-inf")) & (n > 0)))
+    tl.store(M + srow, tl.where(bad, float("nan"), m), mask=rmask)
+    m = tl.where(bad, 0.0, m)
     # ---- lower bound on τ' from the column-class maxima (a subset of the row: f_sub ≤ f) ----
     v = acc - m[:, None]                                        # ≤ 0, −inf for empty classes
     nf = tl.maximum(n, 1).to(tl.float32)
@@ -372,10 +380,10 @@ def _fwd_scan_kernel(
         tau = tl.where(convex & up, tl.maximum(newton, x), lo)
     # a rounding margin (the Newton iterate is not verified), never above the bracket's top
     tau = tl.minimum(tau - (1e-6 + 2e-6 * tl.abs(tau)), hi)
-    tau = tl.where(n > 0, tau, 0.0)
+    tau = tl.where((n > 0) & ~bad, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
-    thr = tl.min(tl.where(n > 1, tau, float("inf")), axis=0)
+    thr = tl.min(tl.where((n > 1) & ~bad, tau, float("inf")), axis=0)
     tl.store(THR + pid_bh.to(tl.int64) * NQB + pid_m, thr)
 
 
@@ -620,8 +628,10 @@ def _fwd_solve_kernel(
     # the scan's lower bound is the bracket's lower end; its upper end is −n^{1−α}
     lo = tau
     hi = -tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
-    # a single visible key: τ' = −1 exactly (p = 1)
-    done = n <= 1
+    # a single visible key: τ' = −1 exactly (p = 1); rows flagged by the scan (NaN row max) are
+    # not solved
+    bad = m != m
+    done = (n <= 1) | bad
     tau = tl.where(n == 1, -1.0, tau)
     last_step = hi - lo
     everyone = rows >= 0
@@ -743,10 +753,10 @@ def _fwd_solve_kernel(
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     tau = tl.where(n > 0, tau, 0.0)
-    tl.store(TAU + srow, tau, mask=rmask)
+    tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)
     # the block's final tile threshold (output pass and backward)
     tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
-             tl.min(tl.where(n > 0, tau, float("inf")), axis=0))
+             tl.min(tl.where((n > 0) & ~bad, tau, float("inf")), axis=0))
     if DIAG == 3:
         it = it + 1000 * it_buf
     tl.store(ITERS + pid_bh.to(tl.int64) * NQB + pid_m, it)
@@ -818,13 +828,14 @@ def _fwd_output_kernel(
             hs += tl.sum(hh, axis=1)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
     omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
-    tl.store(O + optr, acc.to(O.dtype.element_ty), mask=omask)
+    bad = (m != m)[:, None]  # rows flagged by the scan: NaN
+    tl.store(O + optr, tl.where(bad, float("nan"), acc).to(O.dtype.element_ty), mask=omask)
     if NEED_O2:
         o2 = acc2 / tl.where(su > 0, su, 1.0)[:, None]
-        tl.store(O2 + optr, o2, mask=omask)
+        tl.store(O2 + optr, tl.where(bad, float("nan"), o2), mask=omask)
     if NEED_DALPHA:
-        tl.store(O3 + optr, acc3, mask=omask)
-        tl.store(HS + srow, hs, mask=rmask)
+        tl.store(O3 + optr, tl.where(bad, float("nan"), acc3), mask=omask)
+        tl.store(HS + srow, tl.where(m != m, float("nan"), hs), mask=rmask)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2, n_live)
     tl.store(LIVE + (pid_bh.to(tl.int64) * NQB + pid_m) * 2 + 1, n_tiles)
 
@@ -836,7 +847,7 @@ def _fwd_output_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, ALPHA, M, TAU, DELTA, LIST, LCNT, DK, DV, CU_Q, CU_K,
+    Q, K, V, DO, ALPHA, M, TAU, DELTA, LIST, LCNT, DK, DV, LIM, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -849,7 +860,9 @@ def _bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     SUB_M: tl.constexpr,
 ):
-    """One program per (key block, query head): dV_h = Σ_i pᵀ dO, dK_h = scale·Σ_i dSᵀ Q."""
+    """One program per (key block, query head): dV_h = Σ_i pᵀ dO, dK_h = scale·Σ_i dSᵀ Q.
+    Keys up to LIM[b, hk] (sequence-local; −1: none) are seen by a row the forward flagged as
+    non-finite: their dK, dV are NaN (``_nan_key_limits``)."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
@@ -900,8 +913,9 @@ def _bwd_dkdv_kernel(
     P_off = _offset(b, h, sk, stride_pb, stride_ph, stride_pn)
     ptr = P_off + cols[:, None].to(tl.int64) * stride_pn + offs_d[None, :]
     msk = (cols[:, None] < lk) & (offs_d[None, :] < HEAD_DIM)
-    tl.store(DK + ptr, dk * scale, mask=msk)
-    tl.store(DV + ptr, dv, mask=msk)
+    nan_k = (cols <= tl.load(LIM + b * (H // GROUP) + hk))[:, None]
+    tl.store(DK + ptr, tl.where(nan_k, float("nan"), dk * scale), mask=msk)
+    tl.store(DV + ptr, tl.where(nan_k, float("nan"), dv), mask=msk)
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
@@ -950,7 +964,8 @@ def _bwd_dq_kernel(
         ds = u * (dp - dlt[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
-    tl.store(DQ + optr, dq * scale, mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
+    dq = tl.where((m != m)[:, None], float("nan"), dq * scale)  # rows flagged by the scan
+    tl.store(DQ + optr, dq, mask=rmask[:, None] & (offs_d[None, :] < HEAD_DIM))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1197,8 +1212,9 @@ def entmax_attention_bwd(
         # per key block: the live query blocks (the forward's tiles, transposed)
         lst_t, lcnt_t = tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal,
                                    cu_seqlens_q, cu_seqlens_k)
+        lim = _nan_key_limits(fwd["m"], G, causal, Nq, Nk, cu_seqlens_q, cu_seqlens_k, B)
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
-                                       lcnt_t, dk_p, dv_p, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+                                       lcnt_t, dk_p, dv_p, lim, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
                                        **_regs("dkdv", mode))
     if B * H > 0 and Nq > 0:
@@ -1216,6 +1232,40 @@ def entmax_attention_bwd(
         dk = dk_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dk_p
         dv = dv_p.view(B, Hkv, G, Nk, D).sum(2) if G > 1 else dv_p
     return dq.to(dtypes[0]), dk.to(dtypes[1]), dv.to(dtypes[2])
+
+
+def _nan_key_limits(m: torch.Tensor, G: int, causal: bool, Nq: int, Nk: int,
+                    cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor], B: int) -> torch.Tensor:
+    """Per (sequence, key/value head), flattened (B·Hkv,) int32: the last key (sequence-local
+    index) visible to a query row the forward flagged as non-finite (NaN row max ``m``; any head
+    of the GQA group), or −1.  Keys up to it get NaN dK and dV, as a dense backward would give
+    them.  Device tensor ops only (no host synchronisation)."""
+    dev = m.device
+    bad = torch.isnan(m)
+    if cu_q is None:  # m (B, H, Nq)
+        H = m.shape[1]
+        if Nq == 0:
+            return torch.full((B * (H // G),), -1, dtype=torch.int32, device=dev)
+        bad = bad.view(B, H // G, G, Nq).any(2)
+        i = torch.arange(Nq, device=dev)
+        reach = i + (Nk - Nq) if causal else torch.full_like(i, Nk - 1)   # last visible key
+        lim = torch.where(bad, reach, torch.full_like(reach, -1)).amax(-1)
+        return lim.to(torch.int32).reshape(-1)
+    # varlen: m (Tq, H); the sequence of each query token from the offsets
+    Tq, H = m.shape
+    Hkv = H // G
+    bad = bad.view(Tq, Hkv, G).any(2)
+    cq, ck = cu_q.long(), cu_k.long()
+    tq = torch.arange(Tq, device=dev)
+    sid = torch.searchsorted(cq, tq, right=True) - 1
+    lq = cq[sid + 1] - cq[sid]
+    lk = ck[sid + 1] - ck[sid]
+    local = tq - cq[sid]
+    reach = local + lk - lq if causal else lk - 1                        # last visible key (local)
+    cand = torch.where(bad, reach[:, None], torch.full_like(bad, -1, dtype=torch.long))
+    lim = torch.full((B, Hkv), -1, device=dev, dtype=torch.long)
+    lim = lim.scatter_reduce(0, sid[:, None].expand(Tq, Hkv), cand, reduce="amax")
+    return lim.to(torch.int32).reshape(-1)
 
 
 def entmax_attention_dalpha(do: torch.Tensor, alpha_h: torch.Tensor, fwd: dict, varlen: bool) -> torch.Tensor:

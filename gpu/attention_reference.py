@@ -148,9 +148,14 @@ def entmax_attention_dense(
     if scale is None:
         scale = 1.0 / math.sqrt(D)
     s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    vis = causal_visibility(Nq, Nk, device=q.device) if is_causal else torch.ones(Nq, Nk, dtype=torch.bool, device=q.device)
+    # rows whose visible scores hold NaN or +inf, or are all −inf: NaN (the row convention of
+    # the rest of the library; a row with no visible key is not one of them: it gives zeros)
+    bad = ((torch.isnan(s) | (s == math.inf)) & vis).any(-1, keepdim=True)
+    bad = bad | (((s == -math.inf) | ~vis).all(-1, keepdim=True) & vis.any(-1, keepdim=True))
     if is_causal:
-        vis = causal_visibility(Nq, Nk, device=q.device)
         s = s.masked_fill(~vis, -math.inf)
+    s = s.masked_fill(bad, 0.0)
     if not torch.is_tensor(alpha) and float(alpha) == 1.0:
         valid = torch.isfinite(s)
         any_valid = valid.any(-1, keepdim=True)
@@ -165,6 +170,8 @@ def entmax_attention_dense(
             a = float(alpha)
         p, tau = entmax_rows(s, a)
     out = torch.matmul(p.to(v.dtype), v)
+    out = out.masked_fill(bad, math.nan)
+    tau = tau.masked_fill(bad.squeeze(-1), math.nan)
     return (out, tau) if return_tau else out
 
 

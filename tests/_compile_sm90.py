@@ -21,7 +21,7 @@ _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "R", "D", "Nq", "Nk", "max_iter
 _FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
-          "LCNT": "*i32", "LIVE": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
+          "LCNT": "*i32", "LIVE": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
 
 
 def signature(kernel, constexprs):

@@ -500,6 +500,93 @@ def test_many_candidates_per_tile_and_ties(alpha, ties):
 
 
 @_triton
+@pytest.mark.parametrize("where", ["q nan", "q +inf", "k nan", "k -inf"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_nonfinite_inputs_give_nan_rows(where, causal):
+    """Non-finite q or k: exactly the query rows whose visible scores hold NaN or ±inf get NaN
+    outputs and τ (the same rows as in the dense reference); every other output row equals the
+    dense float64 reference on the same inputs (a −inf score is a zero weight).  Gradients: dq of
+    those rows and dK/dV of every key they see are NaN; NaN may reach a few more entries (a
+    key in a tile the kernels visit for such a row, a row sharing the causal diagonal tile with a
+    non-finite key: 0·NaN in the tile products) but every finite entry is exact."""
+    B, H, N, D = 1, 2, 70, 16
+    q, k, v = _inputs(B, H, H, N, N, D, seed=31)
+    qb, kb = q.detach().clone(), k.detach().clone()
+    r = 41
+    val = {"nan": float("nan"), "+inf": float("inf"), "-inf": -float("inf")}[where.split()[1]]
+    (qb if where.startswith("q") else kb)[0, 1, r, 3] = val
+    # the rows whose visible scores hold NaN or +inf (a −inf score is just a zero weight)
+    sc = qb.double() @ kb.double().transpose(-1, -2)
+    vis = torch.ones(N, N, dtype=torch.bool).tril() if causal else torch.ones(N, N, dtype=torch.bool)
+    bad = ((torch.isnan(sc) | (sc == math.inf)) & vis).any(-1)
+    assert bad.any() and not bad.all()
+    qb.requires_grad_()
+    kb.requires_grad_()
+    out, st = entmax_attention(qb, kb, v, alpha=1.5, is_causal=causal, return_stats=True, backend="triton")
+    nan_rows = torch.isnan(out).all(-1)
+    assert torch.equal(nan_rows, bad), (nan_rows.nonzero().tolist(), bad.nonzero().tolist())
+    assert torch.equal(torch.isnan(st.tau), bad)
+    # the dense float64 reference on the same (non-finite) inputs: the same NaN rows, and every
+    # other row equal
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (qb, kb, v))
+    ref = entmax_attention(qd, kd, vd, alpha=1.5, is_causal=causal, backend="reference")
+    assert torch.equal(torch.isnan(ref).all(-1), bad)
+    _assert_close(out[~bad], ref[~bad], 2e-5, 1e-4, "out (finite rows)")
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(32)).to(out)
+    out.backward(do)
+    ref.backward(do.double())
+    seen = (bad[..., :, None] & vis).any(-2)                                   # (B, H, N) keys
+    for name, g, gr, must in (("dq", qb.grad, qd.grad, bad), ("dk", kb.grad, kd.grad, seen),
+                              ("dv", v.grad, vd.grad, seen)):
+        assert torch.isnan(g[must]).all(), name
+        # every finite entry is exact (the reference's own backward carries 0·inf NaNs of its
+        # own: entries compared where both are finite, and those must be most of the rest)
+        both = torch.isfinite(g) & torch.isfinite(gr)
+        assert both[~must].float().mean() > 0.5, name
+        _assert_close(g[both], gr[both], 2e-5, 1e-3, name)
+
+
+@_triton
+def test_nonfinite_varlen_stays_in_its_sequence():
+    """A NaN in one packed sequence's keys (GQA, causal) makes NaN only that sequence's rows and
+    keys; the other sequences' outputs and gradients are exact."""
+    g = torch.Generator().manual_seed(33)
+    lens = [30, 0, 45, 20]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    T, H, Hkv, D = int(cu[-1]), 4, 2, 16
+    q = torch.randn(T, H, D, generator=g).requires_grad_()
+    k = torch.randn(T, Hkv, D, generator=g)
+    v = torch.randn(T, Hkv, D, generator=g).requires_grad_()
+    k[30 + 10, 1, 0] = float("nan")  # sequence 2 (tokens 30 … 74), key 10, kv head 1
+    k.requires_grad_()
+    out = entmax_attention_varlen(q, k, v, cu, cu, 45, 45, alpha=1.5, is_causal=True, backend="triton")
+    in2 = torch.zeros(T, dtype=torch.bool)
+    in2[30:75] = True
+    local = torch.arange(T) - 30
+    bad = torch.zeros(T, H, dtype=torch.bool)
+    bad[:, 2:] = (in2 & (local >= 10))[:, None]          # query heads 2, 3 use kv head 1
+    assert torch.equal(torch.isnan(out).all(-1), bad)
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(34))
+    out.backward(do)
+    k0 = k.detach().clone()
+    k0[~torch.isfinite(k0)] = 0.0
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k0, v))
+    ref = entmax_attention_varlen_dense(qd, kd, vd, cu, cu, alpha=1.5, is_causal=True)
+    ref.backward(do.double())
+    _assert_close(out[~bad], ref[~bad], 2e-5, 1e-4, "out")
+    seen = torch.zeros(T, Hkv, dtype=torch.bool)
+    seen[30:75, 1] = True                                 # row 74 of sequence 2 sees all its keys
+    other = torch.ones(T, dtype=torch.bool)
+    other[30:75] = False                                  # the other sequences: untouched
+    for name, g, gr, must in (("dq", q.grad, qd.grad, bad), ("dk", k.grad, kd.grad, seen),
+                              ("dv", v.grad, vd.grad, seen)):
+        assert torch.isnan(g[must]).all(), name
+        assert torch.isfinite(g[other]).all(), name
+        fin = torch.isfinite(g)
+        _assert_close(g[fin], gr[fin], 2e-5, 1e-3, name)
+
+
+@_triton
 @pytest.mark.parametrize("alpha", [3.0, 6.0])
 def test_equal_scores_large_alpha(alpha):
     """q = 0: every visible score equal, so p is uniform over the visible keys and τ' = −n^{1−α}
