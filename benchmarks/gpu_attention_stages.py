@@ -1,0 +1,113 @@
+"""Forward stage times of the fused attention per kernel variant, on one GPU.
+
+    python benchmarks/gpu_attention_stages.py [--kinds random,topics] [--alpha 1.5]
+        [--variants default,nocopy,solve=0] [--rounds 2] [--fb] [--out DIR]
+
+One configuration (N = 16k, B = 1, H = 16, D = 64, causal, bfloat16; the inputs of
+``gpu_attention.py``). For each variant, the forward (under ``torch.no_grad()``) is timed stage by
+stage — scan, scan + solve, everything (``_PROFILE_STAGES`` 1, 2, 3; do_bench medians) — and the
+differences printed, with SDPA flash's forward from the same run as the baseline. Variants:
+
+* ``default``: the library as it is;
+* ``nocopy``: the solve's pass 0 without the candidate copy (``_SOLVE_DIAG = 1``: a profiling
+  mode with wrong results, the cost of the sparse sweep alone);
+* ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
+  "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
+
+``--fb`` adds the forward with grad and forward+backward times. Rounds alternate the variants;
+the table shows the last round. A JSON copy goes to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import triton.testing as tt
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_attention import bench_one, gen, sdpa  # noqa: E402
+
+import sparsemap_tools.gpu.attention as GA  # noqa: E402
+from sparsemap_tools.attention import entmax_attention  # noqa: E402
+
+
+def stages(f) -> list:
+    """[scan, solve, output, total] ms of the forward ``f`` (inference)."""
+    cum = []
+    for st in (1, 2, 3):
+        GA._PROFILE_STAGES = st
+        with torch.no_grad():
+            cum.append(tt.do_bench(f, warmup=10, rep=40, return_mode="median"))
+    GA._PROFILE_STAGES = 3
+    return [cum[0], cum[1] - cum[0], cum[2] - cum[1], cum[2]]
+
+
+def apply_variant(name: str) -> None:
+    GA._SOLVE_DIAG = 1 if name == "nocopy" else 0
+    GA._MAXNREG = {}
+    if name not in ("default", "nocopy"):
+        GA._MAXNREG = {k: int(v) for k, v in (kv.split("=") for kv in name.split(":"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kinds", default="random,topics")
+    ap.add_argument("--alpha", type=float, default=1.5)
+    ap.add_argument("--variants", default="default,nocopy")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--fb", action="store_true", help="also time forward with grad and forward+backward")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    N, D, H = 16384, 64, 16
+    rows = []
+    for kind in args.kinds.split(","):
+        torch.manual_seed(1)
+        q, k, v = gen(kind, 1, H, N, D, torch.bfloat16, 1.0)
+
+        def f():
+            return entmax_attention(q, k, v, alpha=args.alpha, is_causal=True)
+
+        apply_variant("default")
+        with torch.no_grad():
+            ref = f().float()
+            flash = tt.do_bench(sdpa(q, k, v, True, "flash"), warmup=10, rep=40, return_mode="median")
+        for rnd in range(args.rounds):
+            for var in args.variants.split(","):
+                apply_variant(var)
+                with torch.no_grad():
+                    err = (f().float() - ref).abs().max().item()
+                    _, st = entmax_attention(q, k, v, alpha=args.alpha, is_causal=True, return_stats=True)
+                s = stages(f)
+                tr = fb = float("nan")
+                if args.fb:
+                    for x in (q, k, v):
+                        x.requires_grad_()
+                    tr = tt.do_bench(f, warmup=10, rep=40, return_mode="median")
+                    fb = bench_one(f, [q, k, v], torch.randn_like(q))[1]
+                    for x in (q, k, v):
+                        x.requires_grad_(False)
+                        x.grad = None
+                row = dict(kind=kind, alpha=args.alpha, variant=var, round=rnd, scan=s[0], solve=s[1],
+                           output=s[2], fwd=s[3], flash_fwd=flash, ratio=s[3] / flash, fwd_train=tr,
+                           fwd_bwd=fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    apply_variant("default")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_attention_stages.json"), "w") as fh:
+        json.dump(dict(gpu=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
+    print(f"\n{torch.cuda.get_device_name()}; N={N} B=1 H={H} D={D} causal bf16 alpha={args.alpha}; ms")
+    print(f"{'inputs':8s} {'variant':>18s} {'scan':>6s} {'solve':>6s} {'output':>6s} {'fwd':>6s} "
+          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s}")
+    for r in rows:
+        if r["round"] == args.rounds - 1:
+            print(f"{r['kind']:8s} {r['variant']:>18s} {r['scan']:6.3f} {r['solve']:6.3f} {r['output']:6.3f} "
+                  f"{r['fwd']:6.3f} {r['flash_fwd']:6.3f} {r['ratio']:5.2f} {r['solve_passes']:6d} "
+                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
