@@ -547,6 +547,22 @@ def test_nonfinite_inputs_give_nan_rows(where, causal):
 
 
 @_triton
+def test_nonfinite_row_makes_its_heads_alpha_gradient_nan():
+    """Per-head α requiring grad, a NaN in one query row of head 1: ∂L/∂α of head 1 is NaN, the
+    other heads' are exact (the NaN row's head sums a NaN row statistic)."""
+    q, k, v = _inputs(1, 3, 3, 33, 33, 16, seed=35)
+    with torch.no_grad():
+        q[0, 1, 20, 2] = float("nan")
+    alpha = torch.tensor([1.25, 1.5, 2.0], device=DEV, requires_grad=True)
+    out = entmax_attention(q, k, v, alpha=alpha, is_causal=True, backend="triton")
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(36)).to(out)
+    out.backward(do)
+    assert torch.isnan(alpha.grad[1]) and torch.isfinite(alpha.grad[[0, 2]]).all()
+    ref, _, g = _ref(q, k, v, alpha, True, do=do)
+    _assert_close(alpha.grad[[0, 2]], g[3][[0, 2]], 5e-5, 1e-3, "dalpha (heads 0, 2)")
+
+
+@_triton
 def test_nonfinite_varlen_stays_in_its_sequence():
     """A NaN in one packed sequence's keys (GQA, causal) makes NaN only that sequence's rows and
     keys; the other sequences' outputs and gradients are exact."""
