@@ -35,11 +35,12 @@ Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
 2. ``_fwd_solve_kernel``   (one sparse sweep, then no QKᵀ): pass 0 over the live tiles copies each
    row's candidates z > τ₁ into a per-row buffer (CAP floats); the iterations then run on the
    buffers until every row has converged (|Σp − 1| ≤ TOL).  Rows whose candidates overflow the
-   buffer iterate with further sparse sweeps over the live tiles.  Updates:
+   buffer iterate with further sparse sweeps over the live tiles, starting from the root of the
+   candidates they kept (a subset of the row, so a lower bound).  Updates:
    - α = 2:   Michelot / closed form  τ = τ_k + (Σd − 1)/|S|,
    - α = 1.5: closed form on the current support τ = τ_k + d̄ − √((1 − Σ(d−d̄)²)/|S|),
      accepted when certified (δ ≥ 0 and min_S d ≥ δ: no element crosses), else Newton;
-   - other α ≤ 2: Newton (monotone from below);
+   - other α ≤ 2: Newton on φ = F^{1/Q} (a norm of [z − τ]_+: convex, monotone from below);
    - α > 2: safeguarded Newton inside the bracket [lo, hi] with bisection when the step
      does not halve (f is not convex there); the tile mask uses the bracket's lower end.
    The loop is a device-side ``while``: no host synchronisation, no fixed iteration count.
