@@ -666,6 +666,41 @@ def test_hypothesis_random_shapes():
     run()
 
 
+@_triton
+def test_hypothesis_nonfinite_positions():
+    """Property: one non-finite entry (NaN, +inf or −inf) anywhere in q or k, any shape, GQA,
+    causal or not, any α: the NaN output rows are exactly the rows whose visible scores hold NaN
+    or +inf, and every other row matches the float64 reference on the same inputs."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=8, deadline=None, derandomize=True)
+    @hyp.given(nq=st.integers(1, 70), nk=st.integers(1, 70), g=st.sampled_from([1, 2]),
+               causal=st.booleans(), alpha=st.sampled_from([1.25, 1.5, 2.0, 3.0]),
+               in_q=st.booleans(), val=st.sampled_from([math.nan, math.inf, -math.inf]),
+               pos=st.tuples(st.integers(0, 1), st.integers(0, 10**6), st.integers(0, 15)),
+               seed=st.integers(0, 1000))
+    def run(nq, nk, g, causal, alpha, in_q, val, pos, seed):
+        q, k, v = (x.detach() for x in _inputs(1, 2, 2 // g, nq, nk, 16, seed=seed))
+        x = q if in_q else k
+        x[0, pos[0] % x.shape[1], pos[1] % x.shape[2], pos[2]] = val
+        out = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, enable_gqa=True, backend="triton")
+        ref = entmax_attention(q.double(), k.double(), v.double(), alpha=alpha, is_causal=causal,
+                               enable_gqa=True, backend="reference")
+        sc = q.double() @ k.double().repeat_interleave(g, 1).transpose(-1, -2)
+        vis = torch.ones(nq, nk, dtype=torch.bool)
+        if causal:
+            vis = torch.arange(nk)[None, :] <= torch.arange(nq)[:, None] + (nk - nq)
+        bad = ((torch.isnan(sc) | (sc == math.inf)) & vis).any(-1)
+        bad = bad | (((sc == -math.inf) | ~vis).all(-1) & vis.any(-1))
+        assert torch.equal(torch.isnan(out).all(-1), bad)
+        assert torch.equal(torch.isnan(ref).all(-1), bad)
+        assert torch.isfinite(out[~bad]).all()
+        _assert_close(out[~bad], ref[~bad], *_tol(alpha), "out (finite rows)")
+
+    run()
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU-size variants
 # ---------------------------------------------------------------------------------------------
