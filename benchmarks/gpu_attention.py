@@ -160,6 +160,22 @@ def bench_one(fn, grad_inputs=None, do=None, reps=50):
     return t_inf, t_fb
 
 
+def forward_stages(f, rep: int = 40) -> list:
+    """[scan, solve, output, total] ms of the attention forward ``f`` under ``torch.no_grad()``:
+    do_bench medians of the first 1, 2 and 3 stages (``attention._PROFILE_STAGES``), differenced."""
+    import triton.testing as tt
+
+    import sparsemap_tools.gpu.attention as GA
+
+    cum = []
+    for stage in (1, 2, 3):
+        GA._PROFILE_STAGES = stage
+        with torch.no_grad():
+            cum.append(tt.do_bench(f, warmup=10, rep=rep, return_mode="median"))
+    GA._PROFILE_STAGES = 3
+    return [cum[0], cum[1] - cum[0], cum[2] - cum[1], cum[2]]
+
+
 def sdpa(q, k, v, causal, backend):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -238,14 +254,7 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
         row["ours_fwd_train"] = tt.do_bench(fwd_train, warmup=25, rep=50, return_mode="median")
         row["ours_s"] = round(time.time() - t0, 1)
         if profile:
-            import sparsemap_tools.gpu.attention as GA
-            cum = []
-            for stage in (1, 2, 3):
-                GA._PROFILE_STAGES = stage
-                with torch.no_grad():
-                    cum.append(tt.do_bench(ours, warmup=10, rep=30, return_mode="median"))
-            GA._PROFILE_STAGES = 3
-            row["stages_ms"] = [round(cum[0], 3)] + [round(cum[i] - cum[i - 1], 3) for i in (1, 2)]
+            row["stages_ms"] = [round(t, 3) for t in forward_stages(ours, rep=30)[:3]]
         for x in (q, k, v):
             x.grad = None
         torch.cuda.synchronize()

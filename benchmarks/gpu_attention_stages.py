@@ -28,21 +28,10 @@ import torch
 import triton.testing as tt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_attention import bench_one, gen, sdpa  # noqa: E402
+from gpu_attention import bench_one, forward_stages, gen, sdpa  # noqa: E402
 
 import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
-
-
-def stages(f) -> list:
-    """[scan, solve, output, total] ms of the forward ``f`` (inference)."""
-    cum = []
-    for st in (1, 2, 3):
-        GA._PROFILE_STAGES = st
-        with torch.no_grad():
-            cum.append(tt.do_bench(f, warmup=10, rep=40, return_mode="median"))
-    GA._PROFILE_STAGES = 3
-    return [cum[0], cum[1] - cum[0], cum[2] - cum[1], cum[2]]
 
 
 def apply_variant(name: str) -> None:
@@ -80,7 +69,7 @@ def main() -> None:
                 with torch.no_grad():
                     err = (f().float() - ref).abs().max().item()
                     _, st = entmax_attention(q, k, v, alpha=args.alpha, is_causal=True, return_stats=True)
-                s = stages(f)
+                s = forward_stages(f)
                 tr = fb = float("nan")
                 if args.fb:
                     for x in (q, k, v):

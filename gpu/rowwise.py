@@ -798,10 +798,14 @@ def _num_warps(elems: int, cfg: dict, stream: bool = False, block_d: int = 1024)
     return int(min(16, max(1, elems // (32 * ept))))
 
 
+# host-side only (not read by the kernels): read once, like attention.INTERPRET
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def _maxnreg(cap: int) -> dict:
     """Launch option capping a kernel's registers per thread (ptxas ``maxnreg``); none when 0
     or under the interpreter."""
-    if not cap or os.environ.get("TRITON_INTERPRET", "0") == "1":
+    if not cap or _INTERPRET:
         return {}
     return {"maxnreg": int(cap)}
 
