@@ -974,17 +974,70 @@ def _bwd_dq_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def _config(head_dim: int, dtype: torch.dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward/backward kernels."""
+# Tile configurations.  One (BLOCK_M, BLOCK_N) serves every kernel of a call (the tile lists are
+# per tile); warps and pipeline stages are per kernel.  Key: (head-dim bucket, "f32" or "16").
+# Values: BM, BN, then "kernel.nw" / "kernel.ns" for kernel in _KERNELS.  The sm_90 table was
+# chosen by ``benchmarks/gpu_attention_tune.py`` on an H100 (see docs/benchmarks_gpu_attention.md);
+# other GPUs use it too (H200 is the same SM).  Override for experiments and other GPUs with
+# SPARSEMAP_ATTN_TILES="BM=64,BN=64,nw=4,ns=3,scan.nw=8,..." (``nw``/``ns`` set every kernel).
+_KERNELS = ("scan", "solve", "output", "dkdv", "dq")
+_TILES = {
+    (64, "16"): dict(BM=64, BN=64, nw=4, ns=3),
+    (128, "16"): dict(BM=64, BN=64, nw=8, ns=2),
+    (256, "16"): dict(BM=64, BN=32, nw=8, ns=2),
+    (64, "f32"): dict(BM=64, BN=32, nw=4, ns=2),
+    (256, "f32"): dict(BM=32, BN=32, nw=4, ns=2),
+}
+
+
+def _parse_tiles(spec: str) -> dict:
+    """``"BM=64,BN=32,scan.nw=8"`` → {"BM": 64, "BN": 32, "scan.nw": 8}; clear errors."""
+    out = {}
+    for item in filter(None, (s_.strip() for s_ in spec.split(","))):
+        key, sep, val = item.partition("=")
+        valid = key in ("BM", "BN", "nw", "ns") or (
+            key.partition(".")[0] in _KERNELS and key.partition(".")[2] in ("nw", "ns"))
+        if not sep or not valid or not val.strip().isdigit():
+            raise ValueError(f"SPARSEMAP_ATTN_TILES: cannot read {item!r} (expected BM=, BN=, nw=, "
+                             f"ns= or <kernel>.nw= / <kernel>.ns= with kernel in {_KERNELS})")
+        out[key] = int(val)
+    for key in ("BM", "BN"):
+        if key in out and (out[key] < 16 or out[key] & (out[key] - 1)):
+            raise ValueError(f"SPARSEMAP_ATTN_TILES: {key} must be a power of two ≥ 16, got {out[key]}")
+    return out
+
+
+_TILES_ENV = _parse_tiles(os.environ.get("SPARSEMAP_ATTN_TILES", ""))
+
+
+def _tiles(head_dim: int, dtype: torch.dtype) -> dict:
+    """The tile configuration for a head dim and dtype, with every kernel's warps and stages
+    resolved: {"BM", "BN", "scan.nw", "scan.ns", ..., "dq.ns"}."""
     if INTERPRET:
-        return 32, 32, 4, 1
-    if dtype == torch.float32:
-        return (64, 32, 4, 2) if head_dim <= 64 else (32, 32, 4, 2)
-    if head_dim <= 64:
-        return 64, 64, 4, 3
-    if head_dim <= 128:
-        return 64, 64, 8, 2
-    return 64, 32, 8, 2
+        base = dict(BM=32, BN=32, nw=4, ns=1)
+    else:
+        kind = "f32" if dtype == torch.float32 else "16"
+        bucket = min(b for b, k in _TILES if k == kind and b >= min(head_dim, 256))
+        base = dict(_TILES[(bucket, kind)])
+    base.update(_TILES_ENV)
+    out = dict(BM=base["BM"], BN=base["BN"])
+    for k_ in _KERNELS:
+        for o_ in ("nw", "ns"):
+            out[f"{k_}.{o_}"] = base.get(f"{k_}.{o_}", base[o_])
+    return out
+
+
+def _config(head_dim: int, dtype: torch.dtype):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the scan (the dense sweep); the other
+    kernels' warps and stages come from ``_launch(kernel, ...)``."""
+    t = _tiles(head_dim, dtype)
+    return t["BM"], t["BN"], t["scan.nw"], t["scan.ns"]
+
+
+def _launch(kernel: str, head_dim: int, dtype: torch.dtype) -> dict:
+    """num_warps, num_stages (and the register cap, ``_regs``) of one kernel."""
+    t = _tiles(head_dim, dtype)
+    return dict(num_warps=t[f"{kernel}.nw"], num_stages=t[f"{kernel}.ns"])
 
 
 def _cand_cap(mode: int, rows: int) -> int:
@@ -1049,15 +1102,6 @@ def _regs(kernel: str, mode: int) -> dict:
     else:
         cap = 0
     return {"maxnreg": cap} if cap else {}
-
-
-def _sparse_warps(head_dim: int, dtype: torch.dtype, nw: int) -> int:
-    """Warps for the solve, output and backward kernels: the dense sweeps' count.
-
-    8 warps at D = 64 (bf16/fp16) removed the register spills the compiler's resource report
-    showed with 4, but measured on an H100 (N = 16k, causal, α = 1.5) the backward took about
-    twice as long (topics inputs: fwd+bwd 6.90 → 8.92 ms; random 19.2 → 31.3 ms), so 4 it is."""
-    return nw
 
 
 def _layout(x: torch.Tensor, varlen: bool):
@@ -1141,26 +1185,26 @@ def entmax_attention_fwd(
     sos = _layout(o, varlen)
     grid = (NQB, B * H)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
-                  PREC=prec, num_warps=nw, num_stages=ns)
-    sparse = dict(common, num_warps=_sparse_warps(D, q.dtype, nw))
+                  PREC=prec)
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
-                               **common)
+                               **common, **_launch("scan", D, q.dtype))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
-                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **sparse,
-                                **_regs("solve", mode))
+                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **common,
+                                **_launch("solve", D, q.dtype), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **sparse,
+                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **common,
+                                 **_launch("output", D, q.dtype),
                                  **_regs("output_o2" if need_o2 else "output", mode))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
@@ -1208,7 +1252,7 @@ def entmax_attention_bwd(
     sos = _layout(o2, varlen)
     sps = _layout(dk_p, varlen)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
-                  PREC=prec, MODE=mode, num_warps=_sparse_warps(D, q.dtype, nw), num_stages=ns)
+                  PREC=prec, MODE=mode)
     if B * H > 0 and Nk > 0:
         # per key block: the live query blocks (the forward's tiles, transposed)
         lst_t, lcnt_t = tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal,
@@ -1217,11 +1261,12 @@ def entmax_attention_bwd(
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
                                        lcnt_t, dk_p, dv_p, lim, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
-                                       **_regs("dkdv", mode))
+                                       **_launch("dkdv", D, q.dtype), **_regs("dkdv", mode))
     if B * H > 0 and Nq > 0:
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
                                      fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                     Nq, Nk, H, G, scale, NQB, NKB, **common, **_regs("dq", mode))
+                                     Nq, Nk, H, G, scale, NQB, NKB, **common,
+                                     **_launch("dq", D, q.dtype), **_regs("dq", mode))
     else:
         dq.zero_()
     if varlen:

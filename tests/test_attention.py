@@ -465,6 +465,39 @@ def test_varlen_with_empty_sequence_and_gqa():
 
 
 @_triton
+@pytest.mark.parametrize("tiles", ["BM=16,BN=32", "BM=32,BN=16"])
+@pytest.mark.parametrize("causal,alpha,Nq,Nk", [(True, 1.5, 70, 90), (False, 2.0, 45, 33),
+                                                (True, 1.25, 50, 50)])
+def test_non_square_tiles(monkeypatch, tiles, causal, alpha, Nq, Nk):
+    """The tuned tile table may pick BLOCK_M ≠ BLOCK_N: diagonal tiles, tile lists and the
+    backward's transposed lists must hold for either shape (GQA, Nq ≠ Nk, gradients)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_TILES_ENV", ga._parse_tiles(tiles))
+    assert ga._config(16, torch.float32)[:2] == tuple(int(t.split("=")[1]) for t in tiles.split(","))
+    _check_against_reference(1, 4, 2, Nq, Nk, 16, causal, alpha, seed=Nq + Nk)
+
+
+def test_tile_spec_parsing_and_table():
+    import sparsemap_tools.gpu.attention as ga
+
+    t = ga._parse_tiles("BM=128, BN=64,nw=8,scan.ns=4,dq.nw=4")
+    assert t == {"BM": 128, "BN": 64, "nw": 8, "scan.ns": 4, "dq.nw": 4}
+    for bad in ("BM=48", "BM=8", "BN", "solve.warps=4", "xx.nw=4", "nw=four"):
+        with pytest.raises(ValueError, match="SPARSEMAP_ATTN_TILES"):
+            ga._parse_tiles(bad)
+    # every head dim 16 … 256 and dtype has an entry; every kernel gets warps and stages
+    for kind in ("16", "f32"):
+        for D in (16, 24, 64, 65, 128, 200, 256):
+            bucket = min(b for b, k_ in ga._TILES if k_ == kind and b >= D)
+            entry = ga._TILES[(bucket, kind)]
+            assert {"BM", "BN", "nw", "ns"} <= set(entry) | {"nw", "ns"}
+            for kern in ga._KERNELS:
+                assert entry.get(f"{kern}.nw", entry.get("nw")) in (1, 2, 4, 8, 16)
+                assert entry.get(f"{kern}.ns", entry.get("ns")) >= 1
+
+
+@_triton
 @pytest.mark.parametrize("alpha", [1.5, 1.25, 3.0])
 def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
     """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps."""
