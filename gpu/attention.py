@@ -85,6 +85,11 @@ _NOSPEC_T = _NOSPEC + ["NQB", "NKB"]
 # to sparse sweeps
 _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
 
+# re-copy rounds of the solve kernel: rows whose candidates overflow the buffer collect them again
+# above the root of the ones they kept, before falling back to sparse sweeps (0 = never).  None:
+# per α mode (``_recopy``); SPARSEMAP_ATTN_RECOPY=N forces N for every mode (benchmarks)
+_RECOPY = int(os.environ["SPARSEMAP_ATTN_RECOPY"]) if os.environ.get("SPARSEMAP_ATTN_RECOPY") else None
+
 # iterations of the scan's lower bound on its subset (per row, the maxima of the key columns
 # ≡ j mod BLOCK_N)
 _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
@@ -588,6 +593,42 @@ def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr):
     tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
 
 
+@triton.jit
+def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+             cbound, ncand, C_row, rmask, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
+             PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
+             CAP: tl.constexpr, DIAG: tl.constexpr):
+    """One sweep over the live tiles ``L_row[0:n_list]`` appending each row's candidates
+    z > cbound to its buffer (slots ncand, ncand + 1, …; slots ≥ CAP are dropped).  Returns the
+    rows' candidate counts (ncand + candidates found, which may exceed CAP)."""
+    for i in range(0, n_list):
+        start_n = tl.load(L_row + i) * BLOCK_N
+        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
+        is_c = z > cbound[:, None]
+        # counted in float (the scores' layout); an int32 count shared with the prefix sum below
+        # made the compiler convert the whole indicator tile's layout on every tile
+        cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
+        if DIAG != 1:
+            worst = tl.max(cnt, axis=0)
+            if worst <= 1:
+                tl.store(C_row + ncand, tl.max(z, axis=1), mask=(cnt >= 1) & (ncand < CAP) & rmask)
+            elif worst <= 2:
+                # at most two candidates per row in this tile (the usual case): the row's top two
+                # values, no prefix sum and no tile-wide scatter
+                t1, t2 = _top_two(z, cbound)
+                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
+                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+            elif MODE == 1 or MODE == 2:
+                # short supports: a few more rounds of the same (a prefix sum over the tile would
+                # double the kernel's registers, and so halve its occupancy, for a rare case)
+                _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N)
+            else:
+                _copy_all(z, cbound, ncand, C_row, rmask, CAP)
+        ncand += cnt
+    return ncand
+
+
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_solve_kernel(
     Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
@@ -598,7 +639,7 @@ def _fwd_solve_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, RECOPY: tl.constexpr,
 ):
     """Exact τ' per row.
 
@@ -649,33 +690,9 @@ def _fwd_solve_kernel(
     if DIAG == 6:
         n_list = 0
         ncand += CAP + 1
-    for i in range(0, n_list):
-        start_n = tl.load(L_row + i) * BLOCK_N
-        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-        is_c = z > cbound[:, None]
-        # counted in float (the scores' layout); an int32 count shared with the prefix sum below
-        # made the compiler convert the whole indicator tile's layout on every tile
-        cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
-        if DIAG == 1:
-            pass
-        else:
-            worst = tl.max(cnt, axis=0)
-            if worst <= 1:
-                tl.store(C_row + ncand, tl.max(z, axis=1), mask=(cnt >= 1) & (ncand < CAP) & rmask)
-            elif worst <= 2:
-                # at most two candidates per row in this tile (the usual case): the row's top two
-                # values, no prefix sum and no tile-wide scatter
-                t1, t2 = _top_two(z, cbound)
-                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
-            elif MODE == 1 or MODE == 2:
-                # short supports: a few more rounds of the same (a prefix sum over the tile would
-                # double the kernel's registers, and so halve its occupancy, for a rare case)
-                _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N)
-            else:
-                _copy_all(z, cbound, ncand, C_row, rmask, CAP)
-        ncand += cnt
+    ncand = _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                     cbound, ncand, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
+                     DIAG)
     if DIAG == 6:
         L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     it = 1
@@ -693,40 +710,59 @@ def _fwd_solve_kernel(
     nbuf = tl.minimum(ncand, CAP)
     hi0 = hi
     last0 = last_step
-    n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
-    nmax = tl.max(tl.where(used & ~done, nbuf, 0), axis=0)
     it_buf = 0
-    while (n_open > 0) & (it_buf < MAX_ITER):
-        F = tl.zeros([BLOCK_M], tl.float32)
-        G = tl.zeros([BLOCK_M], tl.float32)
-        S1 = tl.zeros([BLOCK_M], tl.float32)
-        CNT = tl.zeros([BLOCK_M], tl.float32)
-        DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
-        for c0 in range(0, nmax, CHUNK):
-            oc = c0 + offs_c
-            Z = tl.load(C_row[:, None] + oc[None, :],
-                        mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
-            f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
-            F += f_
-            G += g_
-            S1 += s_
-            CNT += c_
-            DMIN = tl.minimum(DMIN, d_)
-        tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      used, convex, qexp, TOL, MODE)
-        it_buf += 1
+    for rnd in tl.static_range(RECOPY + 1):  # unrolled: no loop-carried state
         n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
-    # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
-    # lower end, f_sub(lo) ≥ 0 ⇒ f(lo) ≥ 0) less a rounding margin is the sweeps' start and lower
-    # end; the subset's upper end says nothing about the row (f_sub(hi) < 0 ⇏ f(hi) < 0)
-    start = tl.where(convex, tl.minimum(tau, hi0), lo)
-    start = start - (1e-6 + 2e-6 * tl.abs(start))
-    start = tl.maximum(lo, start)
-    tau = tl.where(part, start, tau)
-    lo = tl.where(part, start, lo)
-    hi = tl.where(part, hi0, hi)
-    last_step = tl.where(part, last0, last_step)
-    done = done & ~part
+        nmax = tl.max(tl.where(used & ~done, nbuf, 0), axis=0)
+        k_buf = 0
+        while (n_open > 0) & (k_buf < MAX_ITER):
+            F = tl.zeros([BLOCK_M], tl.float32)
+            G = tl.zeros([BLOCK_M], tl.float32)
+            S1 = tl.zeros([BLOCK_M], tl.float32)
+            CNT = tl.zeros([BLOCK_M], tl.float32)
+            DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+            for c0 in range(0, nmax, CHUNK):
+                oc = c0 + offs_c
+                Z = tl.load(C_row[:, None] + oc[None, :],
+                            mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
+                f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
+                F += f_
+                G += g_
+                S1 += s_
+                CNT += c_
+                DMIN = tl.minimum(DMIN, d_)
+            tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
+                                                          used, convex, qexp, TOL, MODE)
+            k_buf += 1
+            it_buf += 1
+            n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
+        # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
+        # lower end, f_sub(lo) ≥ 0 ⇒ f(lo) ≥ 0) less a rounding margin is the sweeps' start and lower
+        # end; the subset's upper end says nothing about the row (f_sub(hi) < 0 ⇏ f(hi) < 0)
+        start = tl.where(convex, tl.minimum(tau, hi0), lo)
+        start = start - (1e-6 + 2e-6 * tl.abs(start))
+        start = tl.maximum(lo, start)
+        tau = tl.where(part, start, tau)
+        lo = tl.where(part, start, lo)
+        hi = tl.where(part, hi0, hi)
+        last_step = tl.where(part, last0, last_step)
+        done = done & ~part
+        # re-copy (at most RECOPY rounds): one more sweep collecting only the overflowed rows'
+        # candidates above that start, a far tighter bound than the scan's (α = 1.25, 16k random
+        # keys: ~900 candidates from the scan's bound, ~800 above the root of the first 1024);
+        # rows that now fit finish in their buffer
+        if rnd < RECOPY:
+            n_part = tl.sum(part.to(tl.int32), axis=0)
+            if n_part > 0:
+                ncand = _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk,
+                                 stride_kn, tl.where(part, start, float("inf")),
+                                 tl.where(part, 0, ncand), C_row, rmask, HEAD_DIM, CAUSAL, PREC,
+                                 BLOCK_M, BLOCK_N, MODE, CAP, DIAG)
+                fits = part & (ncand <= CAP)
+                part = part & (ncand > CAP)
+                used = fits | part
+                nbuf = tl.minimum(ncand, CAP)
+                it += 1
 
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
@@ -982,9 +1018,16 @@ def _bwd_dq_kernel(
 # SPARSEMAP_ATTN_TILES="BM=64,BN=64,nw=4,ns=3,scan.nw=8,..." (``nw``/``ns`` set every kernel).
 _KERNELS = ("scan", "solve", "output", "dkdv", "dq")
 _TILES = {
+    # H100, N = 16k causal α = 1.5: 64×64 with 4 warps, 3 stages (2 for the solve) is the best of
+    # 64/128 × 64/128 tiles, 4/8 warps, 2/3 stages (fwd+bwd 10.06 ms random, 2.99 topics)
     (64, "16"): dict(BM=64, BN=64, nw=4, ns=3),
-    (128, "16"): dict(BM=64, BN=64, nw=8, ns=2),
-    (256, "16"): dict(BM=64, BN=32, nw=8, ns=2),
+    # H100, N = 16k causal α = 1.5 (fwd / fwd+bwd ms, random · topics): 8 warps everywhere 9.73 /
+    # 30.6 · 3.24 / 4.72 → this 6.54 / 16.5 · 2.02 / 3.11
+    (128, "16"): dict(BM=64, BN=64, nw=4, ns=2, **{"scan.ns": 3, "output.ns": 3}),
+    # H100, D = 256, N = 16k causal α = 1.5: 64×64 tiles; 4 warps for the scan and the solve, 8 for
+    # the output (with O2: 4 warps spill) and the backward (8 warps on 64×32 tiles before: fwd 21.0
+    # / f+b 71.9 ms random, 6.2 / 8.7 topics; 64×64 with 8 warps everywhere 16.3 / 50.4, 4.5 / 6.8)
+    (256, "16"): dict(BM=64, BN=64, nw=8, ns=2, **{"scan.nw": 4, "solve.nw": 4}),
     (64, "f32"): dict(BM=64, BN=32, nw=4, ns=2),
     (256, "f32"): dict(BM=32, BN=32, nw=4, ns=2),
 }
@@ -1052,6 +1095,15 @@ def _cand_cap(mode: int, rows: int) -> int:
         if rows * cap * 4 <= 2**30:
             return cap
     return 2 * _CAND_CAP
+
+
+def _recopy(mode: int) -> int:
+    """Re-copy rounds (``_RECOPY``).  α = 1.5 / 2 rows rarely overflow their 128 floats, and the
+    unrolled rounds would make the solve kernel spill under its 128-register cap: 0.  Smaller α
+    (long supports: α = 1.25 rows on 16k random keys overflow 1024 floats): 2."""
+    if _RECOPY is not None:
+        return _RECOPY
+    return 0 if mode in (MODE_15, MODE_2) else 2
 
 
 def _list_chunk(n: int) -> int:
@@ -1197,7 +1249,8 @@ def entmax_attention_fwd(
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
-                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, **common,
+                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, RECOPY=_recopy(mode),
+                                **common,
                                 **_launch("solve", D, q.dtype), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
