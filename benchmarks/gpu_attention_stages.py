@@ -11,8 +11,6 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``default``: the library as it is;
 * ``nocopy``: the solve's pass 0 without the candidate copy (``_SOLVE_DIAG = 1``: a profiling
   mode with wrong results, the cost of the sparse sweep alone);
-* ``recopy=N``: at most N re-copy rounds for rows overflowing the candidate buffer
-  (``attention._RECOPY``; 0 = straight to sparse sweeps);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
@@ -39,10 +37,7 @@ from sparsemap_tools.attention import entmax_attention  # noqa: E402
 def apply_variant(name: str) -> None:
     GA._SOLVE_DIAG = 1 if name == "nocopy" else 0
     GA._MAXNREG = {}
-    GA._RECOPY = int(os.environ["SPARSEMAP_ATTN_RECOPY"]) if os.environ.get("SPARSEMAP_ATTN_RECOPY") else None
-    if name.startswith("recopy="):
-        GA._RECOPY = int(name.split("=")[1])
-    elif name not in ("default", "nocopy"):
+    if name not in ("default", "nocopy"):
         GA._MAXNREG = {k: int(v) for k, v in (kv.split("=") for kv in name.split(":"))}
 
 

@@ -84,11 +84,8 @@ _NOSPEC_T = _NOSPEC + ["NQB", "NKB"]
 # candidate buffer per query row in the solve kernel (floats); rows with more candidates fall back
 # to sparse sweeps
 _CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
-
-# re-copy rounds of the solve kernel: rows whose candidates overflow the buffer collect them again
-# above the root of the ones they kept, before falling back to sparse sweeps (0 = never).  None:
-# per α mode (``_recopy``); SPARSEMAP_ATTN_RECOPY=N forces N for every mode (benchmarks)
-_RECOPY = int(os.environ["SPARSEMAP_ATTN_RECOPY"]) if os.environ.get("SPARSEMAP_ATTN_RECOPY") else None
+# bytes the buffers of α other than 1.5 / 2 may take in all (``_cand_cap``)
+_CAND_BUDGET = int(os.environ.get("SPARSEMAP_ATTN_CAND_BUDGET", str(2**30)))
 
 # iterations of the scan's lower bound on its subset (per row, the maxima of the key columns
 # ≡ j mod BLOCK_N)
@@ -639,7 +636,7 @@ def _fwd_solve_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, RECOPY: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
 ):
     """Exact τ' per row.
 
@@ -711,58 +708,39 @@ def _fwd_solve_kernel(
     hi0 = hi
     last0 = last_step
     it_buf = 0
-    for rnd in tl.static_range(RECOPY + 1):  # unrolled: no loop-carried state
+    n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
+    nmax = tl.max(tl.where(used & ~done, nbuf, 0), axis=0)
+    while (n_open > 0) & (it_buf < MAX_ITER):
+        F = tl.zeros([BLOCK_M], tl.float32)
+        G = tl.zeros([BLOCK_M], tl.float32)
+        S1 = tl.zeros([BLOCK_M], tl.float32)
+        CNT = tl.zeros([BLOCK_M], tl.float32)
+        DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+        for c0 in range(0, nmax, CHUNK):
+            oc = c0 + offs_c
+            Z = tl.load(C_row[:, None] + oc[None, :],
+                        mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
+            f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
+            F += f_
+            G += g_
+            S1 += s_
+            CNT += c_
+            DMIN = tl.minimum(DMIN, d_)
+        tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
+                                                      used, convex, qexp, TOL, MODE)
+        it_buf += 1
         n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
-        nmax = tl.max(tl.where(used & ~done, nbuf, 0), axis=0)
-        k_buf = 0
-        while (n_open > 0) & (k_buf < MAX_ITER):
-            F = tl.zeros([BLOCK_M], tl.float32)
-            G = tl.zeros([BLOCK_M], tl.float32)
-            S1 = tl.zeros([BLOCK_M], tl.float32)
-            CNT = tl.zeros([BLOCK_M], tl.float32)
-            DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
-            for c0 in range(0, nmax, CHUNK):
-                oc = c0 + offs_c
-                Z = tl.load(C_row[:, None] + oc[None, :],
-                            mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
-                f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
-                F += f_
-                G += g_
-                S1 += s_
-                CNT += c_
-                DMIN = tl.minimum(DMIN, d_)
-            tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                          used, convex, qexp, TOL, MODE)
-            k_buf += 1
-            it_buf += 1
-            n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
-        # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
-        # lower end, f_sub(lo) ≥ 0 ⇒ f(lo) ≥ 0) less a rounding margin is the sweeps' start and lower
-        # end; the subset's upper end says nothing about the row (f_sub(hi) < 0 ⇏ f(hi) < 0)
-        start = tl.where(convex, tl.minimum(tau, hi0), lo)
-        start = start - (1e-6 + 2e-6 * tl.abs(start))
-        start = tl.maximum(lo, start)
-        tau = tl.where(part, start, tau)
-        lo = tl.where(part, start, lo)
-        hi = tl.where(part, hi0, hi)
-        last_step = tl.where(part, last0, last_step)
-        done = done & ~part
-        # re-copy (at most RECOPY rounds): one more sweep collecting only the overflowed rows'
-        # candidates above that start, a far tighter bound than the scan's (α = 1.25, 16k random
-        # keys: ~900 candidates from the scan's bound, ~800 above the root of the first 1024);
-        # rows that now fit finish in their buffer
-        if rnd < RECOPY:
-            n_part = tl.sum(part.to(tl.int32), axis=0)
-            if n_part > 0:
-                ncand = _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk,
-                                 stride_kn, tl.where(part, start, float("inf")),
-                                 tl.where(part, 0, ncand), C_row, rmask, HEAD_DIM, CAUSAL, PREC,
-                                 BLOCK_M, BLOCK_N, MODE, CAP, DIAG)
-                fits = part & (ncand <= CAP)
-                part = part & (ncand > CAP)
-                used = fits | part
-                nbuf = tl.minimum(ncand, CAP)
-                it += 1
+    # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
+    # lower end, f_sub(lo) ≥ 0 ⇒ f(lo) ≥ 0) less a rounding margin is the sweeps' start and lower
+    # end; the subset's upper end says nothing about the row (f_sub(hi) < 0 ⇏ f(hi) < 0)
+    start = tl.where(convex, tl.minimum(tau, hi0), lo)
+    start = start - (1e-6 + 2e-6 * tl.abs(start))
+    start = tl.maximum(lo, start)
+    tau = tl.where(part, start, tau)
+    lo = tl.where(part, start, lo)
+    hi = tl.where(part, hi0, hi)
+    last_step = tl.where(part, last0, last_step)
+    done = done & ~part
 
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
@@ -1092,18 +1070,9 @@ def _cand_cap(mode: int, rows: int) -> int:
     if mode in (MODE_15, MODE_2):
         return _CAND_CAP
     for cap in (8 * _CAND_CAP, 4 * _CAND_CAP):
-        if rows * cap * 4 <= 2**30:
+        if rows * cap * 4 <= _CAND_BUDGET:
             return cap
     return 2 * _CAND_CAP
-
-
-def _recopy(mode: int) -> int:
-    """Re-copy rounds (``_RECOPY``).  α = 1.5 / 2 rows rarely overflow their 128 floats, and the
-    unrolled rounds would make the solve kernel spill under its 128-register cap: 0.  Smaller α
-    (long supports: α = 1.25 rows on 16k random keys overflow 1024 floats): 2."""
-    if _RECOPY is not None:
-        return _RECOPY
-    return 0 if mode in (MODE_15, MODE_2) else 2
 
 
 def _list_chunk(n: int) -> int:
@@ -1249,7 +1218,7 @@ def entmax_attention_fwd(
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
-                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG, RECOPY=_recopy(mode),
+                                CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", D, q.dtype), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))

@@ -56,7 +56,7 @@ def cases():
     for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
         yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0), 4
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
-               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, RECOPY=2), 4, A._regs("solve", mode))
+               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4, A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4

@@ -509,31 +509,6 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
 
 
 @_triton
-@pytest.mark.parametrize("alpha,qscale", [(1.25, 1.0), (1.25, 2.5), (1.5, 0.3)])
-def test_recopy_rounds_replace_sweeps(monkeypatch, alpha, qscale):
-    """A buffer just larger than every row's support but smaller than the scan's candidate
-    counts: overflowing rows collect their candidates again above the root of the ones they kept
-    and finish in the buffer (fewer QKᵀ passes than the sparse sweeps), exactly."""
-    import sparsemap_tools.gpu.attention as ga
-
-    q, k, v = _inputs(1, 2, 2, 130, 130, 16, seed=0, scale=qscale)
-    ref, _, _ = _ref(q, k, v, alpha, False)
-    p = entmax_attention_dense(q.detach().double(), k.detach().double(), torch.eye(130).double()
-                               .expand(1, 2, 130, 130), alpha=alpha, is_causal=False)
-    support = int((p > 0).sum(-1).max())
-    monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: support + 2)
-    passes = {}
-    for rounds in (0, 2):
-        monkeypatch.setattr(ga, "_RECOPY", rounds)
-        out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=False, return_stats=True,
-                                   backend="triton")
-        _assert_close(out, ref, *_tol(alpha), f"out (re-copy rounds {rounds})")
-        passes[rounds] = int(st.solve_iters)
-    assert passes[0] > 2, f"the buffer did not overflow (support {support}): {passes}"
-    assert passes[2] < passes[0], passes
-
-
-@_triton
 @pytest.mark.parametrize("alpha", [1.5, 2.0])
 @pytest.mark.parametrize("ties", [False, True])
 def test_many_candidates_per_tile_and_ties(alpha, ties):
