@@ -769,12 +769,19 @@ def test_gpu_large_shapes(Nq, Nk, D, causal, alpha, Hkv):
 @gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_gpu_half_precision_large(dtype):
-    q, k, v = _inputs(2, 8, 2, 2048, 2048, 128, dtype=dtype, seed=1)
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_gpu_half_precision_large(dtype, D):
+    """Each head-dim bucket of the tile table (``_TILES``) in 16-bit, forward and gradients."""
+    q, k, v = _inputs(2, 8, 2, 2048, 2048, D, dtype=dtype, seed=1)
     out = entmax_attention(q, k, v, alpha=1.5, is_causal=True, enable_gqa=True)
-    ref, _, _ = _ref(q, k, v, 1.5, True)
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out)
+    ref, _, g_ref = _ref(q, k, v, 1.5, True, do=do)
     rel = ((out.double() - ref).norm() / ref.norm()).item()
     assert rel < 1e-2
+    out.backward(do)
+    for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
+        rel = ((x.grad.double() - gr).norm() / gr.norm()).item()
+        assert rel < 2e-2, (name, rel)
 
 
 def _visible_key_tiles(start_m, BM, BN, lq, lk, causal):
