@@ -271,6 +271,23 @@ def _load_rows(base, rows, offs_d, n, stride_n, HEAD_DIM: tl.constexpr):
     return tl.load(ptr, mask=(rows[:, None] < n) & (offs_d[None, :] < HEAD_DIM), other=0.0)
 
 
+@triton.jit
+def _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh, stride_qn, stride_sb, stride_sh,
+                 stride_sn, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The rows of a query-block program (scan, solve, output, dQ): (start_m, rows, rmask, srow,
+    offs_d, q) with srow the rows' offsets into the per-row statistics and q the block's queries
+    (zero beyond the sequence)."""
+    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
+    start_m = pid_m * BLOCK_M
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    rmask = rows < lq
+    srow = S_base + rows.to(tl.int64) * stride_sn
+    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
+    return start_m, rows, rmask, srow, offs_d, q
+
+
 # ----------------------------------------------------------------------------------------------
 # forward, the one dense sweep: row max, tile maxima, lower bound on τ
 # ----------------------------------------------------------------------------------------------
@@ -322,17 +339,12 @@ def _fwd_scan_kernel(
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
-    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
+                                                         stride_qn, stride_sb, stride_sh, stride_sn,
+                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
     K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    rmask = rows < lq
-    srow = S_base + rows.to(tl.int64) * stride_sn
     n = _nvis(rows, lq, lk, CAUSAL)
-    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     mrun = tl.full([BLOCK_M], float("-inf"), tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
@@ -651,16 +663,12 @@ def _fwd_solve_kernel(
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
+                                                         stride_qn, stride_sb, stride_sh, stride_sn,
+                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
     K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_c = tl.arange(0, CHUNK)
-    rmask = rows < lq
-    srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
     n = _nvis(rows, lq, lk, CAUSAL)
@@ -674,7 +682,6 @@ def _fwd_solve_kernel(
     tau = tl.where(n == 1, -1.0, tau)
     last_step = hi - lo
     everyone = rows >= 0
-    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     C_row = CAND + srow * CAP
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
@@ -802,20 +809,15 @@ def _fwd_output_kernel(
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
-    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
+                                                         stride_qn, stride_sb, stride_sh, stride_sn,
+                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
     K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
     V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
     O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
-    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    rmask = rows < lq
-    srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     su = tl.zeros([BLOCK_M], tl.float32)
@@ -951,21 +953,16 @@ def _bwd_dq_kernel(
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
-    Q_base = Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn)
+    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
+                                                         stride_qn, stride_sb, stride_sh, stride_sn,
+                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
     K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
     V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
     O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
-    S_base = _offset(b, h, sq, stride_sb, stride_sh, stride_sn)
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    rmask = rows < lq
-    srow = S_base + rows.to(tl.int64) * stride_sn
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
     dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
-    q = _load_q(Q_base, rows, offs_d, lq, stride_qn, HEAD_DIM)
     do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
