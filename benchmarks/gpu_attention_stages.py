@@ -1,9 +1,9 @@
 """Forward stage times of the fused attention per kernel variant, on one GPU.
 
     python benchmarks/gpu_attention_stages.py [--kinds random,topics] [--alpha 1.5]
-        [--variants default,nocopy,solve=0] [--rounds 2] [--fb] [--out DIR]
+        [--variants default,nocopy,solve=0] [--rounds 2] [--fb] [--N 16384] [--D 64] [--out DIR]
 
-One configuration (N = 16k, B = 1, H = 16, D = 64, causal, bfloat16; the inputs of
+One configuration (default N = 16k, B = 16384 // N, H = 16, D = 64, causal, bfloat16; the inputs of
 ``gpu_attention.py``). For each variant, the forward (under ``torch.no_grad()``) is timed stage by
 stage — scan, scan + solve, everything (``_PROFILE_STAGES`` 1, 2, 3; do_bench medians) — and the
 differences printed, with SDPA flash's forward from the same run as the baseline. Variants:
@@ -11,6 +11,8 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``default``: the library as it is;
 * ``nocopy``: the solve's pass 0 without the candidate copy (``_SOLVE_DIAG = 1``: a profiling
   mode with wrong results, the cost of the sparse sweep alone);
+* ``nobuf``: the copy but no iterations on the buffers (``_SOLVE_DIAG = 2``, wrong results);
+* ``sweeps``: no candidate buffer, sparse QKᵀ sweeps until converged (``_SOLVE_DIAG = 6``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
@@ -34,10 +36,13 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
+_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6}
+
+
 def apply_variant(name: str) -> None:
-    GA._SOLVE_DIAG = 1 if name == "nocopy" else 0
+    GA._SOLVE_DIAG = _DIAG.get(name, 0)
     GA._MAXNREG = {}
-    if name not in ("default", "nocopy"):
+    if name != "default" and name not in _DIAG:
         GA._MAXNREG = {k: int(v) for k, v in (kv.split("=") for kv in name.split(":"))}
 
 
@@ -48,13 +53,16 @@ def main() -> None:
     ap.add_argument("--variants", default="default,nocopy")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--fb", action="store_true", help="also time forward with grad and forward+backward")
+    ap.add_argument("--N", type=int, default=16384, help="sequence length (batch 16384 // N)")
+    ap.add_argument("--D", type=int, default=64)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    N, D, H = 16384, 64, 16
+    N, D, H = args.N, args.D, 16
+    B = max(1, 16384 // N)
     rows = []
     for kind in args.kinds.split(","):
         torch.manual_seed(1)
-        q, k, v = gen(kind, 1, H, N, D, torch.bfloat16, 1.0)
+        q, k, v = gen(kind, B, H, N, D, torch.bfloat16, 1.0)
 
         def f():
             return entmax_attention(q, k, v, alpha=args.alpha, is_causal=True)
@@ -88,7 +96,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_attention_stages.json"), "w") as fh:
         json.dump(dict(gpu=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
-    print(f"\n{torch.cuda.get_device_name()}; N={N} B=1 H={H} D={D} causal bf16 alpha={args.alpha}; ms")
+    print(f"\n{torch.cuda.get_device_name()}; N={N} B={B} H={H} D={D} causal bf16 alpha={args.alpha}; ms")
     print(f"{'inputs':8s} {'variant':>18s} {'scan':>6s} {'solve':>6s} {'output':>6s} {'fwd':>6s} "
           f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s}")
     for r in rows:

@@ -97,6 +97,27 @@ def ok(r: dict) -> bool:
     return all("error" not in r[k] and r[k]["err"] <= 2e-2 for k in KINDS)
 
 
+def choose(per: dict):
+    """Per-kernel launch choice for one tile shape from ``per`` = {(nw, ns): measure() result}:
+    (choice {kernel: (nw, ns)}, estimated ms of one inference forward plus one forward and
+    backward, summed over the input kinds), or None when no variant passed its check.  Scan,
+    solve and output are chosen one by one (their times do not depend on each other's warps;
+    the output kernel's score counts its run without O2 and its run with O2); the backward's two
+    kernels take one variant together."""
+    good = {l_: r for l_, r in per.items() if ok(r)}
+    if not good:
+        return None
+
+    def pick(stage):
+        return min(good, key=lambda l_: sum(good[l_][kd][stage] for kd in KINDS))
+    choice = {"scan": pick("scan"), "solve": pick("solve"), "output": pick("output")}
+    choice["dkdv"] = choice["dq"] = pick("bwd")
+    est = sum(2 * good[choice["scan"]][kd]["scan"] + 2 * good[choice["solve"]][kd]["solve"]
+              + good[choice["output"]][kd]["output"] + good[choice["dq"]][kd]["bwd"]
+              for kd in KINDS)
+    return choice, est
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dims", default="64,128")
@@ -132,21 +153,9 @@ def main() -> None:
                                 ("scan", "solve", "output_inf", "fwd", "bwd", "fb", "err", "error")})
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            good = {l_: r for l_, r in per.items() if ok(r)}
-            if not good:
-                continue
-
-            def pick(stage):
-                return min(good, key=lambda l_: sum(good[l_][kd][stage] for kd in KINDS))
-            choice = {"scan": pick("scan"), "solve": pick("solve"), "output": pick("output")}
-            choice["dkdv"] = choice["dq"] = pick("bwd")
-            # forward (inference) + forward and backward: scan and solve twice, the output kernel's
-            # two runs ("output"), the backward once
-            est = sum(2 * good[choice["scan"]][kd]["scan"] + 2 * good[choice["solve"]][kd]["solve"]
-                      + good[choice["output"]][kd]["output"] + good[choice["dq"]][kd]["bwd"]
-                      for kd in KINDS)
-            if est < best_total:
-                best_total, best = est, (bm, bn, choice)
+            picked = choose(per)
+            if picked is not None and picked[1] < best_total:
+                best_total, best = picked[1], (bm, bn, picked[0])
         if best is None:
             print(f"D={D}: no tile shape passed")
             continue
