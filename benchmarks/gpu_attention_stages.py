@@ -13,6 +13,11 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   mode with wrong results, the cost of the sparse sweep alone);
 * ``nobuf``: the copy but no iterations on the buffers (``_SOLVE_DIAG = 2``, wrong results);
 * ``sweeps``: no candidate buffer, sparse QKᵀ sweeps until converged (``_SOLVE_DIAG = 6``);
+* ``top2``: the top two per row and tile always, no block-wide count test (``_SOLVE_DIAG = 7``,
+  wrong when a row has more than two candidates in a tile);
+* ``prefix``: the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2}
+  (``_SOLVE_DIAG = 8``, correct); ``prefix168`` the same with the solve kernel capped at 168
+  registers instead of 128;
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
@@ -36,13 +41,15 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
-_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6}
+_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 def apply_variant(name: str) -> None:
     GA._SOLVE_DIAG = _DIAG.get(name, 0)
     GA._MAXNREG = {}
-    if name != "default" and name not in _DIAG:
+    if name == "prefix168":  # the prefix-sum copy with the solve kernel capped at 168 registers
+        GA._SOLVE_DIAG, GA._MAXNREG = 8, {"solve": 168}
+    elif name != "default" and name not in _DIAG:
         GA._MAXNREG = {k: int(v) for k, v in (kv.split("=") for kv in name.split(":"))}
 
 
