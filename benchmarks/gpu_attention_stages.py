@@ -18,6 +18,8 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``prefix``: the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2}
   (``_SOLVE_DIAG = 8``, correct); ``prefix168`` the same with the solve kernel capped at 168
   registers instead of 128;
+* ``slice``: rows with more than two candidates in a tile store the whole tile slice
+  (``_SOLVE_DIAG = 9``, correct; run with a larger ``SPARSEMAP_ATTN_CAND_CAP``, e.g. 1024);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
@@ -41,7 +43,7 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
-_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
+_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8, "slice": 9}
 
 
 def apply_variant(name: str) -> None:

@@ -95,7 +95,9 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver),
 # 7 = the top two per row and tile always, no block-wide test (wrong when a row has more),
-# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct)
+# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct), 9 = rows
+# with > 2 candidates in a tile store the whole tile slice (α ∈ {1.5, 2}; correct, needs a larger
+# SPARSEMAP_ATTN_CAND_CAP)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
 # register caps (ptxas ``maxnreg``) per kernel; 0 = the compiler's choice.  Override with
@@ -620,6 +622,7 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
         # counted in float (the scores' layout); an int32 count shared with the prefix sum below
         # made the compiler convert the whole indicator tile's layout on every tile
         cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
+        adv = cnt
         if DIAG == 7:
             # profiling only (wrong when a row has > 2 candidates in a tile): the top two
             # always, without the block-wide count maximum and its branch
@@ -636,13 +639,26 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
                 t1, t2 = _top_two(z, cbound)
                 tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
                 tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+            elif (MODE == 1 or MODE == 2) and DIAG == 9:
+                # experiment: rows with more than two candidates store their whole tile slice
+                # (non-candidates as −inf, which add nothing to the sums); the others their top
+                # one or two.  One masked tile store instead of a round per candidate of the
+                # worst row; costs buffer space (BLOCK_N slots per such tile)
+                many = cnt > 2
+                t1, t2 = _top_two(z, cbound)
+                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & ~many & (ncand < CAP) & rmask)
+                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+                slot = ncand[:, None] + offs_n[None, :]
+                tl.store(C_row[:, None] + slot, tl.where(is_c, z, float("-inf")),
+                         mask=many[:, None] & (slot < CAP) & rmask[:, None])
+                adv = tl.where(many, BLOCK_N, cnt)
             elif (MODE == 1 or MODE == 2) and DIAG != 8:
                 # short supports: a few more rounds of the same (a prefix sum over the tile would
                 # double the kernel's registers, and so halve its occupancy, for a rare case)
                 _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N)
             else:
                 _copy_all(z, cbound, ncand, C_row, rmask, CAP)
-        ncand += cnt
+        ncand += adv
     return ncand
 
 
