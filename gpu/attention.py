@@ -109,6 +109,12 @@ _MAXNREG = {k_: int(v_) for k_, v_ in (kv.split("=") for kv in
 # 2 = no subset (lower bound −1); both still give correct results, only slower downstream
 _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
 
+# the scan's subset keeps the two largest scores per key-column class instead of one, for α other
+# than 1.5 / 2 (whose bound is already tight).  Off by default until timed on a GPU: on 64 rows of
+# 16k random keys at α = 1.25 (interpreter) it cut the candidates above the bound from 1153 to 783
+# on average (supports 703), rows over the 1024-float buffer from 39 to 8
+_SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
+
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
 
@@ -298,12 +304,14 @@ def _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh, stride_qn, stride
 
 
 @triton.jit
-def _scan_tile(s, mrun, acc, tile, T_base, DIAG: tl.constexpr = 0):
+def _scan_tile(s, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
     """Fold one tile of scores s = c·q·kᵀ (−inf where invisible) into the scan state.
 
     mrun: running row max; acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
     seen so far (one actual score per column class, so together a *subset* of the row; one max
-    per score, in the scores' own register layout).  Stores the tile's bound
+    per score, in the scores' own register layout); with TOP2 also acc2, each class's second
+    largest score (so the subset has two actual scores per class; ties count twice, as they
+    are two scores).  Stores the tile's bound
     max_i (max_j s_ij − mrun_i) with mrun already including this tile: since the final row max
     m_i ≥ mrun_i, every z_ij = s_ij − m_i of the tile is ≤ that value."""
     tm = tl.max(s, axis=1)
@@ -316,8 +324,10 @@ def _scan_tile(s, mrun, acc, tile, T_base, DIAG: tl.constexpr = 0):
     if DIAG != 2:  # 2, profiling: no subset (the bound stays −1)
         # NaN-propagating (the same one instruction): a NaN score reaches its column class, and
         # so flags its row (see the end of the scan)
+        if TOP2:
+            acc2 = tl.maximum(acc2, tl.minimum(acc, s))
         acc = tl.maximum(acc, s, propagate_nan=tl.PropagateNan.ALL)
-    return mrun, acc
+    return mrun, acc, acc2
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
@@ -330,7 +340,7 @@ def _fwd_scan_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NIT: tl.constexpr, DIAG: tl.constexpr,
+    NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -352,6 +362,10 @@ def _fwd_scan_kernel(
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     mrun = tl.full([BLOCK_M], float("-inf"), tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
+    if TOP2:
+        acc2 = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
+    else:
+        acc2 = tl.full([1, 1], float("-inf"), tl.float32)  # unused
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
     kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
     for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
@@ -359,7 +373,7 @@ def _fwd_scan_kernel(
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC) * c
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mrun, acc = _scan_tile(sc, mrun, acc, start_n // BLOCK_N, T_base, DIAG)
+        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
@@ -367,7 +381,7 @@ def _fwd_scan_kernel(
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC) * c
-        mrun, acc = _scan_tile(sc, mrun, acc, tile, T_base, DIAG)
+        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, tile, T_base, DIAG, TOP2)
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
     # library's row convention gives them NaN (out, τ, dq; the dK/dV they touch).  Marked by a
@@ -392,6 +406,10 @@ def _fwd_scan_kernel(
         p_, u_ = _pow_pu(v - x[:, None], qexp, MODE)
         F = tl.sum(p_, axis=1)
         G = tl.sum(u_, axis=1)
+        if TOP2:
+            p_, u_ = _pow_pu(acc2 - m[:, None] - x[:, None], qexp, MODE)
+            F += tl.sum(p_, axis=1)
+            G += tl.sum(u_, axis=1)
         up = F >= 1.0
         lo = tl.where(up, tl.maximum(lo, x), lo)
         bhi = tl.where(up, bhi, tl.minimum(bhi, x))
@@ -1096,6 +1114,11 @@ def _cand_cap(mode: int, rows: int) -> int:
     return 2 * _CAND_CAP
 
 
+def _scan_top2(mode: int) -> bool:
+    """Whether the scan keeps two scores per column class (``_SCAN_TOP2``; never for α ∈ {1.5, 2})."""
+    return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
+
+
 def _list_chunk(n: int) -> int:
     """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
     return int(min(1024, max(16, triton.next_power_of_2(n))))
@@ -1233,6 +1256,7 @@ def entmax_attention_fwd(
         # the scan leaves each block's pass-0 threshold in tmin
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
+                               TOP2=_scan_top2(mode),
                                **common, **_launch("scan", D, q.dtype))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:

@@ -54,7 +54,10 @@ ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=
 
 def cases():
     for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
-        yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0), 4
+        yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False), 4
+        if mode in (A.MODE_GENERIC, A.MODE_125):
+            yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
+                   dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4, A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,

@@ -548,6 +548,41 @@ def test_alternative_copies_are_exact(monkeypatch, diag, cap, ties):
 
 
 @_triton
+@pytest.mark.parametrize("alpha", [1.25, 3.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_scan_top2_subset_bound(monkeypatch, alpha, causal):
+    """The scan's optional two-scores-per-column-class subset (``SPARSEMAP_ATTN_SCAN_TOP2``):
+    its lower bound τ₁ stays below the exact τ′ on every row, admits no more candidates in all
+    than the one-score subset (fewer on these rows), and the attention stays exact."""
+    import sparsemap_tools.gpu.attention as ga
+
+    q, k, v = _inputs(1, 2, 2, 40, 300, 16, seed=5, scale=0.7)
+    al = torch.full((2,), alpha)
+    mode = ga.alpha_mode(alpha)
+    bounds = {}
+    for top2 in (False, True):
+        monkeypatch.setattr(ga, "_SCAN_TOP2", top2)
+        monkeypatch.setattr(ga, "_PROFILE_STAGES", 1)
+        r = ga.entmax_attention_fwd(q.detach(), k.detach(), v.detach(), al, mode, 0.25, causal, False)
+        monkeypatch.setattr(ga, "_PROFILE_STAGES", 3)
+        z = (alpha - 1) * 0.25 * (q.detach().double() @ k.detach().double().transpose(-1, -2))
+        z = z - r["m"].double()[..., None]
+        if causal:
+            z = z.masked_fill(~torch.ones(40, 300, dtype=torch.bool).tril(260), float("-inf"))
+        # (bound on τ′ relative to the row max, in absolute terms, candidates above it)
+        bounds[top2] = (r["tau"].double() + r["m"].double(),
+                        int((z > r["tau"].double()[..., None]).sum()))
+        out, st = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, return_stats=True,
+                                   backend="triton")
+        ref, tau_ref, _ = _ref(q, k, v, alpha, causal)
+        _assert_close(out, ref, *_tol(alpha), f"out (top2={top2})")
+    for top2 in (False, True):  # a lower bound of the exact (absolute) τ on every row
+        assert (bounds[top2][0] <= tau_ref + 1e-6).all(), top2
+    assert (bounds[True][0] >= bounds[False][0] - 1e-5).float().mean() > 0.9  # tighter (mostly)
+    assert bounds[True][1] < bounds[False][1], (bounds[True][1], bounds[False][1])
+
+
+@_triton
 @pytest.mark.parametrize("where", ["q nan", "q +inf", "k nan", "k -inf"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_nonfinite_inputs_give_nan_rows(where, causal):
