@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import sys
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -41,10 +42,10 @@ def signature(kernel, constexprs):
 
 def compile_sm90(kernel, constexprs, num_warps=4, **options):
     """Compile for sm_90; ``options`` are further launch options (e.g. ``maxnreg``, as the
-    launchers pass them: the register caps go through ptxas here too)."""
+    launchers pass them: the register caps go through ptxas here too; ``num_stages``, default 3)."""
     src = ASTSource(fn=kernel, signature=signature(kernel, constexprs), constexprs=constexprs)
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                         options=dict(num_warps=num_warps, num_stages=3, **options))
+                         options=dict(num_warps=num_warps, **{"num_stages": 3, **options}))
     assert out.asm["cubin"]
     return out
 
@@ -64,6 +65,17 @@ def cases():
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
+    # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its
+    # per-kernel warps and stages as the launchers pass them
+    t = A._tiles(256, torch.bfloat16)
+    big = dict(ATT, HEAD_DIM=256, BLOCK_D=256, BLOCK_M=t["BM"], BLOCK_N=t["BN"], MODE=A.MODE_15)
+    for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
+                            ("solve", A._fwd_solve_kernel, dict(CAP=128, CHUNK=64, DIAG=0)),
+                            ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False)),
+                            ("dq", A._bwd_dq_kernel, {}),
+                            ("dkdv", A._bwd_dkdv_kernel, dict(SUB_M=t["BM"]))):
+        opts = dict(A._regs(kern, A.MODE_15), num_stages=t[f"{kern}.ns"])
+        yield f"attention {kern} D=256 table", fn, dict(big, **extra), t[f"{kern}.nw"], opts
     for trans in (False, True):
         yield (f"tile lists trans={trans}", A._tile_list_kernel,
                dict(BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=True, TRANS=trans, CH=256), 4)
