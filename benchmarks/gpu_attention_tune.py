@@ -33,16 +33,12 @@ import torch
 import triton.testing as tt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_attention import forward_stages, gen  # noqa: E402
+from gpu_attention import forward_stages, gen, rel  # noqa: E402
 
 import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 KINDS = ("random", "topics")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
 
 def spec(bm: int, bn: int, launch: dict) -> dict:

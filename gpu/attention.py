@@ -602,6 +602,15 @@ def _top_two(z, cbound):
 
 
 @triton.jit
+def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr):
+    """Each row's top value to slot ncand where ``first``, its second (``_top_two``) to ncand + 1
+    where ``second`` (slots ≥ CAP dropped)."""
+    t1, t2 = _top_two(z, cbound)
+    tl.store(C_row + ncand, t1, mask=first & (ncand < CAP))
+    tl.store(C_row + ncand + 1, t2, mask=second & (ncand + 1 < CAP))
+
+
+@triton.jit
 def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
                         BLOCK_N: tl.constexpr):
     """A tile's candidates (the cnt largest values of each row) to the row buffers at slots
@@ -644,9 +653,7 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
         if DIAG == 7:
             # profiling only (wrong when a row has > 2 candidates in a tile): the top two
             # always, without the block-wide count maximum and its branch
-            t1, t2 = _top_two(z, cbound)
-            tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-            tl.store(C_row + ncand + 1, t2, mask=(cnt >= 2) & (ncand + 1 < CAP) & rmask)
+            _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP)
         elif DIAG != 1:
             worst = tl.max(cnt, axis=0)
             if worst <= 1:
@@ -654,18 +661,15 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
             elif worst <= 2:
                 # at most two candidates per row in this tile (the usual case): the row's top two
                 # values, no prefix sum and no tile-wide scatter
-                t1, t2 = _top_two(z, cbound)
-                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & (ncand < CAP) & rmask)
-                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+                _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP)
             elif (MODE == 1 or MODE == 2) and DIAG == 9:
                 # experiment: rows with more than two candidates store their whole tile slice
                 # (non-candidates as −inf, which add nothing to the sums); the others their top
                 # one or two.  One masked tile store instead of a round per candidate of the
                 # worst row; costs buffer space (BLOCK_N slots per such tile)
                 many = cnt > 2
-                t1, t2 = _top_two(z, cbound)
-                tl.store(C_row + ncand, t1, mask=(cnt >= 1) & ~many & (ncand < CAP) & rmask)
-                tl.store(C_row + ncand + 1, t2, mask=(cnt == 2) & (ncand + 1 < CAP) & rmask)
+                _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & ~many & rmask, (cnt == 2) & rmask,
+                               CAP)
                 slot = ncand[:, None] + offs_n[None, :]
                 tl.store(C_row[:, None] + slot, tl.where(is_c, z, float("-inf")),
                          mask=many[:, None] & (slot < CAP) & rmask[:, None])
@@ -1089,15 +1093,14 @@ def _tiles(head_dim: int, dtype: torch.dtype) -> dict:
 
 def _config(head_dim: int, dtype: torch.dtype):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the scan (the dense sweep); the other
-    kernels' warps and stages come from ``_launch(kernel, ...)``."""
+    kernels' warps and stages come from ``_launch(kernel, _tiles(...))``."""
     t = _tiles(head_dim, dtype)
     return t["BM"], t["BN"], t["scan.nw"], t["scan.ns"]
 
 
-def _launch(kernel: str, head_dim: int, dtype: torch.dtype) -> dict:
-    """num_warps, num_stages (and the register cap, ``_regs``) of one kernel."""
-    t = _tiles(head_dim, dtype)
-    return dict(num_warps=t[f"{kernel}.nw"], num_stages=t[f"{kernel}.ns"])
+def _launch(kernel: str, tiles: dict) -> dict:
+    """num_warps and num_stages of one kernel from a resolved configuration (``_tiles``)."""
+    return dict(num_warps=tiles[f"{kernel}.nw"], num_stages=tiles[f"{kernel}.ns"])
 
 
 def _cand_cap(mode: int, rows: int) -> int:
@@ -1216,7 +1219,8 @@ def entmax_attention_fwd(
         stat_shape = (B, H, Nq)
     G = H // Hkv
     dev = q.device
-    BM, BN, nw, ns = _config(D, q.dtype)
+    tiles = _tiles(D, q.dtype)
+    BM, BN, nw, ns = tiles["BM"], tiles["BN"], tiles["scan.nw"], tiles["scan.ns"]
     BD = max(16, triton.next_power_of_2(D))
     NQB = max(1, triton.cdiv(Nq, BM))
     NKB = max(1, triton.cdiv(Nk, BN))
@@ -1257,7 +1261,7 @@ def entmax_attention_fwd(
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode),
-                               **common, **_launch("scan", D, q.dtype))
+                               **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
@@ -1265,13 +1269,13 @@ def entmax_attention_fwd(
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
-                                **_launch("solve", D, q.dtype), **_regs("solve", mode))
+                                **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **common,
-                                 **_launch("output", D, q.dtype),
+                                 **_launch("output", tiles),
                                  **_regs("output_o2" if need_o2 else "output", mode))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
@@ -1320,6 +1324,7 @@ def entmax_attention_bwd(
     sps = _layout(dk_p, varlen)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, MODE=mode)
+    tiles = _tiles(D, q.dtype)
     if B * H > 0 and Nk > 0:
         # per key block: the live query blocks (the forward's tiles, transposed)
         lst_t, lcnt_t = tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal,
@@ -1328,12 +1333,12 @@ def entmax_attention_bwd(
         _bwd_dkdv_kernel[(NKB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, lst_t,
                                        lcnt_t, dk_p, dv_p, lim, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
-                                       **_launch("dkdv", D, q.dtype), **_regs("dkdv", mode))
+                                       **_launch("dkdv", tiles), **_regs("dkdv", mode))
     if B * H > 0 and Nq > 0:
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
                                      fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                      Nq, Nk, H, G, scale, NQB, NKB, **common,
-                                     **_launch("dq", D, q.dtype), **_regs("dq", mode))
+                                     **_launch("dq", tiles), **_regs("dq", mode))
     else:
         dq.zero_()
     if varlen:
