@@ -20,6 +20,12 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   registers instead of 128;
 * ``slice``: rows with more than two candidates in a tile store the whole tile slice
   (``_SOLVE_DIAG = 9``, correct; run with a larger ``SPARSEMAP_ATTN_CAND_CAP``, e.g. 1024);
+* ``scantop2``: the scan keeps two scores per key-column class (``_SCAN_TOP2``; only for α
+  other than 1.5 and 2); ``cap256``: a 2048-float candidate buffer (``_CAND_CAP = 256`` with a
+  4 GiB budget); ``scantop2cap256`` both; ``slice1024``: ``slice`` with ``_CAND_CAP = 1024``
+  (``slice1024r168``: and the solve kernel capped at 168 registers instead of 128);
+* ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
+  (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
@@ -46,9 +52,25 @@ from sparsemap_tools.attention import entmax_attention  # noqa: E402
 _DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8, "slice": 9}
 
 
+_DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
+                 tiles=GA._TILES_ENV)
+_OTHER = {"scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
+          "scantop2cap256": dict(top2=True, cap=256, budget=2**32),
+          "slice1024": dict(cap=1024, diag=9),
+          "slice1024r168": dict(cap=1024, diag=9, maxnreg={"solve": 168})}
+
+
 def apply_variant(name: str) -> None:
-    GA._SOLVE_DIAG = _DIAG.get(name, 0)
-    GA._MAXNREG = {}
+    o = {**_DEFAULTS, **_OTHER.get(name, {})}
+    GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
+    GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
+    GA._MAXNREG = dict(o.get("maxnreg", {}))
+    GA._TILES_ENV = o["tiles"]
+    if name.startswith("tiles/"):
+        GA._TILES_ENV = {**o["tiles"], **GA._parse_tiles(name[len("tiles/"):].replace("/", ","))}
+        return
+    if name in _OTHER:
+        return
     if name == "prefix168":  # the prefix-sum copy with the solve kernel capped at 168 registers
         GA._SOLVE_DIAG, GA._MAXNREG = 8, {"solve": 168}
     elif name != "default" and name not in _DIAG:

@@ -122,8 +122,11 @@ CHUNK = None
 #: rounds on an H100 (ratio to softmax, none → 128 / 80 / 64): 1024×16384 α 1.5 1.41 → 1.37 /
 #: 1.42 / 1.51, α 2 1.32 → 1.33 / 1.39 / 1.58, α 1.25 1.59 → 1.59 / 1.52 / 1.68; 256×65536 α 1.5
 #: 1.16 → 1.13, α 2 and 1.25 unchanged at 128: occupancy is not what holds 1024×16384 back.
+#: onchip_maxnreg: the same cap for the on-chip kernel (0 = the compiler's choice; only matters
+#: for experiments with wide on-chip rows, e.g. max_onchip=16384 with 64 elements per thread)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
-              group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128)
+              group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
+              onchip_maxnreg=0)
 
 INF = tl.constexpr(float("inf"))
 
@@ -915,7 +918,8 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype),
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
-            num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d))
+            num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
+            **_maxnreg(cfg["onchip_maxnreg"]))
     else:
         ch = _chunk(R, chunk)
         _fwd_stream_kernel[(R,)](

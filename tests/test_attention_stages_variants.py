@@ -1,0 +1,57 @@
+"""The stage benchmark's variants (``benchmarks/gpu_attention_stages.py``) switch the attention
+module's experiment globals and put every one back for ``default``: a variant that leaked into
+the next one would time the wrong kernel.  No GPU needed."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_attention_stages as S  # noqa: E402
+
+import sparsemap_tools.gpu.attention as GA  # noqa: E402
+
+
+def _state():
+    return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
+            dict(GA._TILES_ENV))
+
+
+@pytest.mark.parametrize("name, want", [
+    ("scantop2", dict(top2=True)),
+    ("cap256", dict(cap=256, budget=2**32)),
+    ("scantop2cap256", dict(top2=True, cap=256, budget=2**32)),
+    ("slice1024", dict(cap=1024, diag=9)),
+    ("slice1024r168", dict(cap=1024, diag=9, maxnreg={"solve": 168})),
+    ("prefix168", dict(diag=8, maxnreg={"solve": 168})),
+    ("nocopy", dict(diag=1)),
+    ("solve=0:output=168", dict(maxnreg={"solve": 0, "output": 168})),
+    ("tiles/nw=8/scan.nw=8", dict(tiles={"nw": 8, "scan.nw": 8})),
+])
+def test_variant_sets_its_globals_and_default_restores(name, want):
+    S.apply_variant("default")
+    base = _state()
+    try:
+        S.apply_variant(name)
+        cap, budget, top2, diag, maxnreg, tiles = _state()
+        assert cap == want.get("cap", base[0])
+        assert budget == want.get("budget", base[1])
+        assert top2 == want.get("top2", base[2])
+        assert diag == want.get("diag", 0)
+        assert maxnreg == want.get("maxnreg", {})
+        assert tiles == {**base[5], **want.get("tiles", {})}
+        if "tiles" in want:
+            assert GA._tiles(64, torch.bfloat16)["scan.nw"] == 8     # reaches the launches
+    finally:
+        S.apply_variant("default")
+    assert _state() == base
+
+
+def test_bad_tile_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="SPARSEMAP_ATTN_TILES"):
+        S.apply_variant("tiles/warps=8")
+    S.apply_variant("default")
