@@ -24,6 +24,9 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   other than 1.5 and 2); ``cap256``: a 2048-float candidate buffer (``_CAND_CAP = 256`` with a
   4 GiB budget); ``scantop2cap256`` both; ``slice1024``: ``slice`` with ``_CAND_CAP = 1024``
   (``slice1024r168``: and the solve kernel capped at 168 registers instead of 128);
+* ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
+  (``_SOLVE_PERSIST``; persistent by default); ``nopersist4g``:
+  one program per block with a 4 GiB candidate budget (2048 floats per row at N = 16k, H = 16);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -53,8 +56,10 @@ _DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8, "slice": 
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
-                 tiles=GA._TILES_ENV)
-_OTHER = {"scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
+                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST)
+_OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
+          "nopersist4g": dict(persist="0", budget=2**32),
+          "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
           "scantop2cap256": dict(top2=True, cap=256, budget=2**32),
           "slice1024": dict(cap=1024, diag=9),
           "slice1024r168": dict(cap=1024, diag=9, maxnreg={"solve": 168})}
@@ -63,6 +68,7 @@ _OTHER = {"scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
 def apply_variant(name: str) -> None:
     o = {**_DEFAULTS, **_OTHER.get(name, {})}
     GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
+    GA._SOLVE_PERSIST = o["persist"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -115,6 +115,15 @@ _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
 # on average (supports 703), rows over the 1024-float buffer from 39 to 8
 _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 
+# the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
+# slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "0" for one
+# program per query block (the layout before 2026-11-23, kept for comparison), else persistent.
+# H100, N = 16k, D = 64, causal, bf16 (fwd ms, one program per block → persistent): α = 1.25
+# random 14.9 → 10.2, topics 3.42 → 3.25; α = 1.5 random 4.44 → 4.34, topics 1.79 → 1.78;
+# α = 2 random 3.75 → 3.61; N = 1k / 4k unchanged within 2 %; scratch at N = 128k, D = 128,
+# α = 1.5: forward peak above the inputs 2.0 → 1.0 GiB
+_SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
+
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
 
@@ -684,9 +693,59 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
     return ncand
 
 
-@triton.jit(do_not_specialize=_NOSPEC_T)
+@triton.jit(do_not_specialize=_NOSPEC_T + ["N_WORK"])
 def _fwd_solve_kernel(
-    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, WORK, CU_Q, CU_K,
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_sb, stride_sh, stride_sn,
+    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, N_WORK,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+    CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
+):
+    """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
+    holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
+    programs, each with its own slot, so the scratch is P·BLOCK_M·CAP floats whatever N is
+    (``_solve_programs``).  Program p first solves block p, then claims the next unsolved one
+    from the counter WORK[0] (zero at launch): the blocks are handed out dynamically, in the
+    order w = 0, 1, …, which is query block NQB − 1 − w // (B·H) of head w mod (B·H) (the longest
+    causal rows first).  Which program solves a block does not change its result (a slot is
+    read only where the block wrote it): bitwise deterministic."""
+    pid = tl.program_id(0)
+    if PERSIST:
+        nprog = tl.num_programs(0)
+        C_slot = CAND + pid.to(tl.int64) * (BLOCK_M * CAP)
+        BH = N_WORK // NQB
+        w = pid
+        while w < N_WORK:
+            # claim the next block now: the atomic's latency hides behind this block's work
+            nxt = tl.atomic_add(WORK, 1) + nprog
+            _solve_block(NQB - 1 - w // BH, w % BH, C_slot,
+                         Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
+                         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                         stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
+                         MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
+                         CAP, CHUNK, DIAG)
+            # the slot is rewritten by the next block: every thread is done reading it
+            tl.debug_barrier()
+            w = nxt
+    else:
+        pid_bh = tl.program_id(1)
+        C_slot = CAND + (pid_bh.to(tl.int64) * NQB + pid) * (BLOCK_M * CAP)
+        _solve_block(pid, pid_bh, C_slot,
+                     Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
+                     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                     stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
+                     MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
+                     CAP, CHUNK, DIAG)
+
+
+@triton.jit
+def _solve_block(
+    pid_m, pid_bh, C_slot,
+    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -696,16 +755,15 @@ def _fwd_solve_kernel(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
 ):
-    """Exact τ' per row.
+    """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
     Pass 0 sweeps the live tiles once (tile mask from the K2 lower bound), updates τ, and copies
-    every candidate value z > (lower bound) of each row into a per-row buffer of CAP floats.  For
-    α ≤ 2 the iterates only increase, so the buffer holds everything that can still matter: rows
-    whose candidates fit finish **in registers** (no more QKᵀ).  Rows that overflow the buffer
-    (e.g. α close to 1 with long rows) continue with sparse sweeps over the live tiles.
+    every candidate value z > (lower bound) of each row into a per-row buffer of CAP floats (the
+    program's slot ``C_slot``).  For α ≤ 2 the iterates only increase, so the buffer holds
+    everything that can still matter: rows whose candidates fit finish **in registers** (no more
+    QKᵀ).  Rows that overflow the buffer (e.g. α close to 1 with long rows) continue with sparse
+    sweeps over the live tiles.
     """
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
@@ -729,7 +787,7 @@ def _fwd_solve_kernel(
     last_step = hi - lo
     everyone = rows >= 0
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    C_row = CAND + srow * CAP
+    C_row = C_slot + tl.arange(0, BLOCK_M) * CAP
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
 
     # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
@@ -1104,17 +1162,42 @@ def _launch(kernel: str, tiles: dict) -> dict:
 
 
 def _cand_cap(mode: int, rows: int) -> int:
-    """Floats per row of the solve's candidate buffer.  α = 1.5 / 2 supports are short: 128
-    (``SPARSEMAP_ATTN_CAND_CAP``).  Smaller α (α = 1.25, and the generic path: other α and
-    per-head α tensors) has far longer ones (α = 1.25 on 16k random keys: ~700 per row), and a
-    block with one overflowing row pays whole QKᵀ sweeps: the largest of 1024 / 512 / 256 floats
-    (at least 2× the base) whose buffer stays within 1 GiB over all rows and heads."""
+    """Floats per row of the solve's candidate buffer, for ``rows`` buffer rows in all (the
+    persistent solve's slots: programs × BLOCK_M, independent of N).  α = 1.5 / 2 supports are
+    short: 128 (``SPARSEMAP_ATTN_CAND_CAP``).  Smaller α (α = 1.25, and the generic path: other
+    α and per-head α tensors) has far longer ones (α = 1.25 on 16k random keys: ~700 per row,
+    up to ~1200), and a block with one overflowing row pays whole QKᵀ sweeps: the largest of
+    2048 / 1024 / 512 floats (16, 8, 4× the base; at least 2×) within ``_CAND_BUDGET`` bytes."""
     if mode in (MODE_15, MODE_2):
         return _CAND_CAP
-    for cap in (8 * _CAND_CAP, 4 * _CAND_CAP):
+    for cap in (16 * _CAND_CAP, 8 * _CAND_CAP, 4 * _CAND_CAP):
         if rows * cap * 4 <= _CAND_BUDGET:
             return cap
     return 2 * _CAND_CAP
+
+
+def _solve_persist(mode: int) -> bool:
+    """Whether the solve runs as a persistent grid (``_SOLVE_PERSIST``; every α by default)."""
+    return _SOLVE_PERSIST != "0"
+
+
+_SM_COUNT: dict = {}
+
+
+def _solve_programs(n_work: int, device: torch.device, tiles: dict, mode: int) -> int:
+    """Programs of the persistent solve kernel: as many as can be resident at once (SMs × blocks
+    per SM, from the register cap of ``_regs`` and the warps; 2 under the interpreter, so that
+    the tests run several blocks per program), at most ``n_work``.  More would only add
+    candidate-buffer slots; fewer would leave SMs idle."""
+    if INTERPRET:
+        return max(1, min(n_work, 2))
+    key = (device.type, device.index)
+    if key not in _SM_COUNT:
+        _SM_COUNT[key] = torch.cuda.get_device_properties(device).multi_processor_count
+    regs = _regs("solve", mode).get("maxnreg", 255)
+    threads = 32 * tiles["solve.nw"]
+    per_sm = max(1, min(65536 // (threads * regs), 2048 // threads))
+    return max(1, min(n_work, _SM_COUNT[key] * per_sm))
 
 
 def _scan_top2(mode: int) -> bool:
@@ -1236,12 +1319,19 @@ def entmax_attention_fwd(
     tmin = torch.empty((B * H, NQB), **f32)
     live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
     hsum = torch.zeros(stat_shape, **f32) if need_dalpha else m
-    iters = torch.zeros((B * H, NQB), dtype=torch.int32, device=dev)
+    # solve passes per query block, and one more int: the persistent solve's work counter
+    iters_work = torch.zeros(B * H * NQB + 1, dtype=torch.int32, device=dev)
+    iters, work = iters_work[:-1].view(B * H, NQB), iters_work[-1:]
     # compacted live-tile lists per query block (key-tile indices) and their lengths
     lst = torch.empty((B * H, NQB, NKB), dtype=torch.int32, device=dev)
     lcnt = torch.empty((B * H, NQB), dtype=torch.int32, device=dev)
-    cap = _cand_cap(mode, q.shape[0] * H if varlen else B * H * Nq)
-    cand = torch.empty(stat_shape + (cap,), **f32)  # per-row candidate buffers (solve scratch)
+    # candidate buffers of the solve: a slot of BM rows per query block, or per program when the
+    # solve is persistent
+    n_work = NQB * B * H
+    persist = _solve_persist(mode)
+    nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
+    cap = _cand_cap(mode, nprog * BM)
+    cand = torch.empty((nprog, BM, cap), **f32)
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
         cq, ck = cu_seqlens_q, cu_seqlens_k
@@ -1265,8 +1355,10 @@ def entmax_attention_fwd(
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
-        _fwd_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, cq, ck,
-                                *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, MODE=mode,
+        _fwd_solve_kernel[(nprog,) if persist else grid](
+                                q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, work, cq, ck,
+                                *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, n_work,
+                                MODE=mode, PERSIST=persist,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))

@@ -18,11 +18,11 @@ from triton.compiler import ASTSource
 from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
-_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "R", "D", "Nq", "Nk", "max_iter"}
+_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
 _FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
-          "LCNT": "*i32", "LIVE": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
+          "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
 
 
 def signature(kernel, constexprs):
@@ -60,7 +60,12 @@ def cases():
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
-               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0), 4, A._regs("solve", mode))
+               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode)), 4,
+               A._regs("solve", mode))
+        if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
+            yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
+                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False), 4,
+                   A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
@@ -70,7 +75,7 @@ def cases():
     t = A._tiles(256, torch.bfloat16)
     big = dict(ATT, HEAD_DIM=256, BLOCK_D=256, BLOCK_M=t["BM"], BLOCK_N=t["BN"], MODE=A.MODE_15)
     for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
-                            ("solve", A._fwd_solve_kernel, dict(CAP=128, CHUNK=64, DIAG=0)),
+                            ("solve", A._fwd_solve_kernel, dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=True)),
                             ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False)),
                             ("dq", A._bwd_dq_kernel, {}),
                             ("dkdv", A._bwd_dkdv_kernel, dict(SUB_M=t["BM"]))):

@@ -710,16 +710,61 @@ def test_equal_scores_large_alpha(alpha):
 
 
 def test_candidate_buffer_size_rule():
-    """128 floats for α ∈ {1.5, 2}; more for other α, within 1 GiB over all rows, at least 256."""
+    """128 floats for α ∈ {1.5, 2}; more for other α, within 1 GiB over all buffer rows, at
+    least 256: 2048 for the persistent solve's slots on an H100 (132 SMs × 3 programs × 64 rows),
+    1024 for one slot per query block at N = 16k, H = 16."""
     import sparsemap_tools.gpu.attention as ga
 
     assert ga._cand_cap(ga.MODE_15, 10**6) == ga._cand_cap(ga.MODE_2, 10) == ga._CAND_CAP
     for mode in (ga.MODE_125, ga.MODE_GENERIC):
+        assert ga._cand_cap(mode, 132 * 3 * 64) == 16 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 16384) == 8 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 32768) == 4 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 131072) == 2 * ga._CAND_CAP
-        for rows in (1, 16 * 16384, 16 * 32768):
+        for rows in (1, 132 * 3 * 64, 16 * 16384, 16 * 32768):
             assert rows * ga._cand_cap(mode, rows) * 4 <= 2**30
+
+
+def test_persistent_solve_programs(monkeypatch):
+    """The persistent solve's program count: SMs × resident blocks per SM from the register cap
+    and warps (H100: 132 SMs; 4 warps at 128 registers: 4 per SM, at 168: 3), at most the
+    number of query blocks; persistent unless ``SPARSEMAP_ATTN_SOLVE_PERSIST=0``."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "INTERPRET", False)
+    monkeypatch.setattr(ga, "_MAXNREG", {})
+    monkeypatch.setitem(ga._SM_COUNT, ("cuda", 0), 132)
+    dev = torch.device("cuda", 0)
+    t4 = {"solve.nw": 4}
+    assert ga._solve_programs(10**6, dev, t4, ga.MODE_15) == 132 * 4
+    assert ga._solve_programs(10**6, dev, t4, ga.MODE_125) == 132 * 3
+    assert ga._solve_programs(10**6, dev, {"solve.nw": 8}, ga.MODE_2) == 132 * 2
+    assert ga._solve_programs(100, dev, t4, ga.MODE_15) == 100
+    monkeypatch.setattr(ga, "_MAXNREG", {"solve": 0})          # uncapped: assume 255 registers
+    assert ga._solve_programs(10**6, dev, t4, ga.MODE_15) == 132 * 2
+    for flag, want in (("", True), ("1", True), ("0", False)):
+        monkeypatch.setattr(ga, "_SOLVE_PERSIST", flag)
+        for mode in (ga.MODE_15, ga.MODE_2, ga.MODE_125, ga.MODE_GENERIC):
+            assert ga._solve_persist(mode) is want
+
+
+@_triton
+@pytest.mark.parametrize("persist", ["0", "1"])
+@pytest.mark.parametrize("alpha", [1.5, 1.25])
+def test_solve_grid_one_block_per_program_or_persistent(monkeypatch, persist, alpha):
+    """Both launch forms of the solve give the reference answer; the persistent one runs two
+    programs under the interpreter, so each solves several query blocks of several heads in one
+    candidate slot (here 3 query blocks × 4 heads = 12 blocks), with a 12-float buffer that
+    rows overflow (they then take sparse sweeps: more than one solve pass)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SOLVE_PERSIST", persist)
+    assert ga._solve_programs(12, torch.device("cpu"), {"solve.nw": 4}, ga.MODE_15) == 2
+    monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: 12)
+    _, st = _check_against_reference(2, 2, 1, 90, 70, 16, True, alpha, seed=31, grads=False)
+    assert int(st.solve_iters) > 1
+    _, st = _check_against_reference(1, 2, 2, 70, 90, 16, False, alpha, seed=32, grads=False)
+    assert int(st.solve_iters) > 1
 
 
 @_triton

@@ -18,10 +18,12 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 
 def _state():
     return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
-            dict(GA._TILES_ENV))
+            dict(GA._TILES_ENV), GA._SOLVE_PERSIST)
 
 
 @pytest.mark.parametrize("name, want", [
+    ("persist", dict(persist="1")),
+    ("nopersist4g", dict(persist="0", budget=2**32)),
     ("scantop2", dict(top2=True)),
     ("cap256", dict(cap=256, budget=2**32)),
     ("scantop2cap256", dict(top2=True, cap=256, budget=2**32)),
@@ -37,7 +39,8 @@ def test_variant_sets_its_globals_and_default_restores(name, want):
     base = _state()
     try:
         S.apply_variant(name)
-        cap, budget, top2, diag, maxnreg, tiles = _state()
+        cap, budget, top2, diag, maxnreg, tiles, persist = _state()
+        assert persist == want.get("persist", base[6])
         assert cap == want.get("cap", base[0])
         assert budget == want.get("budget", base[1])
         assert top2 == want.get("top2", base[2])
