@@ -711,13 +711,14 @@ def test_equal_scores_large_alpha(alpha):
 
 def test_candidate_buffer_size_rule():
     """128 floats for α ∈ {1.5, 2}; more for other α, within 1 GiB over all buffer rows, at
-    least 256: 2048 for the persistent solve's slots on an H100 (132 SMs × 3 programs × 64 rows),
+    least 256: 4096 for the persistent solve's slots on an H100 (132 SMs × 3 programs × 64 rows),
     1024 for one slot per query block at N = 16k, H = 16."""
     import sparsemap_tools.gpu.attention as ga
 
     assert ga._cand_cap(ga.MODE_15, 10**6) == ga._cand_cap(ga.MODE_2, 10) == ga._CAND_CAP
     for mode in (ga.MODE_125, ga.MODE_GENERIC):
-        assert ga._cand_cap(mode, 132 * 3 * 64) == 16 * ga._CAND_CAP
+        assert ga._cand_cap(mode, 132 * 3 * 64) == 32 * ga._CAND_CAP
+        assert ga._cand_cap(mode, 132 * 8 * 64) == 16 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 16384) == 8 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 32768) == 4 * ga._CAND_CAP
         assert ga._cand_cap(mode, 16 * 131072) == 2 * ga._CAND_CAP
