@@ -27,6 +27,7 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
   (``_SOLVE_PERSIST``; persistent by default); ``nopersist4g``:
   one program per block with a 4 GiB candidate budget (2048 floats per row at N = 16k, H = 16);
+  ``persist168``: persistent with the solve capped at 168 registers instead of 128;
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -59,6 +60,7 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nopersist4g": dict(persist="0", budget=2**32),
+          "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
           "scantop2cap256": dict(top2=True, cap=256, budget=2**32),
           "slice1024": dict(cap=1024, diag=9),

@@ -116,12 +116,15 @@ _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
 _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 
 # the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
-# slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "0" for one
-# program per query block (the layout before 2026-11-23, kept for comparison), else persistent.
-# H100, N = 16k, D = 64, causal, bf16 (fwd ms, one program per block → persistent): α = 1.25
-# random 14.9 → 10.2, topics 3.42 → 3.25; α = 1.5 random 4.44 → 4.34, topics 1.79 → 1.78;
-# α = 2 random 3.75 → 3.61; N = 1k / 4k unchanged within 2 %; scratch at N = 128k, D = 128,
-# α = 1.5: forward peak above the inputs 2.0 → 1.0 GiB
+# slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "1" always,
+# "0" never (one program per query block, the layout before 2026-11-23), unset: for α other than
+# 1.5 / 2 (long buffers) and for head dims ≤ 64.  H100, N = 16k, causal, bf16, fwd ms, one program
+# per block → persistent: D = 64: α = 1.25 random 14.9 → 10.2 (9.5 with 4096-float buffers),
+# topics 3.42 → 3.25; α = 1.5 random 4.42 → 4.33, topics 1.79 → 1.79; α = 2 random 3.77 → 3.66;
+# N = 1k / 4k within 2 %.  D = 128: α = 1.25 random 19.4 → 12.3, but α = 1.5 random 6.51 → 6.82
+# and α = 2 5.77 → 6.11 (the persistent loop spills ~400 B at 128 registers there, 168 did not
+# help): not persistent.  Forward scratch at N = 128k, D = 128, α = 1.5: 2.0 GiB one per block,
+# 1.0 GiB persistent.
 _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
@@ -1179,9 +1182,12 @@ def _cand_cap(mode: int, rows: int) -> int:
     return 2 * _CAND_CAP
 
 
-def _solve_persist(mode: int) -> bool:
-    """Whether the solve runs as a persistent grid (``_SOLVE_PERSIST``; every α by default)."""
-    return _SOLVE_PERSIST != "0"
+def _solve_persist(mode: int, head_dim: int) -> bool:
+    """Whether the solve runs as a persistent grid (``_SOLVE_PERSIST``; by default for α other
+    than 1.5 / 2, and for head dims ≤ 64)."""
+    if _SOLVE_PERSIST in ("0", "1"):
+        return _SOLVE_PERSIST == "1"
+    return mode not in (MODE_15, MODE_2) or head_dim <= 64
 
 
 _SM_COUNT: dict = {}
@@ -1331,7 +1337,7 @@ def entmax_attention_fwd(
     # candidate buffers of the solve: a slot of BM rows per query block, or per program when the
     # solve is persistent
     n_work = NQB * B * H
-    persist = _solve_persist(mode)
+    persist = _solve_persist(mode, D)
     nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
     cap = _cand_cap(mode, nprog * BM)
     cand = torch.empty((nprog, BM, cap), **f32)

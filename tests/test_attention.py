@@ -729,7 +729,8 @@ def test_candidate_buffer_size_rule():
 def test_persistent_solve_programs(monkeypatch):
     """The persistent solve's program count: SMs × resident blocks per SM from the register cap
     and warps (H100: 132 SMs; 4 warps at 128 registers: 4 per SM, at 168: 3), at most the
-    number of query blocks; persistent unless ``SPARSEMAP_ATTN_SOLVE_PERSIST=0``."""
+    number of query blocks; by default persistent for α other than 1.5 / 2 and for head dims
+    ≤ 64 (``SPARSEMAP_ATTN_SOLVE_PERSIST`` 1 / 0: always / never)."""
     import sparsemap_tools.gpu.attention as ga
 
     monkeypatch.setattr(ga, "INTERPRET", False)
@@ -743,10 +744,15 @@ def test_persistent_solve_programs(monkeypatch):
     assert ga._solve_programs(100, dev, t4, ga.MODE_15) == 100
     monkeypatch.setattr(ga, "_MAXNREG", {"solve": 0})          # uncapped: assume 255 registers
     assert ga._solve_programs(10**6, dev, t4, ga.MODE_15) == 132 * 2
-    for flag, want in (("", True), ("1", True), ("0", False)):
+    monkeypatch.setattr(ga, "_SOLVE_PERSIST", "")
+    for mode in (ga.MODE_15, ga.MODE_2, ga.MODE_125, ga.MODE_GENERIC):
+        assert ga._solve_persist(mode, 64) and ga._solve_persist(mode, 16)
+        assert ga._solve_persist(mode, 128) is (mode not in (ga.MODE_15, ga.MODE_2))
+    for flag, want in (("1", True), ("0", False)):
         monkeypatch.setattr(ga, "_SOLVE_PERSIST", flag)
         for mode in (ga.MODE_15, ga.MODE_2, ga.MODE_125, ga.MODE_GENERIC):
-            assert ga._solve_persist(mode) is want
+            for d in (64, 128, 256):
+                assert ga._solve_persist(mode, d) is want
 
 
 @_triton
