@@ -18,14 +18,12 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``prefix``: the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2}
   (``_SOLVE_DIAG = 8``, correct); ``prefix168`` the same with the solve kernel capped at 168
   registers instead of 128;
-* ``slice``: rows with more than two candidates in a tile store the whole tile slice
-  (``_SOLVE_DIAG = 9``, correct; run with a larger ``SPARSEMAP_ATTN_CAND_CAP``, e.g. 1024);
 * ``scantop2``: the scan keeps two scores per key-column class (``_SCAN_TOP2``; only for α
-  other than 1.5 and 2); ``cap256``: a 2048-float candidate buffer (``_CAND_CAP = 256`` with a
-  4 GiB budget); ``scantop2cap256`` both; ``slice1024``: ``slice`` with ``_CAND_CAP = 1024``
-  (``slice1024r168``: and the solve kernel capped at 168 registers instead of 128);
+  other than 1.5 and 2); ``cap256``: base buffer 256 floats with a 4 GiB budget (``_CAND_CAP``,
+  ``_CAND_BUDGET``; other α get up to 32× the base); ``scantop2cap256`` both;
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
-  (``_SOLVE_PERSIST``; persistent by default); ``nopersist4g``:
+  (``_SOLVE_PERSIST``; by default persistent for α other than 1.5 / 2 and head dims ≤ 64);
+  ``nopersist4g``:
   one program per block with a 4 GiB candidate budget (2048 floats per row at N = 16k, H = 16);
   ``persist168``: persistent with the solve capped at 168 registers instead of 128;
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
@@ -53,7 +51,7 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
-_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8, "slice": 9}
+_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
@@ -62,9 +60,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nopersist4g": dict(persist="0", budget=2**32),
           "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
-          "scantop2cap256": dict(top2=True, cap=256, budget=2**32),
-          "slice1024": dict(cap=1024, diag=9),
-          "slice1024r168": dict(cap=1024, diag=9, maxnreg={"solve": 168})}
+          "scantop2cap256": dict(top2=True, cap=256, budget=2**32)}
 
 
 def apply_variant(name: str) -> None:

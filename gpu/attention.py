@@ -95,9 +95,9 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver),
 # 7 = the top two per row and tile always, no block-wide test (wrong when a row has more),
-# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct), 9 = rows
-# with > 2 candidates in a tile store the whole tile slice (α ∈ {1.5, 2}; correct, needs a larger
-# SPARSEMAP_ATTN_CAND_CAP)
+# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct).  (9, storing
+# a row's whole tile slice when it has > 2 candidates there, was measured slower on an H100 at
+# N = 1k and 4k and removed on 2026-11-23.)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
 
 # register caps (ptxas ``maxnreg``) per kernel; 0 = the compiler's choice.  Override with
@@ -674,18 +674,6 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
                 # at most two candidates per row in this tile (the usual case): the row's top two
                 # values, no prefix sum and no tile-wide scatter
                 _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP)
-            elif (MODE == 1 or MODE == 2) and DIAG == 9:
-                # experiment: rows with more than two candidates store their whole tile slice
-                # (non-candidates as −inf, which add nothing to the sums); the others their top
-                # one or two.  One masked tile store instead of a round per candidate of the
-                # worst row; costs buffer space (BLOCK_N slots per such tile)
-                many = cnt > 2
-                _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & ~many & rmask, (cnt == 2) & rmask,
-                               CAP)
-                slot = ncand[:, None] + offs_n[None, :]
-                tl.store(C_row[:, None] + slot, tl.where(is_c, z, float("-inf")),
-                         mask=many[:, None] & (slot < CAP) & rmask[:, None])
-                adv = tl.where(many, BLOCK_N, cnt)
             elif (MODE == 1 or MODE == 2) and DIAG != 8:
                 # short supports: a few more rounds of the same (a prefix sum over the tile would
                 # double the kernel's registers, and so halve its occupancy, for a rare case)
