@@ -1032,7 +1032,7 @@ def _bwd_dkdv_kernel(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dq_kernel(
-    Q, K, V, DO, ALPHA, M, TAU, DELTA, LIST, LCNT, DQ, CU_Q, CU_K,
+    Q, K, V, DO, O2, ALPHA, M, TAU, DELTA, LIST, LCNT, DQ, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -1043,7 +1043,9 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
 ):
-    """One program per (query block, query head): dQ = scale·Σ_j dS K."""
+    """One program per (query block, query head): dQ = scale·Σ_j dS K.  Also writes the rows'
+    δ_i = dO_i · O2_i to DELTA for the dK/dV kernel, which runs after it.  O2, DO and DQ share
+    their layout (``stride_o*``)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
@@ -1057,8 +1059,10 @@ def _bwd_dq_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
-    dlt = tl.load(DELTA + srow, mask=rmask, other=0.0)
     do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
+    o2 = _load_rows(O2 + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
+    dlt = tl.sum(do.to(tl.float32) * o2, axis=1)
+    tl.store(DELTA + srow, dlt, mask=rmask)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     for i in range(0, n_live):
@@ -1396,16 +1400,19 @@ def entmax_attention_bwd(
     BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk = fwd["cfg"]
     D = q.shape[-1]
     do = do.contiguous()
-    delta = (do.float() * o2).sum(-1)  # δ_i = dO_i · O2_i, same layout as the stats
-    if not delta.is_contiguous():
-        delta = delta.contiguous()
-    dq = torch.empty(o2.shape, dtype=torch.float32, device=q.device)
+    # δ_i = dO_i · O2_i (the stats' layout), written by the dQ kernel
+    delta = torch.empty(fwd["m"].shape, dtype=torch.float32, device=q.device)
+    # the kernels store in the gradients' dtypes (float32 dK/dV partials under GQA, summed over
+    # the group below; float32 under the interpreter's bfloat16 stand-in, converted at the end)
+    direct = not (INTERPRET and dtypes[0] == torch.bfloat16)
+    dq = torch.empty(o2.shape, dtype=dtypes[0] if direct else torch.float32, device=q.device)
     if varlen:
         pshape = (k.shape[0], H, D)
     else:
         pshape = (B, H, Nk, D)
-    dk_p = torch.empty(pshape, dtype=torch.float32, device=q.device)
-    dv_p = torch.empty(pshape, dtype=torch.float32, device=q.device)
+    G1 = direct and G == 1
+    dk_p = torch.empty(pshape, dtype=dtypes[1] if G1 else torch.float32, device=q.device)
+    dv_p = torch.empty(pshape, dtype=dtypes[2] if G1 else torch.float32, device=q.device)
     cq = cu_seqlens_q if varlen else alpha_h
     ck = cu_seqlens_k if varlen else alpha_h
     sqs, sks, svs = _layout(q, varlen), _layout(k, varlen), _layout(v, varlen)
@@ -1414,6 +1421,13 @@ def entmax_attention_bwd(
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec, MODE=mode)
     tiles = _tiles(D, q.dtype)
+    if B * H > 0 and Nq > 0:
+        _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, o2, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
+                                     fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+                                     Nq, Nk, H, G, scale, NQB, NKB, **common,
+                                     **_launch("dq", tiles), **_regs("dq", mode))
+    else:
+        dq.zero_()
     if B * H > 0 and Nk > 0:
         # per key block: the live query blocks (the forward's tiles, transposed)
         lst_t, lcnt_t = tile_lists(fwd["tmax"], fwd["tmin"], True, fwd["cfg"], causal,
@@ -1423,13 +1437,6 @@ def entmax_attention_bwd(
                                        lcnt_t, dk_p, dv_p, lim, cq, ck, *sqs, *sks, *svs, *sos, *ss,
                                        *sps, Nq, Nk, H, G, scale, NQB, NKB, SUB_M=BM, **common,
                                        **_launch("dkdv", tiles), **_regs("dkdv", mode))
-    if B * H > 0 and Nq > 0:
-        _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
-                                     fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                     Nq, Nk, H, G, scale, NQB, NKB, **common,
-                                     **_launch("dq", tiles), **_regs("dq", mode))
-    else:
-        dq.zero_()
     if varlen:
         Tk, Hkv = k.shape[0], k.shape[1]
         dk = dk_p.view(Tk, Hkv, G, D).sum(2) if G > 1 else dk_p
