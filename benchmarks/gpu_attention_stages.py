@@ -21,6 +21,13 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``scantop2``: the scan keeps two scores per key-column class (``_SCAN_TOP2``; only for α
   other than 1.5 and 2); ``cap256``: base buffer 256 floats with a 4 GiB budget (``_CAND_CAP``,
   ``_CAND_BUDGET``; other α get up to 32× the base); ``scantop2cap256`` both;
+* ``fused`` / ``twopass``: scan and solve in one kernel with one QKᵀ sweep, or the scan kernel
+  then the solve kernel (``_FUSED``; by default fused for α ∈ {1.5, 2} within the buffer budget;
+  with it the "scan" column is the fused kernel and "solve" ≈ 0); ``warm2``: fused with 2 instead
+  of 6 Newton steps after the warm-up tiles (``_WARM``); ``upd1`` / ``upd8``: a Newton step
+  every tile / every 8 tiles instead of 4 (``_UPD``), ``upd8cap512`` with 512-float buffers; ``fused168`` / ``fusednocap``: fused
+  with the kernel capped at 168 registers / uncapped; ``fcap512``: fused with 512-float buffers
+  for α = 1.5 (256 for α = 2);
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
   (``_SOLVE_PERSIST``; by default persistent for α other than 1.5 / 2 and head dims ≤ 64);
   ``nopersist4g``:
@@ -55,8 +62,15 @@ _DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
-                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST)
+                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, fused=GA._FUSED, warm=GA._WARM, upd=GA._UPD,
+                 fcap=dict(GA._FUSED_CAP))
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
+          "fused": dict(fused="1"), "twopass": dict(fused="0"), "warm2": dict(fused="1", warm=2),
+          "upd1": dict(fused="1", upd=1), "upd8": dict(fused="1", upd=8),
+          "upd8cap512": dict(fused="1", upd=8, fcap={1: 512, 2: 256}),
+          "fused168": dict(fused="1", maxnreg={"solve": 168}),
+          "fusednocap": dict(fused="1", maxnreg={"solve": 0}),
+          "fcap512": dict(fused="1", fcap={1: 512, 2: 256}),
           "nopersist4g": dict(persist="0", budget=2**32),
           "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
@@ -67,6 +81,8 @@ def apply_variant(name: str) -> None:
     o = {**_DEFAULTS, **_OTHER.get(name, {})}
     GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
     GA._SOLVE_PERSIST = o["persist"]
+    GA._FUSED, GA._WARM, GA._FUSED_CAP = o["fused"], o["warm"], dict(o["fcap"])
+    GA._UPD = o["upd"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]
@@ -133,12 +149,12 @@ def main() -> None:
         json.dump(dict(gpu=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
     print(f"\n{torch.cuda.get_device_name()}; N={N} B={B} H={H} D={D} causal bf16 alpha={args.alpha}; ms")
     print(f"{'inputs':8s} {'variant':>18s} {'scan':>6s} {'solve':>6s} {'output':>6s} {'fwd':>6s} "
-          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s}")
+          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s} {'diff':>8s}")
     for r in rows:
         if r["round"] == args.rounds - 1:
             print(f"{r['kind']:8s} {r['variant']:>18s} {r['scan']:6.3f} {r['solve']:6.3f} {r['output']:6.3f} "
                   f"{r['fwd']:6.3f} {r['flash_fwd']:6.3f} {r['ratio']:5.2f} {r['solve_passes']:6d} "
-                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f}")
+                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f} {r['max_diff_vs_default']:8.1e}")
 
 
 if __name__ == "__main__":
