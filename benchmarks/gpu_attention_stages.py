@@ -21,13 +21,6 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``scantop2``: the scan keeps two scores per key-column class (``_SCAN_TOP2``; only for α
   other than 1.5 and 2); ``cap256``: base buffer 256 floats with a 4 GiB budget (``_CAND_CAP``,
   ``_CAND_BUDGET``; other α get up to 32× the base); ``scantop2cap256`` both;
-* ``fused`` / ``twopass``: scan and solve in one kernel with one QKᵀ sweep, or the scan kernel
-  then the solve kernel (``_FUSED``; by default fused for α ∈ {1.5, 2} within the buffer budget;
-  with it the "scan" column is the fused kernel and "solve" ≈ 0); ``warm2``: fused with 2 instead
-  of 6 Newton steps after the warm-up tiles (``_WARM``); ``upd1`` / ``upd8``: a Newton step
-  every tile / every 8 tiles instead of 4 (``_UPD``), ``upd8cap512`` with 512-float buffers; ``fused168`` / ``fusednocap``: fused
-  with the kernel capped at 168 registers / uncapped; ``fcap512``: fused with 512-float buffers
-  for α = 1.5 (256 for α = 2);
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
   (``_SOLVE_PERSIST``; by default persistent for α other than 1.5 / 2 and head dims ≤ 64);
   ``nopersist4g``:
@@ -62,15 +55,8 @@ _DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
-                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, fused=GA._FUSED, warm=GA._WARM, upd=GA._UPD,
-                 fcap=dict(GA._FUSED_CAP))
+                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
-          "fused": dict(fused="1"), "twopass": dict(fused="0"), "warm2": dict(fused="1", warm=2),
-          "upd1": dict(fused="1", upd=1), "upd8": dict(fused="1", upd=8),
-          "upd8cap512": dict(fused="1", upd=8, fcap={1: 512, 2: 256}),
-          "fused168": dict(fused="1", maxnreg={"solve": 168}),
-          "fusednocap": dict(fused="1", maxnreg={"solve": 0}),
-          "fcap512": dict(fused="1", fcap={1: 512, 2: 256}),
           "nopersist4g": dict(persist="0", budget=2**32),
           "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
@@ -81,8 +67,6 @@ def apply_variant(name: str) -> None:
     o = {**_DEFAULTS, **_OTHER.get(name, {})}
     GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
     GA._SOLVE_PERSIST = o["persist"]
-    GA._FUSED, GA._WARM, GA._FUSED_CAP = o["fused"], o["warm"], dict(o["fcap"])
-    GA._UPD = o["upd"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

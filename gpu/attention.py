@@ -127,22 +127,6 @@ _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # 1.0 GiB persistent.
 _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 
-# scan and solve fused into one kernel with a single QKᵀ sweep (``_fwd_scan_solve_kernel``) for
-# α ∈ {1.5, 2}: "1" always where it applies, "0" never (the scan, then the solve: two sweeps),
-# unset: where applicable (``_fused``).  Its candidate buffers (per query block, CAP floats per
-# row, ``_FUSED_CAP``) hold every score above the running bound: more than the two-pass solve's
-# (on 16k random keys, α = 1.5: ~110 per row, up to ~190, against ~30), so 256 floats for α = 1.5
-# and 128 for α = 2 (up to ~50)
-# MEASURED SLOWER (H100, N = 16k, D = 64, causal, α = 1.5, fwd ms two-kernel → fused: random
-# 4.35 → 6.7–6.8, topics 1.77 → 2.1–2.2; α = 2 random 3.63 → 3.91): the online bound admits ~4×
-# the candidates, so most tiles take the extraction path; off unless "1"
-_FUSED = os.environ.get("SPARSEMAP_ATTN_FUSED", "0")
-_FUSED_CAP = {1: 256, 2: 128}
-# Newton steps on the column-class maxima after the fused kernel's warm-up tiles
-_WARM = int(os.environ.get("SPARSEMAP_ATTN_WARM", "6"))
-# ... and one Newton step every _UPD tiles after them
-_UPD = int(os.environ.get("SPARSEMAP_ATTN_UPD", "4"))
-
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
 
@@ -764,14 +748,13 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, don
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-                CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, ABS_BUF: tl.constexpr,
-                USE_LIST: tl.constexpr):
+                CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr):
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
-    first CAP kept; values z, or with ``ABS_BUF`` c·q·k) and a lower bound ``tau`` = ``lo``:
+    first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
     overflowed start from the root of the CAP candidates they kept and continue with sparse
-    sweeps over the key tiles ``L_row[0:n_list]`` (``USE_LIST``) or 0 … n_list − 1, skipping
-    tiles whose bound (T_base) is below every open row's lower end.  Returns (τ', sweeps,
+    sweeps over the live key tiles ``L_row[0:n_list]``, skipping tiles whose bound (T_base) is
+    below every open row's lower end.  Returns (τ', sweeps,
     buffer iterations); ``it`` counts the sweeps made before."""
     everyone = rows >= 0
     offs_c = tl.arange(0, CHUNK)
@@ -802,8 +785,6 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, don
             oc = c0 + offs_c
             Z = tl.load(C_row[:, None] + oc[None, :],
                         mask=used[:, None] & (oc[None, :] < nbuf[:, None]), other=float("-inf"))
-            if ABS_BUF:  # the buffers hold c·q·k: z = c·q·k − m, as ``_tile_z`` computes it
-                Z = Z - m[:, None]
             f_, g_, s_, c_, d_ = _row_sums(Z, tau, qexp, MODE)
             F += f_
             G += g_
@@ -836,10 +817,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, don
         CNT = tl.zeros([BLOCK_M], tl.float32)
         DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
         for i in range(0, n_list):
-            if USE_LIST:
-                start_n = tl.load(L_row + i) * BLOCK_N
-            else:
-                start_n = i * BLOCK_N
+            start_n = tl.load(L_row + i) * BLOCK_N
             tmax = tl.load(T_base + start_n // BLOCK_N)
             if tmax > bound:
                 cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
@@ -920,160 +898,10 @@ def _solve_block(
     tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, done,
                                   ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq, lk,
                                   stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
-                                  PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG, False, True)
+                                  PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG)
     tau = tl.where(n > 0, tau, 0.0)
     tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)
     # the block's final tile threshold (output pass and backward)
-    tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
-             tl.min(tl.where((n > 0) & ~bad, tau, float("inf")), axis=0))
-    if DIAG == 3:
-        it = it + 1000 * it_buf
-    tl.store(ITERS + pid_bh.to(tl.int64) * NQB + pid_m, it)
-
-
-# ----------------------------------------------------------------------------------------------
-# forward, scan and solve in one kernel (α ∈ {1.5, 2}): one QKᵀ sweep before the output pass
-# ----------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _bound_steps(acc, mrun, ell, qexp, MODE: tl.constexpr, STEPS: tl.constexpr):
-    """Raise the running lower bound ``ell`` on the row's absolute threshold (in units of
-    c·q·k) by Newton steps on the column-class maxima ``acc`` seen so far.  They are actual
-    scores of the row, so their root τ_sub ≤ τ (absolute; also for any later superset), and
-    τ ≥ max − 1 (the largest score alone has p ≤ 1).  From below, Newton on the convex
-    decreasing f_sub = Σ[acc − ℓ]_+^Q − 1 stays below τ_sub (α ≤ 2).  Rows without a finite
-    max keep ``ell``."""
-    ell = tl.maximum(ell, mrun - 1.0)
-    fin = (ell > float("-inf")) & (ell < float("inf"))
-    x = tl.where(fin, ell, 0.0)
-    for _ in tl.static_range(STEPS):
-        p_, u_ = _pow_pu(acc - x[:, None], qexp, MODE)
-        F = tl.sum(p_, axis=1)
-        G = tl.sum(u_, axis=1)
-        step = (F - 1.0) / (qexp * tl.maximum(G, 1e-30))
-        x = tl.where(F >= 1.0, x + step, x)
-    return tl.where(fin, x, ell)
-
-
-@triton.jit
-def _abs_margin(ell):
-    """The candidate test's rounding margin below an absolute bound (a few float32 ulps of it
-    and of the scores near it)."""
-    return ell - (4e-6 + 4e-6 * tl.abs(ell))
-
-
-@triton.jit(do_not_specialize=_NOSPEC_T)
-def _fwd_scan_solve_kernel(
-    Q, K, ALPHA, M, TAU, TMAX, TMIN, ITERS, CAND, CU_Q, CU_K,
-    stride_qb, stride_qh, stride_qn,
-    stride_kb, stride_kh, stride_kn,
-    stride_sb, stride_sh, stride_sn,
-    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    CAP: tl.constexpr, CHUNK: tl.constexpr, WARM: tl.constexpr, UPD: tl.constexpr,
-    DIAG: tl.constexpr,
-):
-    """The scan and the solve of one query block in one program, with a single QKᵀ sweep.
-
-    The sweep folds each tile into the scan state (row max, column-class maxima, the tile's
-    bound: ``_scan_tile``) and raises a *running* lower bound ℓ on each row's threshold by one
-    Newton step on the column-class maxima seen so far (``_bound_steps``; a subset of the row,
-    so ℓ ≤ τ at all times, and ℓ only grows).  Every score above ℓ (less a rounding margin) is
-    appended to the row's candidate buffer (absolute values c·q·k): a score that is ≤ ℓ when
-    its tile is visited is ≤ τ, so the buffer ends up with a superset of the support.  To give
-    the first tiles a bound too, the masked tiles (the diagonal) and the first interior tile
-    are folded first without copying, ``WARM`` Newton steps follow, and then they are visited
-    again (QKᵀ recomputed for those ≤ 3 tiles) to copy.  Then, as in the solve kernel, rows
-    iterate on their buffers (``_solve_rows``), rows that overflowed continue with sparse
-    sweeps.  Writes M (NaN for rows flagged non-finite, as the scan), the final τ', TMAX, TMIN
-    (min τ' of the block) and ITERS.  α ≤ 2 only (the Newton steps need convexity); used for
-    α ∈ {1.5, 2}, whose supports are short."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
-    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
-                                                         stride_qn, stride_sb, stride_sh, stride_sn,
-                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    offs_n = tl.arange(0, BLOCK_N)
-    n = _nvis(rows, lq, lk, CAUSAL)
-    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    C_row = CAND + (pid_bh.to(tl.int64) * NQB + pid_m) * (BLOCK_M * CAP) + tl.arange(0, BLOCK_M) * CAP
-    mrun = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
-    acc2 = tl.full([1, 1], float("-inf"), tl.float32)  # unused (no TOP2)
-    ell = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    ncand = tl.zeros([BLOCK_M], tl.int32)
-    kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
-    kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
-    nint = kint // BLOCK_N
-    d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
-    # ---- warm-up: the masked tiles and the first interior one, folded without copying ----
-    for start_n in range(kint, kend, BLOCK_N):
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, start_n // BLOCK_N, T_base, DIAG, False)
-    if nint > 0:
-        kT = _load_kT(K_base, d0 * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, d0, T_base, DIAG, False)
-    ell = _bound_steps(acc, mrun, ell, qexp, MODE, WARM)
-    # ---- the same tiles again, copying ----
-    for start_n in range(kint, kend, BLOCK_N):
-        cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        ncand = _copy_tile(sc, _abs_margin(ell), ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, 0)
-    if nint > 0:
-        kT = _load_kT(K_base, d0 * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        ncand = _copy_tile(sc, _abs_margin(ell), ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, 0)
-    # ---- the other interior tiles: fold, one Newton step, copy (d0 − 1, …, 0, nint − 1, …) ----
-    for t in range(1, nint):
-        tile = d0 - t
-        tile = tl.where(tile < 0, tile + nint, tile)
-        kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, tile, T_base, DIAG, False)
-        if t % UPD == 0:
-            ell = _bound_steps(acc, mrun, ell, qexp, MODE, 1)
-        thr = _abs_margin(ell)
-        # most tiles of block-sparse inputs hold no candidate of any row: one block-wide test
-        if tl.max((tl.max(sc, axis=1) > thr).to(tl.int32), axis=0) > 0:
-            ncand = _copy_tile(sc, thr, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, 0)
-    # ---- row max and non-finite rows, as the scan ----
-    m = tl.where(n > 0, mrun, 0.0)
-    bad = ((tl.max((acc != acc).to(tl.int32), axis=1) > 0) | (mrun == float("inf"))
-           | ((mrun == float("-inf")) & (n > 0)))
-    m = tl.where(bad, float("nan"), m)
-    tl.store(M + srow, m, mask=rmask)
-    # ---- the lower bound relative to the row max, and the bracket ----
-    ell = _bound_steps(acc, mrun, ell, qexp, MODE, 2)
-    hi = -tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
-    tau = _abs_margin(ell) - m
-    tau = tl.minimum(tl.maximum(tau, -1.0 - 1e-6), hi)
-    tau = tl.where((n > 0) & ~bad, tau, 0.0)
-    lo = tau
-    done = (n <= 1) | bad
-    tau = tl.where(n == 1, -1.0, tau)
-    last_step = hi - lo
-    convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    # the buffers and tile bounds were written by other threads of this program
-    tl.debug_barrier()
-    tau, it, it_buf = _solve_rows(q, K_base, T_base, T_base, tl.cdiv(kend, BLOCK_N), m, tau, lo, hi,
-                                  last_step, done, ncand, C_row, rows, rmask, offs_n, offs_d,
-                                  start_m, lq, lk, stride_kn, c, qexp, convex, TOL, MAX_ITER, 1,
-                                  HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG,
-                                  True, False)
-    tau = tl.where(n > 0, tau, 0.0)
-    tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)
     tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
              tl.min(tl.where((n > 0) & ~bad, tau, float("inf")), axis=0))
     if DIAG == 3:
@@ -1403,15 +1231,6 @@ def _solve_programs(n_work: int, device: torch.device, tiles: dict, mode: int) -
     return max(1, min(n_work, _SM_COUNT[key] * per_sm))
 
 
-def _fused(mode: int, n_blocks: int, rows_per_block: int) -> bool:
-    """Whether the forward runs the fused scan + solve kernel (``_FUSED``): α ∈ {1.5, 2} only,
-    and only while its per-block candidate buffers fit in ``_CAND_BUDGET`` bytes (else the
-    two-kernel path, whose persistent solve needs buffers for the resident programs only)."""
-    if mode not in _FUSED_CAP or _FUSED != "1":
-        return False
-    return n_blocks * rows_per_block * _FUSED_CAP[mode] * 4 <= _CAND_BUDGET
-
-
 def _scan_top2(mode: int) -> bool:
     """Whether the scan keeps two scores per column class (``_SCAN_TOP2``; never for α ∈ {1.5, 2})."""
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
@@ -1540,10 +1359,9 @@ def entmax_attention_fwd(
     # candidate buffers of the solve: a slot of BM rows per query block, or per program when the
     # solve is persistent
     n_work = NQB * B * H
-    fused = _fused(mode, n_work, BM)
-    persist = _solve_persist(mode, D) and not fused
+    persist = _solve_persist(mode, D)
     nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
-    cap = _FUSED_CAP[mode] if fused else _cand_cap(mode, nprog * BM)
+    cap = _cand_cap(mode, nprog * BM)
     cand = torch.empty((nprog, BM, cap), **f32)
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
@@ -1559,22 +1377,14 @@ def entmax_attention_fwd(
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec)
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
-    if B * H > 0 and Nq > 0 and fused and _PROFILE_STAGES >= 1:
-        # scan and solve in one sweep: m, final τ', tmax, tmin (stage 2 is empty)
-        _fwd_scan_solve_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, iters, cand, cq, ck,
-                                     *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter,
-                                     MODE=mode, CAP=cap, CHUNK=32 if INTERPRET else 64, WARM=_WARM, UPD=_UPD,
-                                     DIAG=_SOLVE_DIAG, **common,
-                                     **_launch("solve", tiles), **_regs("solve", mode))
-        tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    elif B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode),
                                **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    if B * H > 0 and Nq > 0 and not fused and _PROFILE_STAGES >= 2:
+    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[(nprog,) if persist else grid](
                                 q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, work, cq, ck,

@@ -62,10 +62,6 @@ def cases():
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64)), 4,
                A._regs("solve", mode))
-        if mode in A._FUSED_CAP:  # scan and solve in one kernel
-            yield (f"attention fused scan+solve mode {mode}", A._fwd_scan_solve_kernel,
-                   dict(ATT, MODE=mode, CAP=A._FUSED_CAP[mode], CHUNK=64, WARM=6, UPD=4, DIAG=0), 4,
-                   A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False), 4,
@@ -81,12 +77,11 @@ def cases():
     for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
                             ("solve", A._fwd_solve_kernel,
                              dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(A.MODE_15, 256))),
-                            ("solve", A._fwd_scan_solve_kernel, dict(CAP=256, CHUNK=64, WARM=6, UPD=4, DIAG=0)),
                             ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False)),
                             ("dq", A._bwd_dq_kernel, {}),
                             ("dkdv", A._bwd_dkdv_kernel, dict(SUB_M=t["BM"]))):
         opts = dict(A._regs(kern, A.MODE_15), num_stages=t[f"{kern}.ns"])
-        yield f"attention {kern} D=256 table {fn.fn.__name__}", fn, dict(big, **extra), t[f"{kern}.nw"], opts
+        yield f"attention {kern} D=256 table", fn, dict(big, **extra), t[f"{kern}.nw"], opts
     for trans in (False, True):
         yield (f"tile lists trans={trans}", A._tile_list_kernel,
                dict(BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=True, TRANS=trans, CH=256), 4)

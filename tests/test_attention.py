@@ -500,11 +500,9 @@ def test_tile_spec_parsing_and_table():
 @_triton
 @pytest.mark.parametrize("alpha", [1.5, 1.25, 3.0])
 def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
-    """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps
-    (the two-kernel path: scan, then solve)."""
+    """Rows with more candidates than the solve kernel's buffer finish with sparse sweeps."""
     import sparsemap_tools.gpu.attention as ga
 
-    monkeypatch.setattr(ga, "_FUSED", "0")
     monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: 2)
     _, st = _check_against_reference(1, 2, 2, 70, 90, 16, True, alpha, seed=11, grads=False)
     assert int(st.solve_iters) > 1
@@ -512,64 +510,12 @@ def test_candidate_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha):
 
 @_triton
 @pytest.mark.parametrize("alpha", [1.5, 2.0])
-@pytest.mark.parametrize("causal", [True, False])
-def test_fused_buffer_overflow_falls_back_to_sweeps(monkeypatch, alpha, causal):
-    """The fused scan + solve kernel with 3-float buffers: rows overflow, iterate on the subset
-    they kept, then take sparse sweeps over the tiles (no list) and still give the reference
-    answer."""
-    import sparsemap_tools.gpu.attention as ga
-
-    monkeypatch.setattr(ga, "_FUSED", "1")
-    monkeypatch.setattr(ga, "_FUSED_CAP", {ga.MODE_15: 3, ga.MODE_2: 3})
-    _, st = _check_against_reference(1, 2, 1, 70, 90, 16, causal, alpha, seed=13, grads=False,
-                                     qscale=0.3)
-    assert int(st.solve_iters) > 1
-
-
-@_triton
-@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", [c for c in CASES if c[-1] in (1.5, 2.0)])
-def test_two_kernel_path_matches_reference(monkeypatch, B, H, Hkv, Nq, Nk, D, causal, alpha):
-    """α ∈ {1.5, 2} run the fused scan + solve kernel by default; the two-kernel path (scan,
-    then solve; what they fall back to when the fused kernel's buffers would exceed the budget)
-    must be exact too."""
-    import sparsemap_tools.gpu.attention as ga
-
-    monkeypatch.setattr(ga, "_FUSED", "0")
-    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + Nk + D + 1, grads=False)
-
-
-def test_fused_rule():
-    """Fused for α ∈ {1.5, 2} while the per-block buffers fit the budget; never for other α or
-    with SPARSEMAP_ATTN_FUSED=0."""
-    import sparsemap_tools.gpu.attention as ga
-
-    old = ga._FUSED
-    ga._FUSED = "1"
-    blocks_16k = 16 * 16384 // 64          # H = 16, N = 16k, 64-row blocks
-    assert ga._fused(ga.MODE_15, blocks_16k, 64) and ga._fused(ga.MODE_2, blocks_16k, 64)
-    assert not ga._fused(ga.MODE_125, 10, 64) and not ga._fused(ga.MODE_GENERIC, 10, 64)
-    blocks_128k = 16 * 131072 // 64
-    assert not ga._fused(ga.MODE_15, blocks_128k, 64)       # 2 GiB of buffers > 1 GiB
-    assert ga._fused(ga.MODE_2, blocks_128k // 2, 64)
-    try:
-        ga._FUSED = "0"
-        assert not ga._fused(ga.MODE_15, 10, 64)
-    finally:
-        ga._FUSED = old
-
-
-@_triton
-@pytest.mark.parametrize("alpha", [1.5, 2.0])
 @pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("fused", ["1", "0"])
-def test_many_candidates_per_tile_and_ties(monkeypatch, alpha, ties, fused):
+def test_many_candidates_per_tile_and_ties(alpha, ties):
     """Flat scores (q scaled by 0.05: most keys of a tile are candidates of a row) and, with
-    ``ties``, keys repeating with period 5 (every score occurs ≥ 5 times, exactly): the copy
-    (the fused kernel's, or the solve's pass 0) takes tiles with more than two candidates per
-    row by repeated extraction, which must keep every tied copy."""
-    import sparsemap_tools.gpu.attention as ga
-
-    monkeypatch.setattr(ga, "_FUSED", fused)
+    ``ties``, keys repeating with period 5 (every score occurs ≥ 5 times, exactly): the solve's
+    pass 0 copies tiles with more than two candidates per row by repeated extraction, which must
+    keep every tied copy."""
     q, k, v = _inputs(1, 2, 2, 70, 90, 16, seed=21, scale=0.05)
     if ties:
         with torch.no_grad():
@@ -597,7 +543,7 @@ def test_alternative_copies_are_exact(monkeypatch, diag, cap, ties):
     monkeypatch.setattr(ga, "_SOLVE_DIAG", diag)
     if cap is not None:
         monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: cap)
-    test_many_candidates_per_tile_and_ties(monkeypatch, 1.5, ties, "0")
+    test_many_candidates_per_tile_and_ties(1.5, ties)
 
 
 @_triton
@@ -819,7 +765,6 @@ def test_solve_grid_one_block_per_program_or_persistent(monkeypatch, persist, al
     import sparsemap_tools.gpu.attention as ga
 
     monkeypatch.setattr(ga, "_SOLVE_PERSIST", persist)
-    monkeypatch.setattr(ga, "_FUSED", "0")
     assert ga._solve_programs(12, torch.device("cpu"), {"solve.nw": 4}, ga.MODE_15) == 2
     monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: 12)
     _, st = _check_against_reference(2, 2, 1, 90, 70, 16, True, alpha, seed=31, grads=False)
@@ -836,7 +781,6 @@ def test_solve_by_sweeps_only(monkeypatch, alpha):
     import sparsemap_tools.gpu.attention as ga
 
     monkeypatch.setattr(ga, "_SOLVE_DIAG", 6)
-    monkeypatch.setattr(ga, "_FUSED", "0")
     _, st = _check_against_reference(1, 2, 2, 70, 90, 16, True, alpha, seed=12, grads=False)
     assert int(st.solve_iters) > 1
 

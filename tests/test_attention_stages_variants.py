@@ -18,16 +18,11 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 
 def _state():
     return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
-            dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._FUSED, GA._WARM, dict(GA._FUSED_CAP))
+            dict(GA._TILES_ENV), GA._SOLVE_PERSIST)
 
 
 @pytest.mark.parametrize("name, want", [
     ("persist", dict(persist="1")),
-    ("fused", dict(fused="1")),
-    ("twopass", dict(fused="0")),
-    ("warm2", dict(fused="1", warm=2)),
-    ("fused168", dict(fused="1", maxnreg={"solve": 168})),
-    ("fcap512", dict(fused="1", fcap={1: 512, 2: 256})),
     ("nopersist4g", dict(persist="0", budget=2**32)),
     ("scantop2", dict(top2=True)),
     ("cap256", dict(cap=256, budget=2**32)),
@@ -43,11 +38,8 @@ def test_variant_sets_its_globals_and_default_restores(name, want):
     base = _state()
     try:
         S.apply_variant(name)
-        cap, budget, top2, diag, maxnreg, tiles, persist, fused, warm, fcap = _state()
+        cap, budget, top2, diag, maxnreg, tiles, persist = _state()
         assert persist == want.get("persist", base[6])
-        assert fused == want.get("fused", base[7])
-        assert warm == want.get("warm", base[8])
-        assert fcap == want.get("fcap", base[9])
         assert cap == want.get("cap", base[0])
         assert budget == want.get("budget", base[1])
         assert top2 == want.get("top2", base[2])
