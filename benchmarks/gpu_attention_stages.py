@@ -12,6 +12,8 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``nocopy``: the solve's pass 0 without the candidate copy (``_SOLVE_DIAG = 1``: a profiling
   mode with wrong results, the cost of the sparse sweep alone);
 * ``nobuf``: the copy but no iterations on the buffers (``_SOLVE_DIAG = 2``, wrong results);
+* ``count``: the default kernel reporting buffer iterations × 1000 + sweeps in the "passes"
+  column (``_SOLVE_DIAG = 3``; the most of any query block);
 * ``sweeps``: no candidate buffer, sparse QKᵀ sweeps until converged (``_SOLVE_DIAG = 6``);
 * ``top2``: the top two per row and tile always, no block-wide count test (``_SOLVE_DIAG = 7``,
   wrong when a row has more than two candidates in a tile);
@@ -21,6 +23,14 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``scantop2``: the scan keeps two scores per key-column class (``_SCAN_TOP2``; only for α
   other than 1.5 and 2); ``cap256``: base buffer 256 floats with a 4 GiB budget (``_CAND_CAP``,
   ``_CAND_BUDGET``; other α get up to 32× the base); ``scantop2cap256`` both;
+* ``nit2`` / ``nit4`` / ``nit6``: the scan's Newton steps on its column-class subset (``_NIT``,
+  default 8): fewer cost less per query block (short rows) but give a weaker bound (more
+  candidates to copy);
+* ``sweepoff`` / ``sweep50`` / ``sweep90``: the solve's blocks for α ≤ 1.3 (D ≤ 64) with ≥ 90 %
+  of their tiles live skip the copy and take sparse sweeps (``_SWEEP_LIVE``): never / from 50 % /
+  90 % (the default);
+  ``sweep90m32`` / ``sweep90m64`` / ``sweep75m64``: 90 % or 75 % and at least 32 or 64 live
+  tiles (``_SWEEP_MIN``, default 16);
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
   (``_SOLVE_PERSIST``; by default persistent for α other than 1.5 / 2 and head dims ≤ 64);
   ``nopersist4g``:
@@ -51,12 +61,17 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
-_DIAG = {"nocopy": 1, "nobuf": 2, "sweeps": 6, "top2": 7, "prefix": 8}
+_DIAG = {"nocopy": 1, "nobuf": 2, "count": 3, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
-                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST)
+                 tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
+                 sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
+          "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
+          "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
+          "sweep90m32": dict(sweep=90, sweep_min=32), "sweep90m64": dict(sweep=90, sweep_min=64),
+          "sweep75m64": dict(sweep=75, sweep_min=64),
           "nopersist4g": dict(persist="0", budget=2**32),
           "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
@@ -67,6 +82,7 @@ def apply_variant(name: str) -> None:
     o = {**_DEFAULTS, **_OTHER.get(name, {})}
     GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
     GA._SOLVE_PERSIST = o["persist"]
+    GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MIN = o["nit"], o["sweep"], o["sweep_min"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -127,6 +127,17 @@ _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # 1.0 GiB persistent.
 _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 
+# blocks of the solve that skip the candidate copy and take sparse sweeps only (``_sweep_rule``):
+# α ≤ _SWEEP_ALPHA (α = 1.25 and generic α near 1; never the α = 1.5 / 2 kernels), head dims
+# ≤ 64, at least _SWEEP_MIN live key tiles, and at least _SWEEP_LIVE % of the block's visible
+# tiles live (dense rows: ~1000 scattered candidates per row).  _SWEEP_LIVE = 101 turns it off.
+# H100, α = 1.25, D = 64, causal, bf16, fwd ms, copy → rule at 90 %: N = 16k random 9.54 → 8.26
+# (f+b 15.58 → 14.06), topics 3.24 → 3.49 (6.02 → 6.21); N = 4k random 3.06 → 2.42, topics
+# 1.12 → 1.13; at 75 % topics lost more (3.58), at D = 128 both lost (random 12.36 → 13.43)
+_SWEEP_ALPHA = float(os.environ.get("SPARSEMAP_ATTN_SWEEP_ALPHA", "1.3"))
+_SWEEP_MIN = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MIN", "16"))
+_SWEEP_LIVE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_LIVE", "90"))
+
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
 
@@ -344,7 +355,7 @@ def _scan_tile(s, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: t
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_scan_kernel(
-    Q, K, ALPHA, M, TAU, TMAX, THR, CU_Q, CU_K,
+    Q, K, ALPHA, M, TAU, TMAX, THR, WORK, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_sb, stride_sh, stride_sn,
@@ -356,13 +367,15 @@ def _fwd_scan_kernel(
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
-    threshold min_i τ₁ (THR) for the live-tile list of the solve's pass 0.
+    threshold min_i τ₁ (THR) for the live-tile list of the solve's pass 0.  Program (0, 0) also
+    zeroes the persistent solve's work counter WORK[0] (the solve runs after the scan).
 
     Tile order: the tiles with masks first (for causal attention the diagonal, where the row max
     usually is), then the interior tiles starting from the diagonal one and going down (wrapping
     around): the sooner the running max is final, the tighter the stored tile bounds."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    tl.store(WORK, 0, mask=(pid_m == 0) & (pid_bh == 0))
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
     start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
@@ -705,6 +718,7 @@ def _fwd_solve_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
+    SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -728,7 +742,7 @@ def _fwd_solve_kernel(
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
-                         CAP, CHUNK, DIAG)
+                         CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -740,11 +754,11 @@ def _fwd_solve_kernel(
                      stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
-                     CAP, CHUNK, DIAG)
+                     CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE)
 
 
 @triton.jit
-def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, done, ncand, C_row,
+def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done, ncand, C_row,
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
@@ -752,7 +766,8 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, don
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
     first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
-    overflowed start from the root of the CAP candidates they kept and continue with sparse
+    overflowed start from the root of the CAP candidates they kept (unless ``nobuf``: the block
+    copied none) and continue with sparse
     sweeps over the live key tiles ``L_row[0:n_list]``, skipping tiles whose bound (T_base) is
     below every open row's lower end.  Returns (τ', sweeps,
     buffer iterations); ``it`` counts the sweeps made before."""
@@ -766,8 +781,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, don
     # rows that overflowed iterate on the CAP candidates they have, too: a subset of the row,
     # so the root found (f_sub ≤ f) is a lower bound on τ' that starts their sweeps closer
     part = (ncand > CAP) & rmask & ~done
-    if DIAG == 6:
-        part = part & (rows < 0)  # no buffer at all
+    part = tl.where(nobuf, rows < 0, part)  # nobuf: the block copied nothing
     used = fits | part
     nbuf = tl.minimum(ncand, CAP)
     hi0 = hi
@@ -847,6 +861,7 @@ def _solve_block(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
+    SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -884,18 +899,21 @@ def _solve_block(
     # (the live tiles of this block under the bound kernel's threshold: a compacted list)
     cbound = tl.minimum(lo, tau)
     L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
-    ncand = tl.zeros([BLOCK_M], tl.int32)
+    # α close to 1 on dense rows (most of the block's tiles live): the copy would take ~1000
+    # candidates per row, scattered, and cost more than the sparse sweeps it saves (H100,
+    # α = 1.25, D = 64, N = 16k random: copy 4.6 ms, the buffer iterations 1.7, four sweeps
+    # ~4.9): sweeps only, no buffer (``_SWEEP_LIVE``)
+    n_vis = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
+    nobuf = (alpha <= SWEEP_ALPHA) & (n_list >= SWEEP_MIN) & (n_list * 100 >= n_vis * SWEEP_LIVE)
     if DIAG == 6:
-        n_list = 0
-        ncand += CAP + 1
-    ncand = _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                     cbound, ncand, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
-                     DIAG)
-    if DIAG == 6:
-        L_row, n_list = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
+        nobuf = n_list >= 0
+    ncand = tl.where(nobuf, CAP + 1, tl.zeros([BLOCK_M], tl.int32))
+    ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
+                     lq, lk, stride_kn, cbound, ncand, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
+                     BLOCK_N, MODE, CAP, DIAG)
     it = 1
 
-    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, m, tau, lo, hi, last_step, done,
+    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
                                   ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq, lk,
                                   stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
                                   PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG)
@@ -1231,6 +1249,14 @@ def _solve_programs(n_work: int, device: torch.device, tiles: dict, mode: int) -
     return max(1, min(n_work, _SM_COUNT[key] * per_sm))
 
 
+def _sweep_rule(mode: int, head_dim: int) -> dict:
+    """The solve kernel's constexprs for blocks that skip the copy (see ``_SWEEP_LIVE``); head
+    dims ≤ 64 only (at D = 128 a sweep costs twice as much and the copy won)."""
+    off = mode in (MODE_15, MODE_2) or _SWEEP_LIVE > 100 or head_dim > 64
+    return dict(SWEEP_ALPHA=0.0 if off else _SWEEP_ALPHA, SWEEP_MIN=_SWEEP_MIN,
+                SWEEP_LIVE=101 if off else _SWEEP_LIVE)
+
+
 def _scan_top2(mode: int) -> bool:
     """Whether the scan keeps two scores per column class (``_SCAN_TOP2``; never for α ∈ {1.5, 2})."""
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
@@ -1348,10 +1374,14 @@ def entmax_attention_fwd(
     tau = torch.empty(stat_shape, **f32)
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
-    live = torch.zeros((B * H, NQB, 2), dtype=torch.int32, device=dev)
-    hsum = torch.zeros(stat_shape, **f32) if need_dalpha else m
+    # written in full by the kernels (the scan zeroes the work counter) when they run: no fill
+    # kernels (host time per call matters at short lengths)
+    runs = B * H > 0 and Nq > 0
+    alloc = torch.empty if runs else torch.zeros
+    live = alloc((B * H, NQB, 2), dtype=torch.int32, device=dev)
+    hsum = alloc(stat_shape, **f32) if need_dalpha else m
     # solve passes per query block, and one more int: the persistent solve's work counter
-    iters_work = torch.zeros(B * H * NQB + 1, dtype=torch.int32, device=dev)
+    iters_work = alloc(B * H * NQB + 1, dtype=torch.int32, device=dev)
     iters, work = iters_work[:-1].view(B * H, NQB), iters_work[-1:]
     # compacted live-tile lists per query block (key-tile indices) and their lengths
     lst = torch.empty((B * H, NQB, NKB), dtype=torch.int32, device=dev)
@@ -1379,7 +1409,7 @@ def entmax_attention_fwd(
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
-        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, cq, ck, *sqs, *sks, *ss,
+        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode),
                                **common, **_launch("scan", tiles))
@@ -1389,7 +1419,7 @@ def entmax_attention_fwd(
         _fwd_solve_kernel[(nprog,) if persist else grid](
                                 q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, work, cq, ck,
                                 *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, n_work,
-                                MODE=mode, PERSIST=persist,
+                                MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))

@@ -141,10 +141,23 @@ def _resolve_backend(backend: str, device) -> str:
     return backend
 
 
+_ALPHA_CACHE: dict = {}
+
+
 def _alpha_vector(alpha, H: int, device) -> torch.Tensor:
+    """α per query head as a float32 device tensor (the kernels read it; never written).  Float
+    α: one tensor per (α, H, device), kept, so a call makes no allocation and no fill kernel for
+    it (not while a CUDA graph is being captured: its memory belongs to the graph)."""
     if torch.is_tensor(alpha):
         return alpha.detach().to(device=device, dtype=torch.float32).contiguous()
-    return torch.full((H,), float(alpha), dtype=torch.float32, device=device)
+    key = (float(alpha), H, str(device))
+    t = _ALPHA_CACHE.get(key)
+    if t is None:
+        t = torch.full((H,), float(alpha), dtype=torch.float32, device=device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if not capturing and len(_ALPHA_CACHE) < 256:
+            _ALPHA_CACHE[key] = t
+    return t
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,11 +60,12 @@ def cases():
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
-               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64)), 4,
+               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
+                    **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
-                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False), 4,
+                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
@@ -76,7 +77,8 @@ def cases():
     big = dict(ATT, HEAD_DIM=256, BLOCK_D=256, BLOCK_M=t["BM"], BLOCK_N=t["BN"], MODE=A.MODE_15)
     for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
                             ("solve", A._fwd_solve_kernel,
-                             dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(A.MODE_15, 256))),
+                             dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(A.MODE_15, 256),
+                                  **A._sweep_rule(A.MODE_15, 256))),
                             ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False)),
                             ("dq", A._bwd_dq_kernel, {}),
                             ("dkdv", A._bwd_dkdv_kernel, dict(SUB_M=t["BM"]))):

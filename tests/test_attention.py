@@ -786,6 +786,26 @@ def test_solve_by_sweeps_only(monkeypatch, alpha):
 
 
 @_triton
+@pytest.mark.parametrize("alpha", [1.25, "mixed"])
+def test_dense_blocks_skip_the_copy(monkeypatch, alpha):
+    """Blocks of α ≤ 1.3 whose tiles are mostly live skip the candidate copy and solve by sparse
+    sweeps (rule forced on for every block here): still the reference answer; with per-head α
+    (1.2 / 1.5 / 1.25 / 2) the heads above 1.3 keep their buffers in the same launch."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    al = torch.tensor([1.2, 1.5, 1.25, 2.0]) if alpha == "mixed" else alpha
+    _, st = _check_against_reference(1, 4, 2, 70, 90, 16, True, al, seed=41, grads=False)
+    assert int(st.solve_iters) > 1
+    assert ga._sweep_rule(ga.MODE_15, 64)["SWEEP_LIVE"] == 101      # never for α = 1.5 / 2
+    assert ga._sweep_rule(ga.MODE_125, 128)["SWEEP_LIVE"] == 101    # nor head dims > 64
+    assert ga._sweep_rule(ga.MODE_125, 64)["SWEEP_LIVE"] == 0
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 101)
+    assert ga._sweep_rule(ga.MODE_125, 64)["SWEEP_LIVE"] == 101
+
+
+@_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
