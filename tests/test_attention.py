@@ -806,6 +806,33 @@ def test_dense_blocks_skip_the_copy(monkeypatch, alpha):
 
 
 @_triton
+@pytest.mark.parametrize("inputs", ["ties", "equal", "flat"])
+def test_alpha_125_sweeps_on_ties_and_equal_scores(monkeypatch, inputs):
+    """α = 1.25 blocks solved by sparse sweeps (rule forced on; Halley steps on φ − 1): keys
+    repeating with period 5 (every score ≥ 5 times), all scores equal (q = 0: F·H = G², the step
+    is Newton's, exact: uniform weights), and flat scores (q scaled by 0.05)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    q, k, v = _inputs(1, 2, 2, 70, 90, 16, seed=23, scale=0.05 if inputs == "flat" else 1.0)
+    with torch.no_grad():
+        if inputs == "ties":
+            k.copy_(k[:, :, torch.arange(90) % 5])
+        if inputs == "equal":
+            q.zero_()
+    out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=True, return_stats=True, backend="triton")
+    ref, tau_ref, _ = _ref(q, k, v, 1.25, True)
+    _assert_close(out, ref, *_tol(1.25), "out")
+    _assert_close(st.tau, tau_ref, 5e-5, 1e-5, "tau")
+    assert (_row_sums_from_tau(q, k, st.tau, 1.25, True) - 1).abs().max() <= 1e-5
+    if inputs == "equal":  # uniform weights over the visible keys: the mean of their values
+        vis = torch.arange(90)[None, :] <= torch.arange(70)[:, None] + 20
+        mean_v = (vis.double() @ v.double()[0]) / vis.sum(1, keepdim=True)
+        _assert_close(out[0], mean_v, 1e-5, 1e-5, "uniform")
+
+
+@_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
