@@ -26,11 +26,12 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``nit2`` / ``nit4`` / ``nit6``: the scan's Newton steps on its column-class subset (``_NIT``,
   default 8): fewer cost less per query block (short rows) but give a weaker bound (more
   candidates to copy);
-* ``sweepoff`` / ``sweep50`` / ``sweep90``: the solve's blocks for α ≤ 1.3 (D ≤ 64) with ≥ 90 %
+* ``sweepoff`` / ``sweep50`` / ``sweep90``: the solve's blocks for α ≤ 1.3 (D ≤ 128) with ≥ 90 %
   of their tiles live skip the copy and take sparse sweeps (``_SWEEP_LIVE``): never / from 50 % /
   90 % (the default);
   ``sweep90m32`` / ``sweep90m64`` / ``sweep75m64``: 90 % or 75 % and at least 32 or 64 live
-  tiles (``_SWEEP_MIN``, default 16);
+  tiles (``_SWEEP_MIN``, default 16); ``sweepd128`` / ``sweepd64``: the rule for head dims
+  up to 128 (``_SWEEP_MAX_D``, the default) or 64;
 * ``persist`` / ``nopersist``: the solve as a persistent grid or one program per query block
   (``_SOLVE_PERSIST``; by default persistent for α other than 1.5 / 2 and head dims ≤ 64);
   ``nopersist4g``:
@@ -66,12 +67,13 @@ _DIAG = {"nocopy": 1, "nobuf": 2, "count": 3, "sweeps": 6, "top2": 7, "prefix": 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
-                 sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN)
+                 sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
           "sweep90m32": dict(sweep=90, sweep_min=32), "sweep90m64": dict(sweep=90, sweep_min=64),
-          "sweep75m64": dict(sweep=75, sweep_min=64),
+          "sweep75m64": dict(sweep=75, sweep_min=64), "sweepd128": dict(sweep_d=128),
+          "sweepd64": dict(sweep_d=64),
           "nopersist4g": dict(persist="0", budget=2**32),
           "persist168": dict(persist="1", maxnreg={"solve": 168}),
           "scantop2": dict(top2=True), "cap256": dict(cap=256, budget=2**32),
@@ -83,6 +85,7 @@ def apply_variant(name: str) -> None:
     GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2 = o["cap"], o["budget"], o["top2"]
     GA._SOLVE_PERSIST = o["persist"]
     GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MIN = o["nit"], o["sweep"], o["sweep_min"]
+    GA._SWEEP_MAX_D = o["sweep_d"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

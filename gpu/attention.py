@@ -129,14 +129,18 @@ _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 
 # blocks of the solve that skip the candidate copy and take sparse sweeps only (``_sweep_rule``):
 # α ≤ _SWEEP_ALPHA (α = 1.25 and generic α near 1; never the α = 1.5 / 2 kernels), head dims
-# ≤ 64, at least _SWEEP_MIN live key tiles, and at least _SWEEP_LIVE % of the block's visible
-# tiles live (dense rows: ~1000 scattered candidates per row).  _SWEEP_LIVE = 101 turns it off.
-# H100, α = 1.25, D = 64, causal, bf16, fwd ms, copy → rule at 90 %: N = 16k random 9.54 → 8.26
-# (f+b 15.58 → 14.06), topics 3.24 → 3.49 (6.02 → 6.21); N = 4k random 3.06 → 2.42, topics
-# 1.12 → 1.13; at 75 % topics lost more (3.58), at D = 128 both lost (random 12.36 → 13.43)
+# ≤ _SWEEP_MAX_D, at least _SWEEP_MIN live key tiles, and at least _SWEEP_LIVE % of the block's
+# visible tiles live (dense rows: ~1000 scattered candidates per row).  _SWEEP_LIVE = 101 turns
+# it off.  H100, α = 1.25, D = 64, causal, bf16, fwd ms, copy → rule at 90 % (Newton sweeps):
+# N = 16k random 9.54 → 8.26 (f+b 15.58 → 14.06), topics 3.24 → 3.49 (6.02 → 6.21); N = 4k
+# random 3.06 → 2.42, topics 1.12 → 1.13; at 75 % topics lost more (3.58)
 _SWEEP_ALPHA = float(os.environ.get("SPARSEMAP_ATTN_SWEEP_ALPHA", "1.3"))
 _SWEEP_MIN = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MIN", "16"))
 _SWEEP_LIVE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_LIVE", "90"))
+# ... and head dims ≤ _SWEEP_MAX_D: at D = 128 the rule lost with Newton sweeps (random 12.36 →
+# 13.43 ms) and won with Halley sweeps (random 12.85 → 12.26, topics 2.55 → 2.57; N = 4k random
+# 3.98 → 3.34); D = 256 not measured
+_SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -1273,8 +1277,8 @@ def _solve_programs(n_work: int, device: torch.device, tiles: dict, mode: int) -
 
 def _sweep_rule(mode: int, head_dim: int) -> dict:
     """The solve kernel's constexprs for blocks that skip the copy (see ``_SWEEP_LIVE``); head
-    dims ≤ 64 only (at D = 128 a sweep costs twice as much and the copy won)."""
-    off = mode in (MODE_15, MODE_2) or _SWEEP_LIVE > 100 or head_dim > 64
+    dims ≤ ``_SWEEP_MAX_D`` (128) only."""
+    off = mode in (MODE_15, MODE_2) or _SWEEP_LIVE > 100 or head_dim > _SWEEP_MAX_D
     return dict(SWEEP_ALPHA=0.0 if off else _SWEEP_ALPHA, SWEEP_MIN=_SWEEP_MIN,
                 SWEEP_LIVE=101 if off else _SWEEP_LIVE)
 

@@ -799,7 +799,7 @@ def test_dense_blocks_skip_the_copy(monkeypatch, alpha):
     _, st = _check_against_reference(1, 4, 2, 70, 90, 16, True, al, seed=41, grads=False)
     assert int(st.solve_iters) > 1
     assert ga._sweep_rule(ga.MODE_15, 64)["SWEEP_LIVE"] == 101      # never for α = 1.5 / 2
-    assert ga._sweep_rule(ga.MODE_125, 128)["SWEEP_LIVE"] == 101    # nor head dims > 64
+    assert ga._sweep_rule(ga.MODE_125, 256)["SWEEP_LIVE"] == 101    # nor head dims > 128
     assert ga._sweep_rule(ga.MODE_125, 64)["SWEEP_LIVE"] == 0
     monkeypatch.setattr(ga, "_SWEEP_LIVE", 101)
     assert ga._sweep_rule(ga.MODE_125, 64)["SWEEP_LIVE"] == 101

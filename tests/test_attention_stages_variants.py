@@ -18,13 +18,14 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 
 def _state():
     return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
-            dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._NIT, GA._SWEEP_LIVE)
+            dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MAX_D)
 
 
 @pytest.mark.parametrize("name, want", [
     ("persist", dict(persist="1")),
     ("nit4", dict(nit=4)),
     ("sweepoff", dict(sweep=101)),
+    ("sweepd128", dict(sweep_d=128)),
     ("nopersist4g", dict(persist="0", budget=2**32)),
     ("scantop2", dict(top2=True)),
     ("cap256", dict(cap=256, budget=2**32)),
@@ -40,10 +41,11 @@ def test_variant_sets_its_globals_and_default_restores(name, want):
     base = _state()
     try:
         S.apply_variant(name)
-        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep = _state()
+        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep, sweep_d = _state()
         assert persist == want.get("persist", base[6])
         assert nit == want.get("nit", base[7])
         assert sweep == want.get("sweep", base[8])
+        assert sweep_d == want.get("sweep_d", base[9])
         assert cap == want.get("cap", base[0])
         assert budget == want.get("budget", base[1])
         assert top2 == want.get("top2", base[2])
