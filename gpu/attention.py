@@ -801,13 +801,12 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
     offs_c = tl.arange(0, CHUNK)
     it = it + tl.zeros([], tl.int32)  # a loop-carried tensor, also when a literal is passed
     # ---- iterations on the candidate buffers (no QKᵀ; chunks of CHUNK from L2) ----
-    fits = (ncand <= CAP) & rmask
+    fits = tl.where(nobuf, rows < 0, (ncand <= CAP) & rmask)  # nobuf: the block copied nothing
     if DIAG == 1 or DIAG == 2:
         done = done | fits
     # rows that overflowed iterate on the CAP candidates they have, too: a subset of the row,
     # so the root found (f_sub ≤ f) is a lower bound on τ' that starts their sweeps closer
-    part = (ncand > CAP) & rmask & ~done
-    part = tl.where(nobuf, rows < 0, part)  # nobuf: the block copied nothing
+    part = tl.where(nobuf, rows < 0, (ncand > CAP) & rmask & ~done)
     used = fits | part
     nbuf = tl.minimum(ncand, CAP)
     hi0 = hi
@@ -933,10 +932,9 @@ def _solve_block(
     nobuf = (alpha <= SWEEP_ALPHA) & (n_list >= SWEEP_MIN) & (n_list * 100 >= n_vis * SWEEP_LIVE)
     if DIAG == 6:
         nobuf = n_list >= 0
-    ncand = tl.where(nobuf, CAP + 1, tl.zeros([BLOCK_M], tl.int32))
     ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
-                     lq, lk, stride_kn, cbound, ncand, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
-                     BLOCK_N, MODE, CAP, DIAG)
+                     lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
+                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG)
     it = 1
 
     tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
@@ -1433,14 +1431,14 @@ def entmax_attention_fwd(
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec)
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 1:
+    if runs and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode),
                                **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 2:
+    if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[(nprog,) if persist else grid](
                                 q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, work, cq, ck,
@@ -1450,7 +1448,7 @@ def entmax_attention_fwd(
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
-    if B * H > 0 and Nq > 0 and _PROFILE_STAGES >= 3:
+    if runs and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
                                  *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **common,
