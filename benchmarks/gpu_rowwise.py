@@ -30,7 +30,7 @@ import torch
 
 SHAPES = [(16384, 1024), (1024, 16384), (256, 65536)]
 # columns of gpu_rowwise_paired.csv (ratios are medians over rounds of ours / softmax)
-PAIRED_FIELDS = ["shape", "alpha", "rounds", "softmax_fwd_ms", "ours_fwd_ms", "fwd_ratio",
+PAIRED_FIELDS = ["shape", "alpha", "variant", "rounds", "softmax_fwd_ms", "ours_fwd_ms", "fwd_ratio",
                  "fwd_ratio_min", "fwd_ratio_max", "fwd_ratio_fastest", "softmax_fb_ms",
                  "ours_fb_ms", "fb_ratio", "fb_ratio_min", "fb_ratio_max"]
 TARGET_FWD = 1.15  # issue 4: forward <= 1.15x softmax for alpha in {1.5, 2}
@@ -60,45 +60,66 @@ def _fresh(shape, kind: str, gen: torch.Generator, dtype=torch.float32):
     return x.to(dtype)
 
 
-def _paired(shapes, alphas, args, gen, rowwise) -> list[dict]:
+def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),)) -> list[dict]:
     """Forward and forward+backward, ours vs torch.softmax, in alternating rounds; prints the
     median of the per-round ratios (robust to the clock and neighbour drift seen between runs)
-    and returns one dict per (shape, α) with the keys ``PAIRED_FIELDS``."""
+    and returns one dict per (shape, α, variant) with the keys ``PAIRED_FIELDS``.  Each round
+    times softmax and then every variant (``--configs``: CONFIG overrides of rowwise)."""
     import statistics
 
     rows = []
 
-    print("| shape | α | rounds | softmax fwd ms | ours fwd ms | fwd ratio (median, min–max) "
+    print("| shape | α | variant | rounds | softmax fwd ms | ours fwd ms | fwd ratio (median, min–max) "
           "| ratio of fastest rounds | softmax f+b ms | ours f+b ms | f+b ratio (median, min–max) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         x = _fresh(shape, "randn", gen)
         xg = x.clone().requires_grad_(True)
         dy = torch.randn(shape, generator=gen, device="cuda")
+        ref = None
         for a in alphas:
-            def ours_fb():
-                rr = rowwise.entmax_forward(x, a)
-                return rowwise.entmax_backward(rr.p, dy, a, False)
+            if args.check:
+                from sparsemap_tools.gpu.rowwise_reference import entmax_reference
 
-            ts, to, tsb, tob = [], [], [], []
+                ref = entmax_reference(x.double(), torch.full((shape[0],), a, device="cuda",
+                                                              dtype=torch.float64))
+            ts, tsb = [], []
+            to = {label: [] for label, _ in variants}
+            tob = {label: [] for label, _ in variants}
+            for label, cfg in variants:
+                r = rowwise.entmax_forward(x, a, config=cfg)
+                if ref is not None:  # every variant's output against the float64 answer first
+                    err = (r.p.double() - ref).abs().max().item()
+                    ok = bool(r.converged.all())
+                    print(f"  check {shape[0]}x{shape[1]} a={a} {label}: max err {err:.1e}, "
+                          f"all converged {ok}", flush=True)
+                    if not (err <= 1e-6 and ok):
+                        raise SystemExit(f"{label} is wrong at {shape}, alpha {a}")
             for _ in range(args.paired):
                 ts.append(_bench(lambda: torch.softmax(x, -1), args.reps))
-                to.append(_bench(lambda: rowwise.entmax_forward(x, a), args.reps))
                 tsb.append(_bench(lambda: torch.autograd.grad(torch.softmax(xg, -1), xg, dy), args.reps))
-                tob.append(_bench(ours_fb, args.reps))
-            rf = [o / s_ for o, s_ in zip(to, ts)]
-            rb = [o / s_ for o, s_ in zip(tob, tsb)]
+                for label, cfg in variants:
+                    def ours_fb(cfg=cfg):
+                        rr = rowwise.entmax_forward(x, a, config=cfg)
+                        return rowwise.entmax_backward(rr.p, dy, a, False, config=cfg)
+
+                    to[label].append(_bench(lambda: rowwise.entmax_forward(x, a, config=cfg), args.reps))
+                    tob[label].append(_bench(ours_fb, args.reps))
             med = statistics.median
-            print(f"| {shape[0]}×{shape[1]} | {a} | {args.paired} | {med(ts):.4f} | {med(to):.4f} | "
-                  f"{med(rf):.2f}× ({min(rf):.2f}–{max(rf):.2f}) | {min(to) / min(ts):.2f}× | "
-                  f"{med(tsb):.4f} | {med(tob):.4f} | "
-                  f"{med(rb):.2f}× ({min(rb):.2f}–{max(rb):.2f}) |", flush=True)
-            rows.append(dict(shape=f"{shape[0]}x{shape[1]}", alpha=a, rounds=args.paired,
-                             softmax_fwd_ms=med(ts), ours_fwd_ms=med(to), fwd_ratio=med(rf),
-                             fwd_ratio_min=min(rf), fwd_ratio_max=max(rf),
-                             fwd_ratio_fastest=min(to) / min(ts), softmax_fb_ms=med(tsb),
-                             ours_fb_ms=med(tob), fb_ratio=med(rb), fb_ratio_min=min(rb),
-                             fb_ratio_max=max(rb)))
+            for label, _ in variants:
+                rf = [o / s_ for o, s_ in zip(to[label], ts)]
+                rb = [o / s_ for o, s_ in zip(tob[label], tsb)]
+                print(f"| {shape[0]}×{shape[1]} | {a} | {label} | {args.paired} | {med(ts):.4f} | "
+                      f"{med(to[label]):.4f} | {med(rf):.2f}× ({min(rf):.2f}–{max(rf):.2f}) | "
+                      f"{min(to[label]) / min(ts):.2f}× | {med(tsb):.4f} | {med(tob[label]):.4f} | "
+                      f"{med(rb):.2f}× ({min(rb):.2f}–{max(rb):.2f}) |", flush=True)
+                rows.append(dict(shape=f"{shape[0]}x{shape[1]}", alpha=a, variant=label,
+                                 rounds=args.paired, softmax_fwd_ms=med(ts),
+                                 ours_fwd_ms=med(to[label]), fwd_ratio=med(rf),
+                                 fwd_ratio_min=min(rf), fwd_ratio_max=max(rf),
+                                 fwd_ratio_fastest=min(to[label]) / min(ts), softmax_fb_ms=med(tsb),
+                                 ours_fb_ms=med(tob[label]), fb_ratio=med(rb), fb_ratio_min=min(rb),
+                                 fb_ratio_max=max(rb)))
     return rows
 
 
@@ -191,6 +212,8 @@ def main() -> int:
                          "max_onchip, chunk, tensor_alpha (1: pass α as a per-row tensor) and those "
                          "of rowwise.CONFIG")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="with --paired: check every variant against the float64 reference first")
     ap.add_argument("--set", default="", help="override rowwise.CONFIG for the whole run: key=val,...")
     ap.add_argument("--shapes", default="", help="only these shapes, e.g. 16384x1024,256x65536")
     ap.add_argument("--paired", type=int, default=0,
@@ -268,9 +291,12 @@ def main() -> int:
     if args.shapes:
         shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     if args.paired:
-        paired = _paired(shapes, alphas, args, gen, rowwise)
+        paired = _paired(shapes, alphas, args, gen, rowwise,
+                         [(label, {k: v for k, v in cfg.items() if k not in ("max_onchip", "chunk", "tensor_alpha")})
+                          for label, cfg in variants])
         write_paired_csv(paired, os.path.join(args.out, "gpu_rowwise_paired.csv"))
-        png = plot_paired(paired, os.path.join(args.out, "gpu_rowwise_paired.png"))
+        png = plot_paired([r for r in paired if r["variant"] == variants[0][0]],
+                          os.path.join(args.out, "gpu_rowwise_paired.png"))
         print(f"wrote {os.path.join(args.out, 'gpu_rowwise_paired.csv')}" + (f" and {png}" if png else ""))
         return 0
     for shape in shapes:
