@@ -37,9 +37,15 @@ TARGET_FWD = 1.15  # issue 4: forward <= 1.15x softmax for alpha in {1.5, 2}
 TARGET_FB = 1.3  # forward+backward <= 1.3x
 
 
+#: time with CUDA-graph replays (``--graph``): GPU time only, no host launch cost
+GRAPH = False
+
+
 def _bench(fn, reps: int) -> float:
     import triton
 
+    if GRAPH:
+        return triton.testing.do_bench_cudagraph(fn, rep=reps, return_mode="median")
     return triton.testing.do_bench(fn, warmup=25, rep=reps, return_mode="median")
 
 
@@ -58,6 +64,13 @@ def _fresh(shape, kind: str, gen: torch.Generator, dtype=torch.float32):
     else:
         raise ValueError(kind)
     return x.to(dtype)
+
+
+def _launch(cfg: dict) -> dict:
+    """entmax_forward/backward keyword arguments of a ``--configs`` variant: max_onchip and
+    chunk as themselves, every other key an override of ``rowwise.CONFIG``."""
+    return dict(max_onchip=cfg.get("max_onchip"), chunk=cfg.get("chunk"),
+                config={k: v for k, v in cfg.items() if k not in ("max_onchip", "chunk", "tensor_alpha")})
 
 
 def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),)) -> list[dict]:
@@ -87,7 +100,7 @@ def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),))
             to = {label: [] for label, _ in variants}
             tob = {label: [] for label, _ in variants}
             for label, cfg in variants:
-                r = rowwise.entmax_forward(x, a, config=cfg)
+                r = rowwise.entmax_forward(x, a, **_launch(cfg))
                 if ref is not None:  # every variant's output against the float64 answer first
                     err = (r.p.double() - ref).abs().max().item()
                     ok = bool(r.converged.all())
@@ -99,11 +112,13 @@ def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),))
                 ts.append(_bench(lambda: torch.softmax(x, -1), args.reps))
                 tsb.append(_bench(lambda: torch.autograd.grad(torch.softmax(xg, -1), xg, dy), args.reps))
                 for label, cfg in variants:
-                    def ours_fb(cfg=cfg):
-                        rr = rowwise.entmax_forward(x, a, config=cfg)
-                        return rowwise.entmax_backward(rr.p, dy, a, False, config=cfg)
+                    kw = _launch(cfg)
 
-                    to[label].append(_bench(lambda: rowwise.entmax_forward(x, a, config=cfg), args.reps))
+                    def ours_fb(kw=kw):
+                        rr = rowwise.entmax_forward(x, a, **kw)
+                        return rowwise.entmax_backward(rr.p, dy, a, False, **kw)
+
+                    to[label].append(_bench(lambda: rowwise.entmax_forward(x, a, **kw), args.reps))
                     tob[label].append(_bench(ours_fb, args.reps))
             med = statistics.median
             for label, _ in variants:
@@ -212,6 +227,9 @@ def main() -> int:
                          "max_onchip, chunk, tensor_alpha (1: pass α as a per-row tensor) and those "
                          "of rowwise.CONFIG")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--graph", action="store_true",
+                    help="time CUDA-graph replays (GPU time without the host's launch cost; on a "
+                         "host slower than the kernel, plain timing measures the host)")
     ap.add_argument("--check", action="store_true",
                     help="with --paired: check every variant against the float64 reference first")
     ap.add_argument("--set", default="", help="override rowwise.CONFIG for the whole run: key=val,...")
@@ -235,6 +253,9 @@ def main() -> int:
     import triton
     from sparsemap_tools.gpu import rowwise
     from sparsemap_tools.gpu.rowwise_reference import entmax_reference
+
+    global GRAPH
+    GRAPH = args.graph
 
     dev = torch.cuda.get_device_name()
     print(f"# {dev}, torch {torch.__version__}, triton {triton.__version__}, "
@@ -291,9 +312,7 @@ def main() -> int:
     if args.shapes:
         shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
     if args.paired:
-        paired = _paired(shapes, alphas, args, gen, rowwise,
-                         [(label, {k: v for k, v in cfg.items() if k not in ("max_onchip", "chunk", "tensor_alpha")})
-                          for label, cfg in variants])
+        paired = _paired(shapes, alphas, args, gen, rowwise, variants)
         write_paired_csv(paired, os.path.join(args.out, "gpu_rowwise_paired.csv"))
         png = plot_paired([r for r in paired if r["variant"] == variants[0][0]],
                           os.path.join(args.out, "gpu_rowwise_paired.png"))
@@ -310,9 +329,7 @@ def main() -> int:
             al = torch.full((shape[0],), a, device="cuda")
             ref = entmax_reference(x.double(), al.double())
             for name, v in variants:
-                kw = dict(max_onchip=v.get("max_onchip"), chunk=v.get("chunk"),
-                          config={k: val for k, val in v.items()
-                                  if k not in ("max_onchip", "chunk", "tensor_alpha")})
+                kw = _launch(v)
                 # a python float α (what entmax(x, alpha=1.5) passes: kernel specialised for
                 # the power), or with tensor_alpha=1 the per-row tensor (run-time branch)
                 arg = al if v.get("tensor_alpha") else a

@@ -72,6 +72,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_pow2
+
 __all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "entmax_attention_dalpha", "alpha_mode",
            "tile_lists"]
 
@@ -1288,7 +1290,7 @@ def _scan_top2(mode: int) -> bool:
 
 def _list_chunk(n: int) -> int:
     """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
-    return int(min(1024, max(16, triton.next_power_of_2(n))))
+    return int(min(1024, max(16, next_pow2(n))))
 
 
 def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, causal: bool,
@@ -1385,9 +1387,9 @@ def entmax_attention_fwd(
     dev = q.device
     tiles = _tiles(D, q.dtype)
     BM, BN, nw, ns = tiles["BM"], tiles["BN"], tiles["scan.nw"], tiles["scan.ns"]
-    BD = max(16, triton.next_power_of_2(D))
-    NQB = max(1, triton.cdiv(Nq, BM))
-    NKB = max(1, triton.cdiv(Nk, BN))
+    BD = max(16, next_pow2(D))
+    NQB = max(1, cdiv(Nq, BM))
+    NKB = max(1, cdiv(Nk, BN))
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
     o = torch.empty(q.shape, dtype=q.dtype, device=dev)
     need_o2 = need_o2 or need_dalpha

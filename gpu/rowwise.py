@@ -58,7 +58,9 @@ Kernels:
   (rows with −inf entries get a looser one than on chip; the solvers work from below).
 
 Powers: α = 2, 1.5 and 1.25 (q = 1, 2, 4) run without pow. A python-float α fixes the branch
-at compile time (``MODE``: smaller kernels, fewer registers); an α tensor picks it per program
+at compile time (``MODE``: smaller kernels, fewer registers) and, in float32 computation, is
+passed as a scalar (``SCALAR_ALPHA``: no per-row α tensor to allocate and fill on each call,
+which on a slow host was a measurable part of a short call); an α tensor picks it per program
 at run time from the rows' α, so one compile serves every α; other α, and programs whose rows mix
 α values, use exp2(e·log2 d) (exp/log in float64). Computation is in
 float32 for fp16/bf16/fp32 inputs and float64 for float64 inputs.
@@ -90,6 +92,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from ._host import cdiv, next_pow2
 
 __all__ = ["SOLVERS", "RowwiseResult", "entmax_forward", "entmax_backward", "MAX_ONCHIP", "CHUNK",
            "CONFIG", "SOFTMAX_BELOW", "softmax_below"]
@@ -423,6 +427,17 @@ def _start_from_subset(tsub, csub, hi, F64: tl.constexpr):
 
 
 @triton.jit
+def _load_alpha(ALPHA, alpha_s, rows, rmask, SCALAR: tl.constexpr):
+    """Per-row α: ``alpha_s`` for every row (SCALAR: a python-float α, no α tensor is
+    allocated or read) or ALPHA[rows]; 2.0 on masked rows."""
+    if SCALAR:
+        a = tl.where(rmask, alpha_s, 2.0)
+    else:
+        a = tl.load(ALPHA + rows, mask=rmask, other=2.0)
+    return a
+
+
+@triton.jit
 def _row_mode(alpha, valid):
     """Power mode of a program: 0 if every valid row has α = 2 (q = 1), 1 if every one has
     α = 1.5 (q = 2), 3 if every one has α = 1.25 (q = 4: products, no pow), else 2
@@ -473,9 +488,10 @@ def _next_chunk(xrow, start, lane, D, CHUNK: tl.constexpr, xn, PF: tl.constexpr)
 
 @triton.jit
 def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stride_p,
-                       tol, max_iter, soft_below,
+                       tol, max_iter, soft_below, alpha_s,
                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, SOLVER: tl.constexpr,
-                       F64: tl.constexpr, GROUP: tl.constexpr, MODE: tl.constexpr):
+                       F64: tl.constexpr, GROUP: tl.constexpr, MODE: tl.constexpr,
+                       SCALAR_ALPHA: tl.constexpr = False):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -484,7 +500,7 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     m2 = rmask[:, None] & cmask[None, :]
     r64 = rows.to(tl.int64)
     x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=m2, other=-INF)
-    alpha = tl.load(ALPHA + rows, mask=rmask, other=2.0)
+    alpha = _load_alpha(ALPHA, alpha_s, rows, rmask, SCALAR_ALPHA)
     if F64:
         x = x.to(tl.float64)
         alpha = alpha.to(tl.float64)
@@ -551,15 +567,16 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
 
 @triton.jit
 def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_p,
-                       tol, max_iter, soft_below,
+                       tol, max_iter, soft_below, alpha_s,
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
-                       MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16):
+                       MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
+                       SCALAR_ALPHA: tl.constexpr = False):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
     lane = tl.arange(0, CHUNK)
     ridx = tl.arange(0, 1)
-    alpha = tl.load(ALPHA + row + ridx)
+    alpha = _load_alpha(ALPHA, alpha_s, row + ridx, ridx < 1, SCALAR_ALPHA)
     if F64:
         alpha = alpha.to(tl.float64)
     else:
@@ -701,15 +718,16 @@ def _plog2(p, h, F64: tl.constexpr):
 
 
 @triton.jit
-def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, near_one,
+def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, near_one, alpha_s,
                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ONE_PASS: tl.constexpr,
-                NEED_ALPHA: tl.constexpr, F64: tl.constexpr, MODE: tl.constexpr):
+                NEED_ALPHA: tl.constexpr, F64: tl.constexpr, MODE: tl.constexpr,
+                SCALAR_ALPHA: tl.constexpr = False):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
     r64 = rows.to(tl.int64)
     cols0 = tl.arange(0, BLOCK_D)
-    alpha = tl.load(ALPHA + rows, mask=rmask, other=2.0)
+    alpha = _load_alpha(ALPHA, alpha_s, rows, rmask, SCALAR_ALPHA)
     if F64:
         alpha = alpha.to(tl.float64)
     else:
@@ -829,9 +847,14 @@ def _prefetch(R: int, cfg: dict) -> int:
 
 
 def _onchip_blocks(R: int, D: int, cfg: dict) -> tuple[int, int]:
-    block_d = triton.next_power_of_2(D)
-    block_r = max(1, min(cfg["tile_elems"] // block_d, triton.next_power_of_2(R)))
+    block_d = next_pow2(D)
+    block_r = max(1, min(cfg["tile_elems"] // block_d, next_pow2(R)))
     return block_r, block_d
+
+
+#: within this of α = 1 the backward's ∂/∂α uses its limit at 1 (eps^{1/3}), by float64-ness
+_NEAR_ONE = {False: float(torch.finfo(torch.float32).eps ** (1.0 / 3.0)),
+             True: float(torch.finfo(torch.float64).eps ** (1.0 / 3.0))}
 
 
 def softmax_below(dtype: torch.dtype) -> float:
@@ -847,23 +870,31 @@ def _mode_of(alpha: float, forward: bool, dtype: torch.dtype) -> int:
     return {2.0: 0, 1.5: 1, 1.25: 3}.get(float(alpha), 2)
 
 
-def _alpha_rows(alpha, x: torch.Tensor, forward: bool) -> tuple[torch.Tensor, int]:
-    """(per-row α tensor, MODE): a python float α gives a compile-time mode; a tensor gives −1
-    (the kernels pick the mode per program at run time, no host synchronisation)."""
+def _alpha_rows(alpha, x: torch.Tensor, forward: bool,
+                f64: bool) -> tuple[torch.Tensor | None, float, int]:
+    """(per-row α tensor or None, scalar α, MODE).  A tensor gives (it, 0, −1): the kernels pick
+    the power mode per program at run time, no host synchronisation.  A python float gives a
+    compile-time mode and, in float32 computation, no tensor at all (the kernels take it as a
+    scalar argument: no allocation and no fill kernel per call); float64 computation keeps a
+    float64 tensor (Triton passes python floats to kernels as float32)."""
     if isinstance(alpha, torch.Tensor):
-        return alpha, -1
+        return alpha, 0.0, -1
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a float or a tensor, got {type(alpha).__name__}")
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return (torch.full((x.shape[0],), float(alpha), dtype=cdt, device=x.device),
-            _mode_of(alpha, forward, x.dtype))
+    mode = _mode_of(alpha, forward, torch.float64 if f64 else torch.float32)
+    if not f64:
+        return None, float(alpha), mode
+    return (torch.full((x.shape[0],), float(alpha), dtype=torch.float64, device=x.device),
+            0.0, mode)
 
 
-def _check(x: torch.Tensor, alpha: torch.Tensor) -> None:
+def _check(x: torch.Tensor, alpha: torch.Tensor | None) -> None:
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (R, d), got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"unsupported dtype {x.dtype}")
+    if alpha is None:
+        return
     if alpha.shape != (x.shape[0],):
         raise ValueError(f"alpha must have shape ({x.shape[0]},), got {tuple(alpha.shape)}")
     if alpha.device != x.device:
@@ -887,13 +918,14 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    f64 = x.dtype == torch.float64
     if x.dim() == 2:
-        alpha, mode = _alpha_rows(alpha, x, True)
+        alpha, alpha_s, mode = _alpha_rows(alpha, x, True, f64)
     _check(x, alpha)
     x = x.contiguous()
-    alpha = alpha.contiguous()
+    scalar = alpha is None
+    alpha = x if scalar else alpha.contiguous()   # x: a placeholder pointer, never read
     R, D = x.shape
-    f64 = x.dtype == torch.float64
     cdt = torch.float64 if f64 else torch.float32
     if tol is None:
         tol = 2.0 * torch.finfo(cdt).eps
@@ -913,19 +945,20 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     if D <= limit:
         block_r, block_d = _onchip_blocks(R, D, cfg)
         group = cfg["group"] if (cfg["group"] > 1 and block_d >= cfg["group_min_d"]) else 0
-        grid = (triton.cdiv(R, block_r),)
+        grid = (cdiv(R, block_r),)
         _fwd_onchip_kernel[grid](
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter), softmax_below(x.dtype),
+            float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
+            SCALAR_ALPHA=scalar,
             num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
             **_maxnreg(cfg["onchip_maxnreg"]))
     else:
         ch = _chunk(R, chunk)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter), softmax_below(x.dtype),
-            CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg),
+            float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
+            CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res
@@ -941,14 +974,15 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
     dα_r = ⟨∂p/∂α, dy⟩ with ∂p/∂α = (p − s)/(α−1)² − (h − sΣh)/(α−1), s = u/Σu, h = p log p.
     Returns (dx in grad's dtype, dα (R,) float32/float64 or None).
     """
+    f64 = p.dtype == torch.float64 or grad.dtype == torch.float64
     if p.dim() == 2:
-        alpha, mode = _alpha_rows(alpha, p, False)
+        alpha, alpha_s, mode = _alpha_rows(alpha, p, False, f64)
     _check(p, alpha)
     p = p.contiguous()
     grad = grad.contiguous()
-    alpha = alpha.contiguous()
+    scalar = alpha is None
+    alpha = p if scalar else alpha.contiguous()   # p: a placeholder pointer, never read
     R, D = p.shape
-    f64 = p.dtype == torch.float64 or grad.dtype == torch.float64
     cdt = torch.float64 if f64 else torch.float32
     dx = torch.empty_like(grad)
     dalpha = torch.empty(R, dtype=cdt, device=p.device) if need_alpha_grad else None
@@ -962,10 +996,10 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
         block_r, block_d = _onchip_blocks(R, D, cfg)
     else:
         block_r, block_d = 1, _chunk(R, chunk)
-    grid = (triton.cdiv(R, block_r),)
+    grid = (cdiv(R, block_r),)
     _bwd_kernel[grid](
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
-        p.stride(0), grad.stride(0), dx.stride(0), float(torch.finfo(cdt).eps ** (1.0 / 3.0)),
+        p.stride(0), grad.stride(0), dx.stride(0), _NEAR_ONE[f64], alpha_s,
         BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
-        F64=f64, MODE=mode, num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
+        F64=f64, MODE=mode, SCALAR_ALPHA=scalar, num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
     return dx, dalpha

@@ -32,9 +32,12 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"x must be a real floating or integer tensor, got dtype {dtype}")
 
 
-def prepare(x: torch.Tensor, alpha: Any, axis: int):
+def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True):
     """Validate and flatten: returns (x2d in compute dtype, alpha_rows tensor (R,), axis,
-    moved shape, output dtype). ``alpha_rows`` stays differentiable w.r.t. a tensor alpha."""
+    moved shape, output dtype). ``alpha_rows`` stays differentiable w.r.t. a tensor alpha.
+    With ``need_rows=False`` a python-number alpha gives ``alpha_rows=None`` (the Triton
+    kernels take it as a scalar). The common layout (reduce the last axis of a contiguous
+    tensor) takes no movedim and, for 2-D input, no reshape: each is an autograd node."""
     if x.layout != torch.strided:
         raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
     if x.dtype.is_complex:
@@ -46,8 +49,12 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int):
     ax = V.check_axis(axis, x.dim())
     if x.shape[ax] == 0:
         raise ValueError(f"axis {axis} of x has length 0: entmax needs at least one entry")
-    moved = x.movedim(ax, -1)
-    x2d = moved.reshape(-1, x.shape[ax]).to(comp).contiguous()
+    moved = x if ax == x.dim() - 1 else x.movedim(ax, -1)
+    x2d = moved if moved.dim() == 2 else moved.reshape(-1, x.shape[ax])
+    if x2d.dtype != comp:
+        x2d = x2d.to(comp)
+    if not x2d.is_contiguous():
+        x2d = x2d.contiguous()
     rows = x2d.shape[0]
     if isinstance(alpha, torch.Tensor):
         if alpha.dtype.is_complex or alpha.dtype == torch.bool:
@@ -68,12 +75,17 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int):
         # a python number: checked on the host, filled on x's device (no host-to-device copy,
         # which would also synchronise with the device)
         V.check_alpha_scalar(float(alpha))
-        a_rows = torch.full((rows,), float(alpha), dtype=comp if comp == torch.float64 else torch.float32,
-                            device=x.device)
+        a_rows = _full_alpha(rows, float(alpha), comp, x.device) if need_rows else None
     else:
         a_np = V.alpha_rows_numpy(alpha, tuple(x.shape), ax)
         a_rows = torch.from_numpy(a_np).to(x.device, comp if comp == torch.float64 else torch.float32)
     return x2d, a_rows, ax, moved.shape, out_dtype
+
+
+def _full_alpha(rows: int, alpha: float, comp: torch.dtype, device) -> torch.Tensor:
+    """Per-row α tensor of a python-number α (float64 for float64 data, else float32)."""
+    return torch.full((rows,), alpha, dtype=comp if comp == torch.float64 else torch.float32,
+                      device=device)
 
 
 def _use_triton(x: torch.Tensor, backend: str) -> bool:
@@ -97,7 +109,8 @@ def forward_rows(
     """p (R, d) in the compute dtype, plus the per-row result record.
 
     ``alpha_value``: the python float every row's α equals, when the caller knows it (the
-    Triton kernels then specialise their power branch at compile time)."""
+    Triton kernels then specialise their power branch at compile time); ``alpha_rows`` may
+    then be None."""
     if _use_triton(x2d, backend):
         from .gpu import rowwise
 
@@ -109,6 +122,8 @@ def forward_rows(
         r = rowwise.entmax_forward(x2d, a, solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
+    if alpha_rows is None:
+        alpha_rows = _full_alpha(x2d.shape[0], alpha_value, torch.float64, x2d.device)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
     p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
     warn_unconverged(res)
@@ -153,22 +168,27 @@ class EntmaxFunction(torch.autograd.Function):
         p = p.to(x2d.dtype)
         ctx.triton = _use_triton(x2d, backend)
         ctx.alpha_value = alpha_value
-        ctx.save_for_backward(p, alpha_rows.detach())
+        if alpha_rows is None:  # a python-number α (then alpha_value holds it)
+            ctx.save_for_backward(p)
+        else:
+            ctx.save_for_backward(p, alpha_rows.detach())
         return p
 
     @staticmethod
     def backward(ctx, dp):  # type: ignore[override]
-        p, alpha = ctx.saved_tensors
+        # a tensor α is saved (and needed for dα); a python-number α is ctx.alpha_value
+        p, *rest = ctx.saved_tensors
         need_alpha = ctx.needs_input_grad[1]
         if ctx.triton:
             from .gpu import rowwise
 
-            a = alpha if (need_alpha or ctx.alpha_value is None) else ctx.alpha_value
+            a = rest[0] if (need_alpha or ctx.alpha_value is None) else ctx.alpha_value
             dx, da = rowwise.entmax_backward(p, dp.contiguous(), a, need_alpha)
         else:
+            alpha = rest[0] if rest else _full_alpha(p.shape[0], ctx.alpha_value, p.dtype, p.device)
             dx, da = backward_rows(p, dp, alpha, need_alpha)
         if da is not None:
-            da = da.to(alpha.dtype)
+            da = da.to(rest[0].dtype)
         return dx, da, None, None, None, None, None
 
 
@@ -183,13 +203,21 @@ def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, to
     V.check_solver(solver)
     V.check_backend(backend)
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
-    x2d, a_rows, ax, moved_shape, out_dtype = prepare(x, alpha, axis)
     hint = _python_alpha(alpha)
-    if torch.is_grad_enabled() and (x2d.requires_grad or a_rows.requires_grad):
+    # the Triton kernels take a python-number α as a scalar: no per-row α tensor then
+    x2d, a_rows, ax, moved_shape, out_dtype = prepare(
+        x, alpha, axis, need_rows=hint is None or not _use_triton(x, backend))
+    grad_alpha = a_rows is not None and a_rows.requires_grad
+    if torch.is_grad_enabled() and (x2d.requires_grad or grad_alpha):
         p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter, hint)
     else:  # no autograd graph to build: skip the Function's bookkeeping (~20 µs a call)
-        p2d = forward_rows(x2d, a_rows, solver, backend, tol, max_iter, hint)[0].to(x2d.dtype)
-    return p2d.reshape(moved_shape).movedim(-1, ax).to(out_dtype)
+        p2d = forward_rows(x2d, a_rows, solver, backend, tol, max_iter, hint)[0]
+        if p2d.dtype != x2d.dtype:
+            p2d = p2d.to(x2d.dtype)
+    out = p2d if p2d.shape == moved_shape else p2d.reshape(moved_shape)
+    if ax != x.dim() - 1:
+        out = out.movedim(-1, ax)
+    return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 def threshold(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, tol, max_iter):

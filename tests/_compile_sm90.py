@@ -19,7 +19,7 @@ from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
 _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
-_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one"}
+_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
           "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
@@ -88,12 +88,18 @@ def cases():
         yield (f"tile lists trans={trans}", A._tile_list_kernel,
                dict(BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=True, TRANS=trans, CH=256), 4)
     for mode in (-1, 0, 1, 2, 3):
+        scalar = mode >= 0  # a python-float alpha (compile-time mode) comes as a scalar argument
         yield (f"rowwise onchip mode {mode}", R._fwd_onchip_kernel,
-               dict(BLOCK_R=1, BLOCK_D=1024, SOLVER=0, F64=False, GROUP=0, MODE=mode), 1)
+               dict(BLOCK_R=1, BLOCK_D=1024, SOLVER=0, F64=False, GROUP=0, MODE=mode,
+                    SCALAR_ALPHA=scalar), 1)
         for pf in (0, 1):
             yield (f"rowwise stream mode {mode} prefetch {pf}", R._fwd_stream_kernel,
-                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16), 8,
+                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
+                        SCALAR_ALPHA=scalar), 8,
                    R._maxnreg(R.CONFIG["stream_maxnreg"]))
+        yield (f"rowwise backward mode {mode}", R._bwd_kernel,
+               dict(BLOCK_R=1, BLOCK_D=1024, ONE_PASS=True, NEED_ALPHA=not scalar, F64=False,
+                    MODE=mode, SCALAR_ALPHA=scalar), 1)
     yield ("rowwise stream float64", R._fwd_stream_kernel,
            dict(CHUNK=1024, SOLVER=0, F64=True, MODE=-1, PF=0, LEV=16), 8)
     yield ("rowwise onchip bisect", R._fwd_onchip_kernel,

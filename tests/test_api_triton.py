@@ -134,3 +134,35 @@ def test_gradcheck_alpha_at_one(device):
     fd = ((entmax(x.numpy(), 1.0 + h, backend="numpy") - entmax(x.numpy(), 1.0, backend="numpy"))
           * dy.numpy()).sum(1) / h
     np.testing.assert_allclose(ga.numpy().ravel(), fd, atol=1e-4 * max(1.0, np.abs(fd).max()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("alpha", [1.25, 1.5, 2.0, 1.7])
+@pytest.mark.parametrize("layout", ["2d", "dim1", "transposed"])
+def test_python_alpha_float32_forward_and_grad(device, alpha, layout, monkeypatch):
+    """A python-float α in float32 reaches the kernels as a scalar (no per-row α tensor is
+    built: ``torch.full`` is never called on the way, forward or backward), on every layout the
+    API reshapes differently, and p and dx match the float64 NumPy path."""
+    g = torch.Generator().manual_seed(int(alpha * 10) + len(layout))
+    base = torch.randn(5, 6, 33, generator=g, dtype=torch.float64)
+    if layout == "2d":
+        x64, dim = base[0], -1
+    elif layout == "dim1":
+        x64, dim = base, 1
+    else:
+        x64, dim = base[0].t(), 0  # non-contiguous, reduced along its first axis
+    dy64 = torch.randn(x64.shape, generator=g, dtype=torch.float64)
+    x = x64.float().to(device).requires_grad_()
+    calls = []
+    real_full = torch.full
+    monkeypatch.setattr(torch, "full", lambda *a, **k: calls.append(a) or real_full(*a, **k))
+    p = entmax(x, alpha, dim=dim, backend=_backend(device))
+    (gx,) = torch.autograd.grad(p, x, dy64.float().to(device))
+    monkeypatch.undo()
+    assert calls == []
+    assert p.dtype == torch.float32 and p.shape == x64.shape
+    xr = x64.clone().requires_grad_()
+    pr = entmax(xr, alpha, dim=dim, backend="numpy")
+    (gr,) = torch.autograd.grad(pr, xr, dy64)
+    np.testing.assert_allclose(p.detach().double().cpu().numpy(), pr.detach().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(gx.double().cpu().numpy(), gr.numpy(), rtol=0, atol=2e-5)
