@@ -75,17 +75,13 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True):
         # a python number: checked on the host, filled on x's device (no host-to-device copy,
         # which would also synchronise with the device)
         V.check_alpha_scalar(float(alpha))
-        a_rows = _full_alpha(rows, float(alpha), comp, x.device) if need_rows else None
+        a_rows = (torch.full((rows,), float(alpha), device=x.device,
+                             dtype=comp if comp == torch.float64 else torch.float32)
+                  if need_rows else None)
     else:
         a_np = V.alpha_rows_numpy(alpha, tuple(x.shape), ax)
         a_rows = torch.from_numpy(a_np).to(x.device, comp if comp == torch.float64 else torch.float32)
     return x2d, a_rows, ax, moved.shape, out_dtype
-
-
-def _full_alpha(rows: int, alpha: float, comp: torch.dtype, device) -> torch.Tensor:
-    """Per-row α tensor of a python-number α (float64 for float64 data, else float32)."""
-    return torch.full((rows,), alpha, dtype=comp if comp == torch.float64 else torch.float32,
-                      device=device)
 
 
 def _use_triton(x: torch.Tensor, backend: str) -> bool:
@@ -110,7 +106,7 @@ def forward_rows(
 
     ``alpha_value``: the python float every row's α equals, when the caller knows it (the
     Triton kernels then specialise their power branch at compile time); ``alpha_rows`` may
-    then be None."""
+    then be None on the Triton path (``prepare(..., need_rows=False)``)."""
     if _use_triton(x2d, backend):
         from .gpu import rowwise
 
@@ -122,8 +118,6 @@ def forward_rows(
         r = rowwise.entmax_forward(x2d, a, solver, tol=tol, max_iter=max_iter)
         return r.p, r
     fn = rows_backend(backend)
-    if alpha_rows is None:
-        alpha_rows = _full_alpha(x2d.shape[0], alpha_value, torch.float64, x2d.device)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
     p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
     warn_unconverged(res)
@@ -184,9 +178,8 @@ class EntmaxFunction(torch.autograd.Function):
 
             a = rest[0] if (need_alpha or ctx.alpha_value is None) else ctx.alpha_value
             dx, da = rowwise.entmax_backward(p, dp.contiguous(), a, need_alpha)
-        else:
-            alpha = rest[0] if rest else _full_alpha(p.shape[0], ctx.alpha_value, p.dtype, p.device)
-            dx, da = backward_rows(p, dp, alpha, need_alpha)
+        else:  # the CPU paths always get a per-row α tensor from prepare()
+            dx, da = backward_rows(p, dp, rest[0], need_alpha)
         if da is not None:
             da = da.to(rest[0].dtype)
         return dx, da, None, None, None, None, None
