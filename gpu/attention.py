@@ -45,11 +45,17 @@ Forward pipeline (one program per block of BLOCK_M query rows and one head; grid
      does not halve (f is not convex there); the tile mask uses the bracket's lower end.
    The loop is a device-side ``while``: no host synchronisation, no fixed iteration count.
    Also writes the per-block minimum of the final τ' (the threshold of the output pass's and the
-   backward's tile lists).
+   backward's tile lists).  **Gathered output**: pass 0 also stores each candidate's key index
+   (second half of the buffer row); a block whose rows all kept every candidate (a superset of
+   their supports) and hold at most ``_GATHER_RATIO`` (1) candidates per row for each live tile
+   computes out (and O2) right there, out_i = Σ_k p_ik v_{j_ik} over its buffered candidates,
+   loading only the value rows of the support, and marks itself done for the output pass: on
+   inputs with no zero tiles (dense tiles, short supports) this replaces the output pass's QKᵀ
+   and PV sweep by a gather of ~|support| value rows per query.
 3. ``_fwd_output_kernel``  (sparse): out = Σ_j p_ij v_j over live tiles (mask from the final τ),
    and, only when a gradient is needed, O2 = Σ_j u_ij v_j / Σ_j u_ij (for δ in the backward);
    only when α requires grad, O3 = Σ_j h_ij v_j and Σ_j h_ij with h = p ln p (fused ∂L/∂α).
-   Also writes live/visible tile counts.
+   Also writes live/visible tile counts.  Skips the blocks the solve kernel gathered.
 
 Dense QKᵀ sweeps before the sparse passes: **1**.
 
@@ -146,6 +152,15 @@ _SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
+
+#: gathered output (``_gather_out``): a solve block whose rows all kept their candidates writes
+#: its output itself when it has at most this many candidates per row for each tile of its live
+#: list (0: never, the output pass does every block); read by the launcher at each call
+_GATHER_RATIO = float(os.environ.get("SPARSEMAP_ATTN_GATHER", "1.0"))
+#: the gather's candidates per unrolled step and head-dim chunk (registers: UNROLL value rows of
+#: BLOCK_M × DCH in flight)
+_GATHER_UNROLL = int(os.environ.get("SPARSEMAP_ATTN_GATHER_UNROLL", "1"))
+_GATHER_DCH = int(os.environ.get("SPARSEMAP_ATTN_GATHER_DCH", "64"))
 
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
 # (p = d⁴, u = d³: no transcendental functions).
@@ -645,6 +660,13 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
 
 
 @triton.jit
+def _put_index(ptr, idx, mask):
+    """Store key indices into the float candidate buffer (bit patterns: the second half of each
+    buffer row, ``I_row`` = ``C_row`` + CAP, holds the first half's key indices)."""
+    tl.store(ptr, idx.to(tl.int32).to(tl.float32, bitcast=True), mask=mask)
+
+
+@triton.jit
 def _top_two(z, cbound):
     """Each row's two largest scores of a tile; where a row has exactly two candidates
     (> cbound) but the second largest distinct value is not one, the top value is tied and
@@ -655,67 +677,107 @@ def _top_two(z, cbound):
 
 
 @triton.jit
-def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr):
+def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr, I_row=None,
+                   start_n=0, csum=None, offs_n=None, BLOCK_N: tl.constexpr = 1,
+                   GATHER: tl.constexpr = False):
     """Each row's top value to slot ncand where ``first``, its second (``_top_two``) to ncand + 1
-    where ``second`` (slots ≥ CAP dropped)."""
+    where ``second`` (slots ≥ CAP dropped).  With GATHER their key indices too: the top value's
+    first column j₁, and the other candidate's as ``csum`` − j₁ (csum: the sum of the row's
+    candidate columns in this tile, two of them where ``second``; a tied top value is both)."""
     t1, t2 = _top_two(z, cbound)
-    tl.store(C_row + ncand, t1, mask=first & (ncand < CAP))
-    tl.store(C_row + ncand + 1, t2, mask=second & (ncand + 1 < CAP))
+    k1 = first & (ncand < CAP)
+    k2 = second & (ncand + 1 < CAP)
+    tl.store(C_row + ncand, t1, mask=k1)
+    tl.store(C_row + ncand + 1, t2, mask=k2)
+    if GATHER:
+        j1 = tl.min(tl.where(z == t1[:, None], offs_n[None, :], BLOCK_N), axis=1)
+        _put_index(I_row + ncand, start_n + j1, k1)
+        _put_index(I_row + ncand + 1, start_n + csum - j1, k2)
 
 
 @triton.jit
 def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
-                        BLOCK_N: tl.constexpr):
+                        BLOCK_N: tl.constexpr, I_row=None, start_n=0, GATHER: tl.constexpr = False):
     """A tile's candidates (the cnt largest values of each row) to the row buffers at slots
     ncand, ncand + 1, …: ``rounds`` = max cnt rounds of (row max, its first column, remove it).
-    Ties are kept: one instance is removed per round."""
+    Ties are kept: one instance is removed per round.  With GATHER the key index of each value
+    goes to the same slot of ``I_row``."""
     zz = z
     for r in range(0, rounds):
         t = tl.max(zz, axis=1)
         j = tl.min(tl.where(zz == t[:, None], offs_n[None, :], BLOCK_N), axis=1)
-        tl.store(C_row + ncand + r, t, mask=(cnt > r) & (ncand + r < CAP) & rmask)
+        keep = (cnt > r) & (ncand + r < CAP) & rmask
+        tl.store(C_row + ncand + r, t, mask=keep)
+        if GATHER:
+            _put_index(I_row + ncand + r, start_n + j, keep)
         zz = tl.where(offs_n[None, :] == j[:, None], float("-inf"), zz)
 
 
 @triton.jit
-def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr):
+def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr, I_row=None, cols=None,
+              GATHER: tl.constexpr = False):
     """Every candidate z > cbound of a tile to its row's buffer, at slots ncand, ncand + 1, …
-    (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows)."""
+    (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows); with GATHER
+    their key indices ``cols`` to the same slots of ``I_row``."""
     is_c = z > cbound[:, None]
     slot = ncand[:, None] + tl.cumsum(is_c.to(tl.int32), axis=1) - 1
-    tl.store(C_row[:, None] + slot, z, mask=is_c & (slot < CAP) & rmask[:, None])
+    keep = is_c & (slot < CAP) & rmask[:, None]
+    tl.store(C_row[:, None] + slot, z, mask=keep)
+    if GATHER:
+        _put_index(I_row[:, None] + slot, cols[None, :] + slot * 0, keep)
 
 
 @triton.jit
 def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_N: tl.constexpr,
-               MODE: tl.constexpr, DIAG: tl.constexpr):
+               MODE: tl.constexpr, DIAG: tl.constexpr, I_row=None, start_n=0,
+               GATHER: tl.constexpr = False):
     """Append each row's candidates z > cbound of one tile to its buffer (slots ncand, ncand + 1,
     …; slots ≥ CAP are dropped); returns the new counts (which may exceed CAP).  The usual tile
     has at most two candidates per row: the row's top one or two values are stored, no prefix
     sum; a tile where some row has more takes a few extraction rounds (α ∈ {1.5, 2}) or the
-    prefix-sum copy (longer supports)."""
+    prefix-sum copy (longer supports).  With GATHER each value's key index goes to the same slot
+    of ``I_row`` (for the gathered output, ``_gather_out``), at little extra cost: the count is
+    taken together with the sum of the candidates' columns (one float sum of MULT + column per
+    candidate: exact integers, MULT above any column sum of the tile), which is the column
+    of a row's only candidate and, less the top value's column, that of the second; the
+    extraction rounds know their columns anyway."""
     is_c = z > cbound[:, None]
     # counted in float (the scores' layout); an int32 count shared with the prefix sum below
     # made the compiler convert the whole indicator tile's layout on every tile
-    cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
+    if GATHER:
+        # (a power of two above the largest column sum BLOCK_N·(BLOCK_N − 1)/2; the total stays
+        # below 2^24 for BLOCK_N ≤ 256)
+        MULT: tl.constexpr = 4096 if BLOCK_N <= 64 else (8192 if BLOCK_N <= 128 else 32768)
+        a = tl.sum(tl.where(is_c, offs_n.to(tl.float32)[None, :] + MULT, 0.0), axis=1).to(tl.int32)
+        cnt = a // MULT
+        csum = a % MULT
+    else:
+        cnt = tl.sum(tl.where(is_c, 1.0, 0.0), axis=1).to(tl.int32)
+        csum = cnt
     if DIAG == 7:
         # profiling only (wrong when a row has > 2 candidates in a tile): the top two
         # always, without the block-wide count maximum and its branch
-        _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP)
+        _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP, I_row,
+                       start_n, csum, offs_n, BLOCK_N, GATHER)
     elif DIAG != 1:
         worst = tl.max(cnt, axis=0)
         if worst <= 1:
-            tl.store(C_row + ncand, tl.max(z, axis=1), mask=(cnt >= 1) & (ncand < CAP) & rmask)
+            k1 = (cnt >= 1) & (ncand < CAP) & rmask
+            tl.store(C_row + ncand, tl.max(z, axis=1), mask=k1)
+            if GATHER:
+                _put_index(I_row + ncand, start_n + csum, k1)
         elif worst <= 2:
             # at most two candidates per row in this tile (the usual case): the row's top two
             # values, no prefix sum and no tile-wide scatter
-            _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP)
+            _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP,
+                           I_row, start_n, csum, offs_n, BLOCK_N, GATHER)
         elif (MODE == 1 or MODE == 2) and DIAG != 8:
             # short supports: a few more rounds of the same (a prefix sum over the tile would
             # double the kernel's registers, and so halve its occupancy, for a rare case)
-            _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N)
+            _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, I_row,
+                                start_n, GATHER)
         else:
-            _copy_all(z, cbound, ncand, C_row, rmask, CAP)
+            _copy_all(z, cbound, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
     return ncand + cnt
 
 
@@ -723,7 +785,7 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
 def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
              cbound, ncand, C_row, rmask, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-             CAP: tl.constexpr, DIAG: tl.constexpr):
+             CAP: tl.constexpr, DIAG: tl.constexpr, I_row=None, GATHER: tl.constexpr = False):
     """One sweep over the live tiles ``L_row[0:n_list]`` appending each row's candidates
     z > cbound to its buffer (slots ncand, ncand + 1, …; slots ≥ CAP are dropped).  Returns the
     rows' candidate counts (ncand + candidates found, which may exceed CAP)."""
@@ -731,22 +793,27 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
         start_n = tl.load(L_row + i) * BLOCK_N
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-        ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG)
+        ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
+                           I_row, start_n, GATHER)
     return ncand
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T + ["N_WORK"])
 def _fwd_solve_kernel(
-    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, WORK, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, GDONE, O, O2, WORK, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
     stride_sb, stride_sh, stride_sn,
-    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, N_WORK,
+    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, N_WORK, GRATIO,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
+    GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, GUNROLL: tl.constexpr = 1,
+    GDCH: tl.constexpr = 64,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -755,34 +822,45 @@ def _fwd_solve_kernel(
     from the counter WORK[0] (zero at launch): the blocks are handed out dynamically, in the
     order w = 0, 1, …, which is query block NQB − 1 − w // (B·H) of head w mod (B·H) (the longest
     causal rows first).  Which program solves a block does not change its result (a slot is
-    read only where the block wrote it): bitwise deterministic."""
+    read only where the block wrote it): bitwise deterministic.
+
+    With GATHER, each buffer row is 2·CAP floats, the second half holding the key indices of the
+    candidates in the first (as bit patterns), and a block whose rows
+    all kept every candidate writes its output here (``_gather_out``: O, and O2 with NEED_O2)
+    when it has at most GRATIO candidates per row for each live tile of its list; GDONE[block]
+    = 1 then tells the output kernel to skip it."""
     pid = tl.program_id(0)
+    ROW: tl.constexpr = 2 * CAP if GATHER else CAP
     if PERSIST:
         nprog = tl.num_programs(0)
-        C_slot = CAND + pid.to(tl.int64) * (BLOCK_M * CAP)
+        C_slot = CAND + pid.to(tl.int64) * (BLOCK_M * ROW)
         BH = N_WORK // NQB
         w = pid
         while w < N_WORK:
             # claim the next block now: the atomic's latency hides behind this block's work
             nxt = tl.atomic_add(WORK, 1) + nprog
             _solve_block(NQB - 1 - w // BH, w % BH, C_slot,
-                         Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
-                         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                         Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q,
+                         CU_K, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                         stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
-                         MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
-                         CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE)
+                         MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
+                         MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
+                         GUNROLL, GDCH)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
     else:
         pid_bh = tl.program_id(1)
-        C_slot = CAND + (pid_bh.to(tl.int64) * NQB + pid) * (BLOCK_M * CAP)
+        C_slot = CAND + (pid_bh.to(tl.int64) * NQB + pid) * (BLOCK_M * ROW)
         _solve_block(pid, pid_bh, C_slot,
-                     Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
+                     Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q, CU_K,
                      stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
-                     MAX_ITER, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC, MODE,
-                     CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE)
+                     MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
+                     MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
+                         GUNROLL, GDCH)
 
 
 @triton.jit
@@ -877,18 +955,60 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
 
 
 @triton.jit
+def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2, O_off,
+                stride_on, qexp, MODE: tl.constexpr, NEED_O2: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, UNROLL: tl.constexpr,
+                DCH0: tl.constexpr):
+    """out_i = Σ_k p_ik v_{j_ik} over row i's buffered candidates (values z_ik, key indices j_ik;
+    p = [z − τ']_+^Q, only keys with z > τ' are loaded), and with NEED_O2 O2_i = Σ u v / Σ u —
+    what the output pass computes, as a gather of the support's value rows instead of a QKᵀ and
+    PV sweep over the live tiles.  The products are in float32 (the output pass rounds p to the
+    input dtype for its PV dot).  Head dims in chunks of DCH0 (accumulator registers); UNROLL
+    candidates per step, in straight-line code, so that their loads are in flight together."""
+    DCH: tl.constexpr = DCH0 if BLOCK_D > DCH0 else BLOCK_D
+    for d0 in tl.static_range(0, BLOCK_D, DCH):
+        offs = d0 + tl.arange(0, DCH)
+        dm = offs < HEAD_DIM
+        acc = tl.zeros([BLOCK_M, DCH], tl.float32)
+        acc2 = tl.zeros([BLOCK_M, DCH], tl.float32)
+        su = tl.zeros([BLOCK_M], tl.float32)
+        for k0 in range(0, nmax, UNROLL):
+            for uu in tl.static_range(UNROLL):
+                kk = k0 + uu
+                has = (kk < ncand) & rmask
+                d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
+                jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
+                p, u = _pow_pu(d, qexp, MODE)
+                v = tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
+                            mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
+                acc += p[:, None] * v
+                if NEED_O2:
+                    acc2 += u[:, None] * v
+                    su += u
+        optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs[None, :]
+        omask = rmask[:, None] & dm[None, :]
+        tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty), mask=omask)
+        if NEED_O2:
+            o2 = acc2 / tl.where(su > 0, su, 1.0)[:, None]
+            tl.store(O2 + optr, tl.where(bad[:, None], float("nan"), o2), mask=omask)
+
+
+@triton.jit
 def _solve_block(
     pid_m, pid_bh, C_slot,
-    Q, K, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
     stride_sb, stride_sh, stride_sn,
-    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER,
+    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, GRATIO,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
+    GATHER: tl.constexpr, NEED_O2: tl.constexpr, GUNROLL: tl.constexpr, GDCH: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -897,7 +1017,8 @@ def _solve_block(
     program's slot ``C_slot``).  For α ≤ 2 the iterates only increase, so the buffer holds
     everything that can still matter: rows whose candidates fit finish **in registers** (no more
     QKᵀ).  Rows that overflow the buffer (e.g. α close to 1 with long rows) continue with sparse
-    sweeps over the live tiles.
+    sweeps over the live tiles.  With GATHER a block whose rows all kept their candidates may
+    write its output from them (``_gather_out``) instead of leaving it to the output pass.
     """
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
@@ -920,7 +1041,9 @@ def _solve_block(
     tau = tl.where(n == 1, -1.0, tau)
     last_step = hi - lo
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    C_row = C_slot + tl.arange(0, BLOCK_M) * CAP
+    ROW: tl.constexpr = 2 * CAP if GATHER else CAP
+    C_row = C_slot + tl.arange(0, BLOCK_M) * ROW
+    I_row = C_row + CAP  # (with GATHER) the key indices of the candidates
 
     # ---- pass 0: one sweep over the live tiles, copying candidates to the row buffers ----
     # (the live tiles of this block under the bound kernel's threshold: a compacted list)
@@ -936,7 +1059,7 @@ def _solve_block(
         nobuf = n_list >= 0
     ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
                      lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
-                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG)
+                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER)
     it = 1
 
     tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
@@ -944,6 +1067,23 @@ def _solve_block(
                                   stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
                                   PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG)
     tau = tl.where(n > 0, tau, 0.0)
+    if GATHER:
+        # every row kept all its candidates (a superset of its support) and they are few next
+        # to the keys the output pass would visit: out (and O2) from the buffers here
+        nmax = tl.max(tl.where(rmask, ncand, 0), axis=0)
+        # (a row with one visible key takes no part in the block's list threshold: its key is
+        # only in the buffer if another row made its tile live — the row's max is a candidate
+        # of every row that has keys, so ncand ≥ 1 says the buffer holds it)
+        miss = rmask & ((ncand > CAP) | ((ncand == 0) & (n > 0)))
+        allfit = (tl.max(tl.where(miss, 1, 0), axis=0) == 0) & ~nobuf
+        gather = allfit & (nmax.to(tl.float32) <= GRATIO * n_list.to(tl.float32))
+        if gather:
+            V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+            O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+            _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
+                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM, GUNROLL,
+                        GDCH)
+        tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, gather.to(tl.int32))
     tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)
     # the block's final tile threshold (output pass and backward)
     tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
@@ -960,7 +1100,7 @@ def _solve_block(
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_output_kernel(
-    Q, K, V, ALPHA, M, TAU, LIST, LCNT, O, O2, O3, HS, LIVE, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, LIST, LCNT, O, O2, O3, HS, LIVE, GDONE, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -970,10 +1110,11 @@ def _fwd_output_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NEED_O2: tl.constexpr, NEED_DALPHA: tl.constexpr,
+    NEED_O2: tl.constexpr, NEED_DALPHA: tl.constexpr, GATHER: tl.constexpr = False,
 ):
     """out = Σ p v on live tiles; with NEED_O2 also O2 = Σ u v / Σ u (for δ in the backward); with
-    NEED_DALPHA also O3 = Σ h v and HS = Σ h, h = p log p (for ∂L/∂α, see ``entmax_attention_dalpha``)."""
+    NEED_DALPHA also O3 = Σ h v and HS = Σ h, h = p log p (for ∂L/∂α, see ``entmax_attention_dalpha``).
+    With GATHER, blocks the solve kernel already wrote (GDONE) only record their tile counts."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
@@ -995,7 +1136,10 @@ def _fwd_output_kernel(
     # live tiles under the block's final threshold min_i τ'_i (compacted list)
     L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
     n_tiles = tl.cdiv(_kend(start_m, lq, lk, CAUSAL, BLOCK_M), BLOCK_N)
-    for i in range(0, n_live):
+    todo = pid_m >= 0
+    if GATHER:
+        todo = tl.load(GDONE + pid_bh.to(tl.int64) * NQB + pid_m) == 0
+    for i in range(0, tl.where(todo, n_live, 0)):
         start_n = tl.load(L_row + i) * BLOCK_N
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
@@ -1013,7 +1157,9 @@ def _fwd_output_kernel(
             acc3 += tl.dot(hh.to(v.dtype), v, input_precision=PREC)
             hs += tl.sum(hh, axis=1)
     optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
-    omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
+    # (blocks the solve wrote: no store; an all-false mask built by comparison, as the interpreter
+    # does not take a mask combined with a scalar)
+    omask = rmask[:, None] & (offs_d[None, :] < tl.where(todo, HEAD_DIM, 0))
     bad = (m != m)[:, None]  # rows flagged by the scan: NaN
     tl.store(O + optr, tl.where(bad, float("nan"), acc).to(O.dtype.element_ty), mask=omask)
     if NEED_O2:
@@ -1366,7 +1512,9 @@ def entmax_attention_fwd(
 
     Padded layout: q (B, H, Nq, D), k/v (B, Hkv, Nk, D).  Varlen: q (Tq, H, D), k/v (Tk, Hkv, D)
     with int32 ``cu_seqlens_*`` (B+1,).  ``alpha_h``: float32 (H,) on the device.
-    Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config.
+    Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config, and
+    ``gathered`` ((B·H, NQB) int32, 1 for the query blocks whose output the solve kernel gathered;
+    None when the gathered output is off).
     """
     out_dtype = q.dtype
     if INTERPRET and q.dtype == torch.bfloat16:
@@ -1415,10 +1563,18 @@ def entmax_attention_fwd(
     # candidate buffers of the solve: a slot of BM rows per query block, or per program when the
     # solve is persistent
     n_work = NQB * B * H
-    persist = _solve_persist(mode, D)
+    # the gathered output needs the candidates' key indices, in the second half of each buffer
+    # row (not with ∂/∂α: the output pass computes its extra sums); gdone marks the blocks it wrote
+    gather = _GATHER_RATIO != 0 and not need_dalpha and BN <= 256
+    width = 2 if gather else 1
+    # one slot per query block unless that would take more than the budget (long sequences):
+    # then the persistent grid, whose scratch does not grow with N
+    persist = (_solve_persist(mode, D)
+               or (_SOLVE_PERSIST != "0" and n_work * BM * _CAND_CAP * width * 4 > _CAND_BUDGET))
     nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
-    cap = _cand_cap(mode, nprog * BM)
-    cand = torch.empty((nprog, BM, cap), **f32)
+    cap = _cand_cap(mode, nprog * BM * width)
+    cand = torch.empty((nprog, BM, width * cap), **f32)
+    gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather else lcnt
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
         cq, ck = cu_seqlens_q, cu_seqlens_k
@@ -1443,24 +1599,27 @@ def entmax_attention_fwd(
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[(nprog,) if persist else grid](
-                                q, k, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, work, cq, ck,
-                                *sqs, *sks, *ss, Nq, Nk, H, G, scale, NQB, NKB, tol, max_iter, n_work,
+                                q, k, v, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, gdone, o, o2, work, cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G,
+                                scale, NQB, NKB, tol, max_iter, n_work, _GATHER_RATIO,
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
+                                GATHER=gather, NEED_O2=need_o2, GUNROLL=_GATHER_UNROLL,
+                                GDCH=_GATHER_DCH,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 3:
-        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, cq, ck,
-                                 *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, **common,
+        _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, gdone,
+                                 cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
+                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, GATHER=gather,
+                                 **common,
                                  **_launch("output", tiles),
                                  **_regs("output_o2" if need_o2 else "output", mode))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
     return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
                 hsum=hsum if need_dalpha else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
-                lst=lst, lcnt=lcnt,
+                lst=lst, lcnt=lcnt, gathered=gdone if gather else None,
                 iters=iters, cfg=cfg)
 
 

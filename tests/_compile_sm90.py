@@ -19,10 +19,10 @@ from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
 _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
-_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s"}
+_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
-          "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
+          "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "GDONE": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
 
 
 def signature(kernel, constexprs):
@@ -40,9 +40,20 @@ def signature(kernel, constexprs):
     return sig
 
 
+def with_defaults(kernel, constexprs):
+    """``constexprs`` plus the defaults of the kernel's constexpr parameters not given (as a
+    launch that omits them would use)."""
+    out = dict(constexprs)
+    for name, par in inspect.signature(kernel.fn).parameters.items():
+        if name not in out and par.default is not inspect.Parameter.empty and "constexpr" in str(par.annotation):
+            out[name] = par.default
+    return out
+
+
 def compile_sm90(kernel, constexprs, num_warps=4, **options):
     """Compile for sm_90; ``options`` are further launch options (e.g. ``maxnreg``, as the
     launchers pass them: the register caps go through ptxas here too; ``num_stages``, default 3)."""
+    constexprs = with_defaults(kernel, constexprs)
     src = ASTSource(fn=kernel, signature=signature(kernel, constexprs), constexprs=constexprs)
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                          options=dict(num_warps=num_warps, **{"num_stages": 3, **options}))
@@ -63,12 +74,19 @@ def cases():
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
                     **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
+        # the default: candidate key indices copied, gathered output with O2 (training)
+        yield (f"attention solve mode {mode} gathered output", A._fwd_solve_kernel,
+               dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
+                    GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL, GDCH=A._GATHER_DCH,
+                    **A._sweep_rule(mode, 64)), 4,
+               A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
-               dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC), 4)
+               dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC,
+                    GATHER=mode != A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its
@@ -78,8 +96,10 @@ def cases():
     for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
                             ("solve", A._fwd_solve_kernel,
                              dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(A.MODE_15, 256),
-                                  **A._sweep_rule(A.MODE_15, 256))),
-                            ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False)),
+                                  GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL,
+                                  GDCH=A._GATHER_DCH, **A._sweep_rule(A.MODE_15, 256))),
+                            ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False,
+                                                                  GATHER=True)),
                             ("dq", A._bwd_dq_kernel, {}),
                             ("dkdv", A._bwd_dkdv_kernel, dict(SUB_M=t["BM"]))):
         opts = dict(A._regs(kern, A.MODE_15), num_stages=t[f"{kern}.ns"])

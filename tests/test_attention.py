@@ -1022,3 +1022,149 @@ def test_block_sparse_varlen_causal_gqa_exact():
     _assert_close(out, ref, 1e-4, 1e-3, "out")
     for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), (qd.grad, kd.grad, vd.grad)):
         _assert_close(x.grad, r, 2e-4, 1e-3, name)
+
+
+def _spy_gathered(monkeypatch):
+    """Record the forward's ``gathered`` flags (query blocks whose output the solve wrote)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    seen = []
+    real = ga.entmax_attention_fwd
+
+    def spy(*args, **kwargs):
+        res = real(*args, **kwargs)
+        g = res["gathered"]
+        seen.append(None if g is None else int(g.sum()))
+        return res
+
+    monkeypatch.setattr(ga, "entmax_attention_fwd", spy)
+    return seen
+
+
+@_triton
+@pytest.mark.parametrize("ratio", [0.0, 1e9])
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", [
+    (1, 2, 1, 100, 100, 32, True, 1.5),
+    (2, 2, 2, 70, 130, 16, False, 2.0),
+    (1, 2, 2, 130, 64, 64, True, 1.25),    # causal Nq > Nk: rows without keys
+    (1, 2, 1, 64, 100, 24, True, 3.0),
+    (1, 4, 2, 1, 100, 16, False, 1.5),     # decode
+])
+def test_gathered_output_matches_reference(monkeypatch, ratio, B, H, Hkv, Nq, Nk, D, causal, alpha):
+    """The solve kernel's gathered output (``_gather_out``: out and O2 from the candidate buffers
+    and their key indices) forced on for every block that kept its candidates (ratio 1e9), or off
+    (0: the output pass does every block): out, τ and the three gradients match the float64
+    reference either way, and the flag really switches the path."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", ratio)
+    seen = _spy_gathered(monkeypatch)
+    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
+    assert len(seen) == 1
+    assert (seen[0] > 0) if ratio > 0 else (seen[0] is None)
+
+
+@_triton
+@pytest.mark.parametrize("ratio", [0.0, 1e9])
+def test_gathered_output_per_head_alpha_varlen_halfprec(monkeypatch, ratio):
+    """Per-head α (the kernels' generic powers), varlen with an empty sequence and GQA, bfloat16:
+    the gathered and the tile-pass outputs both match the reference."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", ratio)
+    seen = _spy_gathered(monkeypatch)
+    _check_against_reference(1, 2, 2, 70, 70, 16, True, torch.tensor([1.7, 2.0]), seed=7)
+    test_varlen_with_empty_sequence_and_gqa()
+    test_half_precision(torch.bfloat16)
+    assert all((s > 0) if ratio > 0 else (s is None) for s in seen), seen
+
+
+@_triton
+def test_gathered_output_not_used_when_a_row_overflows(monkeypatch):
+    """A block with a row whose candidates overflowed its buffer is left to the output pass
+    (its buffer misses keys): with a 2-float buffer no block is gathered, results stay exact."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    monkeypatch.setattr(ga, "_cand_cap", lambda mode, rows: 2)
+    seen = _spy_gathered(monkeypatch)
+    _check_against_reference(1, 2, 2, 70, 90, 16, True, 1.5, seed=11, qscale=0.3)
+    assert seen == [0]
+
+
+@_triton
+def test_gathered_output_nonfinite_rows(monkeypatch):
+    """NaN rows stay NaN and the other rows exact when their blocks are gathered."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    seen = _spy_gathered(monkeypatch)
+    q, k, v = _inputs(1, 2, 2, 40, 40, 16, seed=9)
+    with torch.no_grad():
+        q[0, 0, 5] = float("nan")
+    out = entmax_attention(q.detach(), k.detach(), v.detach(), alpha=1.5, backend="triton")
+    assert torch.isnan(out[0, 0, 5]).all()
+    ref, _, _ = _ref(q, k, v, 1.5, False)
+    keep = torch.ones(out.shape[:3], dtype=torch.bool)
+    keep[0, 0, 5] = False
+    _assert_close(out[keep], ref[keep], *_tol(1.5), "out (finite rows)")
+    assert seen[0] > 0
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 1e9])
+@pytest.mark.parametrize("D,alpha", [(64, 1.5), (128, 2.0), (64, 1.25)])
+def test_gpu_gathered_output(monkeypatch, ratio, D, alpha):
+    """GPU sizes: the gathered output off, at the default rule and forced for every block that
+    kept its candidates; the forward+backward matches the float64 reference in each case."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", ratio)
+    seen = _spy_gathered(monkeypatch)
+    _check_against_reference(1, 4, 2, 1500, 1500, D, True, alpha, seed=D)
+    assert (seen[0] is None) if ratio == 0 else (ratio < 1e9 or seen[0] > 0)
+
+
+@_triton
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_gathered_output_ties(monkeypatch, alpha):
+    """Tied scores (keys repeating with period 5) and flat rows with the gathered output forced
+    on: the top-two copy's second column (column sum less the first) must name the other tied
+    key, the extraction rounds every tied copy."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    seen = _spy_gathered(monkeypatch)
+    test_many_candidates_per_tile_and_ties(alpha, True)
+    q, k, v = _inputs(1, 2, 2, 64, 96, 16, seed=23)
+    with torch.no_grad():
+        k.copy_(k[:, :, torch.arange(96) // 2 * 2])   # pairs of equal keys: ties of two
+    out = entmax_attention(q.detach(), k.detach(), v.detach(), alpha=alpha, backend="triton")
+    ref, _, _ = _ref(q, k, v, alpha, False)
+    _assert_close(out, ref, *_tol(alpha), "out (pairs of tied keys)")
+    assert all(s > 0 for s in seen), seen
+
+
+@_triton
+@pytest.mark.parametrize("gather", [0.0, 1.0])
+def test_solve_goes_persistent_when_buffers_exceed_budget(monkeypatch, gather):
+    """α = 1.5 at head dim 128 solves one block per program, unless the per-block candidate
+    buffers (twice as wide with the gathered output) would exceed the budget: then the
+    persistent grid, with the same exact results."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", gather)
+    calls = []
+    real = ga._solve_programs
+
+    def spy(*a, **kw):
+        calls.append(a[0])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ga, "_solve_programs", spy)
+    _check_against_reference(1, 2, 2, 40, 40, 128, True, 1.5, seed=4)
+    assert calls == []
+    monkeypatch.setattr(ga, "_CAND_BUDGET", 4096)
+    _check_against_reference(1, 2, 2, 40, 40, 128, True, 1.5, seed=4)
+    assert len(calls) == 1
