@@ -2,12 +2,27 @@
 # The device call behind the 2026-12-01 H200 records (docs/benchmarks*.md): GPU tests of the
 # changed row-wise code, the public API's host cost old vs new (alternating), the paired row-wise
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
-# A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2.
+# A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
+# `bash benchmarks/h200_session.sh gather [True|False]`: the later session's call (causal or not).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
 set -o pipefail
 O=${OUT:-/tmp/out}
+if [ "${1:-}" = gather ]; then
+  # the second 2026-12-01 session (gathered attention output): GPU tests, register caps of the
+  # solve with the gather, the N = 16k causal rows of the issue grid (no peers installed)
+  timeout 170 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
+  timeout 110 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 \
+    --variants default,solve=144,solve=168,gather0 --rounds 2 --fb --out /tmp/sa > "$O/stages_regs.txt" 2>&1
+  echo "stages rc $?"; tail -n 9 "$O/stages_regs.txt" | cut -c1-100
+  timeout 290 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=${2:-True}" \
+    --max-seconds 240 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
+  cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null; cp /tmp/ab/gpu_attention_table.txt "$O/" 2>/dev/null
+  grep "^|" "$O/attn_n16k.txt" | tail -n 14
+  exit 0
+fi
 if [ "${1:-}" = attention ]; then
   timeout 330 python3 benchmarks/gpu_attention.py --bench --profile --only "N=16384,D=64,causal=True,alpha=1.5" \
     --max-seconds 150 --out /tmp/ab > "$O/attn_ada.txt" 2>&1; echo "attn rc $?"

@@ -166,6 +166,13 @@ _GATHER_DCH = int(os.environ.get("SPARSEMAP_ATTN_GATHER_DCH", "64"))
 # (p = d⁴, u = d³: no transcendental functions).
 MODE_GENERIC, MODE_15, MODE_2, MODE_125 = 0, 1, 2, 3
 
+#: the power modes that copy key indices for it: α ∈ {1.5, 2}, where it was measured (H200,
+#: N = 16k causal: random inputs 5–20 % faster, block-sparse ones unchanged).  Smaller α has
+#: ~10× longer supports (α = 1.25: ~700 candidates per row on 16k random keys), so its blocks
+#: would rarely pass the rule while every scattered candidate store doubled; not measured there,
+#: so off (the kernels support every mode: the tests run them all)
+_GATHER_MODES = (MODE_15, MODE_2)
+
 
 def alpha_mode(alpha) -> int:
     """Compile-time specialisation for a python-float α (tensors use the generic path)."""
@@ -1565,7 +1572,7 @@ def entmax_attention_fwd(
     n_work = NQB * B * H
     # the gathered output needs the candidates' key indices, in the second half of each buffer
     # row (not with ∂/∂α: the output pass computes its extra sums); gdone marks the blocks it wrote
-    gather = _GATHER_RATIO != 0 and not need_dalpha and BN <= 256
+    gather = _GATHER_RATIO != 0 and mode in _GATHER_MODES and not need_dalpha and BN <= 256
     width = 2 if gather else 1
     # one slot per query block unless that would take more than the budget (long sequences):
     # then the persistent grid, whose scratch does not grow with N

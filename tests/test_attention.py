@@ -837,12 +837,21 @@ def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
 
-    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.settings(max_examples=8, deadline=None, derandomize=True)
     @hyp.given(nq=st.integers(1, 80), nk=st.integers(1, 80), d=st.sampled_from([16, 32]),
                g=st.sampled_from([1, 2]), causal=st.booleans(),
-               alpha=st.sampled_from([1.25, 1.5, 2.0, 1.75]), seed=st.integers(0, 1000))
-    def run(nq, nk, d, g, causal, alpha, seed):
-        _check_against_reference(1, 2, 2 // g, nq, nk, d, causal, alpha, seed=seed, grads=False)
+               alpha=st.sampled_from([1.25, 1.5, 2.0, 1.75]), seed=st.integers(0, 1000),
+               gather=st.sampled_from([0.0, 1.0, 1e9]))
+    def run(nq, nk, d, g, causal, alpha, seed, gather):
+        import sparsemap_tools.gpu.attention as ga
+
+        # the gathered output off / default / forced (for every power mode)
+        old = ga._GATHER_RATIO, ga._GATHER_MODES
+        ga._GATHER_RATIO, ga._GATHER_MODES = gather, (0, 1, 2, 3)
+        try:
+            _check_against_reference(1, 2, 2 // g, nq, nk, d, causal, alpha, seed=seed, grads=False)
+        finally:
+            ga._GATHER_RATIO, ga._GATHER_MODES = old
 
     run()
 
@@ -1024,9 +1033,13 @@ def test_block_sparse_varlen_causal_gqa_exact():
         _assert_close(x.grad, r, 2e-4, 1e-3, name)
 
 
-def _spy_gathered(monkeypatch):
-    """Record the forward's ``gathered`` flags (query blocks whose output the solve wrote)."""
+def _spy_gathered(monkeypatch, all_modes=True):
+    """Record the forward's ``gathered`` flags (query blocks whose output the solve wrote); with
+    ``all_modes`` the gather is enabled for every power mode (by default only α ∈ {1.5, 2})."""
     import sparsemap_tools.gpu.attention as ga
+
+    if all_modes:
+        monkeypatch.setattr(ga, "_GATHER_MODES", (ga.MODE_GENERIC, ga.MODE_15, ga.MODE_2, ga.MODE_125))
 
     seen = []
     real = ga.entmax_attention_fwd
@@ -1168,3 +1181,29 @@ def test_solve_goes_persistent_when_buffers_exceed_budget(monkeypatch, gather):
     monkeypatch.setattr(ga, "_CAND_BUDGET", 4096)
     _check_against_reference(1, 2, 2, 40, 40, 128, True, 1.5, seed=4)
     assert len(calls) == 1
+
+
+@_triton
+def test_gathered_output_modes_by_default():
+    """By default only α ∈ {1.5, 2} copy key indices (the gather was measured there): α = 1.25 and
+    per-head α tensors (the generic powers) run without it, α = 2 with it."""
+    import sparsemap_tools.gpu.attention as ga
+
+    seen = []
+    real = ga.entmax_attention_fwd
+
+    def spy(*args, **kwargs):
+        res = real(*args, **kwargs)
+        seen.append(res["gathered"] is not None)
+        return res
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ga, "entmax_attention_fwd", spy)
+    try:
+        q, k, v = _inputs(1, 2, 2, 40, 40, 16, seed=3)
+        with torch.no_grad():
+            for a in (1.25, torch.tensor([1.5, 2.0]), 2.0, 1.5):
+                entmax_attention(q, k, v, alpha=a, backend="triton")
+    finally:
+        mp.undo()
+    assert seen == [False, False, True, True]
