@@ -245,6 +245,7 @@ def bench(log, quick: bool, only=None, profile: bool = False, main_set: bool = F
             _, st = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, return_stats=True)
         row["skip"] = round(st.tile_sparsity.item(), 4)
         row["iters"] = int(st.solve_iters)
+        row["gathered"] = round(float(st.gathered), 4)  # query blocks written by the solve's gather
         ours = lambda: entmax_attention(q, k, v, alpha=alpha, is_causal=causal)
         t0 = time.time()
         row["ours_fwd"], row["ours_fb"] = bench_one(ours, [q, k, v], do)

@@ -157,7 +157,8 @@ def main() -> None:
                         x.grad = None
                 row = dict(kind=kind, alpha=args.alpha, variant=var, round=rnd, scan=s[0], solve=s[1],
                            output=s[2], fwd=s[3], flash_fwd=flash, ratio=s[3] / flash, fwd_train=tr,
-                           fwd_bwd=fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters))
+                           fwd_bwd=fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters),
+                           gathered=float(st.gathered))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     apply_variant("default")
@@ -166,12 +167,12 @@ def main() -> None:
         json.dump(dict(gpu=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
     print(f"\n{torch.cuda.get_device_name()}; N={N} B={B} H={H} D={D} causal bf16 alpha={args.alpha}; ms")
     print(f"{'inputs':8s} {'variant':>18s} {'scan':>6s} {'solve':>6s} {'output':>6s} {'fwd':>6s} "
-          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s} {'diff':>8s}")
+          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s} {'diff':>8s} {'gath':>5s}")
     for r in rows:
         if r["round"] == args.rounds - 1:
             print(f"{r['kind']:8s} {r['variant']:>18s} {r['scan']:6.3f} {r['solve']:6.3f} {r['output']:6.3f} "
                   f"{r['fwd']:6.3f} {r['flash_fwd']:6.3f} {r['ratio']:5.2f} {r['solve_passes']:6d} "
-                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f} {r['max_diff_vs_default']:8.1e}")
+                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f} {r['max_diff_vs_default']:8.1e} {r['gathered']:5.2f}")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,15 @@ class AttentionStats(NamedTuple):
 
     tau:           per query row threshold τ (absolute: p = [(α−1)s − τ]_+^{1/(α−1)}), float32,
                    shaped like the rows ((B, H, Nq) or (Tq, H)); 0 for rows that see no key.
-    tile_sparsity: 0-dim float tensor, fraction of visible (query block × key block) tiles skipped
-                   by the output pass (NaN when nothing is visible).
+    tile_sparsity: 0-dim float tensor, fraction of visible (query block × key block) tiles whose
+                   weights are provably all zero, skipped by the output pass and the backward
+                   (NaN when nothing is visible).
     live_tiles, visible_tiles: 0-dim int64 tensors.
     solve_iters:   max number of sparse solver passes over any query block (0-dim int tensor).
+    gathered:      0-dim float tensor, fraction of the query blocks with visible keys whose output
+                   the solve kernel gathered from its candidate buffers (each row's support) instead
+                   of leaving it to the output pass's tile sweep (0 when the gather is off: α other
+                   than 1.5 / 2, or α requiring grad; NaN when nothing is visible).
     """
 
     tau: torch.Tensor
@@ -65,6 +70,7 @@ class AttentionStats(NamedTuple):
     live_tiles: torch.Tensor
     visible_tiles: torch.Tensor
     solve_iters: torch.Tensor
+    gathered: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +220,13 @@ def _make_stats(res) -> AttentionStats:
     n_live = live[..., 0].sum()
     n_vis = live[..., 1].sum()
     sparsity = 1.0 - n_live.double() / n_vis.double()
+    seen = live[..., 1] > 0  # query blocks with visible keys
+    g = res.get("gathered")
+    g = torch.zeros_like(seen) if g is None else g.bool()
+    gathered = (g & seen).sum().double() / seen.sum().double()
     return AttentionStats(tau=tau, tile_sparsity=sparsity.float(), live_tiles=n_live,
-                          visible_tiles=n_vis, solve_iters=res["iters"].max() if res["iters"].numel() else res["iters"].sum())
+                          visible_tiles=n_vis, solve_iters=res["iters"].max() if res["iters"].numel() else res["iters"].sum(),
+                          gathered=gathered.float())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +276,8 @@ def entmax_attention(
         if return_stats:
             nan = torch.tensor(float("nan"))
             return out, AttentionStats(tau=tau, tile_sparsity=nan, live_tiles=torch.tensor(-1),
-                                       visible_tiles=torch.tensor(-1), solve_iters=torch.tensor(-1))
+                                       visible_tiles=torch.tensor(-1), solve_iters=torch.tensor(-1),
+                                       gathered=nan)
         return out
     if q.device.type != "cuda":
         _require_interpreter()

@@ -1072,9 +1072,11 @@ def test_gathered_output_matches_reference(monkeypatch, ratio, B, H, Hkv, Nq, Nk
 
     monkeypatch.setattr(ga, "_GATHER_RATIO", ratio)
     seen = _spy_gathered(monkeypatch)
-    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
+    _, st = _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
     assert len(seen) == 1
     assert (seen[0] > 0) if ratio > 0 else (seen[0] is None)
+    # the stats report the fraction of query blocks (with visible keys) that were gathered
+    assert 0.0 < float(st.gathered) <= 1.0 if ratio > 0 else float(st.gathered) == 0.0
 
 
 @_triton
