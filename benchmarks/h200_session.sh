@@ -10,12 +10,13 @@ source benchmarks/device_setup.sh
 set -o pipefail
 O=${OUT:-/tmp/out}
 if [ "${1:-}" = gather ]; then
-  # the second 2026-12-01 session (gathered attention output): GPU tests, register caps of the
-  # solve with the gather, the N = 16k causal rows of the issue grid (no peers installed)
+  # for the session after the second 2026-12-01 one (written then, not yet run): GPU tests, the
+  # experimental gathered dQ and a register cap of the solve against the default and the gather
+  # off (D = 64, alpha 1.5, with f+b), the N = 16k rows of the issue grid (no peers installed)
   timeout 170 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
   timeout 110 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 \
-    --variants default,solve=144,solve=168,gather0 --rounds 2 --fb --out /tmp/sa > "$O/stages_regs.txt" 2>&1
+    --variants default,dqgather,solve=168,gather0 --rounds 2 --fb --out /tmp/sa > "$O/stages_regs.txt" 2>&1
   echo "stages rc $?"; tail -n 9 "$O/stages_regs.txt" | cut -c1-100
   timeout 290 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=${2:-True}" \
     --max-seconds 240 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"

@@ -173,6 +173,13 @@ MODE_GENERIC, MODE_15, MODE_2, MODE_125 = 0, 1, 2, 3
 #: so off (the kernels support every mode: the tests run them all)
 _GATHER_MODES = (MODE_15, MODE_2)
 
+#: gathered dQ (``_keep_support`` in the forward, the dQ kernel's gather path): gathered blocks of
+#: a forward that needs gradients also keep each row's support as key indices (at most
+#: ``_KEEP_SUPPORT`` per row, int32), and the dQ kernel computes their rows from those keys
+#: instead of sweeping the live tiles.  Off by default: not yet timed on a GPU
+_DQ_GATHER = os.environ.get("SPARSEMAP_ATTN_DQ_GATHER", "0") == "1"
+_KEEP_SUPPORT = int(os.environ.get("SPARSEMAP_ATTN_KEEP_SUPPORT", "64"))
+
 
 def alpha_mode(alpha) -> int:
     """Compile-time specialisation for a python-float α (tensors use the generic path)."""
@@ -807,8 +814,8 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
 
 @triton.jit(do_not_specialize=_NOSPEC_T + ["N_WORK"])
 def _fwd_solve_kernel(
-    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, GDONE, O, O2, WORK, CU_Q, CU_K,
-    stride_qb, stride_qh, stride_qn,
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, CAND, GDONE, O, O2, SUP, NS, WORK, CU_Q,
+    CU_K, stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_on,
@@ -820,7 +827,7 @@ def _fwd_solve_kernel(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, GUNROLL: tl.constexpr = 1,
-    GDCH: tl.constexpr = 64,
+    GDCH: tl.constexpr = 64, KEEP: tl.constexpr = False, S: tl.constexpr = 64,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -835,7 +842,9 @@ def _fwd_solve_kernel(
     candidates in the first (as bit patterns), and a block whose rows
     all kept every candidate writes its output here (``_gather_out``: O, and O2 with NEED_O2)
     when it has at most GRATIO candidates per row for each live tile of its list; GDONE[block]
-    = 1 then tells the output kernel to skip it."""
+    = 1 then tells the output kernel to skip it.  With KEEP (a forward that needs gradients) such
+    a block also writes each row's support as key indices to SUP (S per row; counts in NS) and
+    GDONE = 2 where every row's support fit, for the dQ kernel's gather path."""
     pid = tl.program_id(0)
     ROW: tl.constexpr = 2 * CAP if GATHER else CAP
     if PERSIST:
@@ -847,13 +856,13 @@ def _fwd_solve_kernel(
             # claim the next block now: the atomic's latency hides behind this block's work
             nxt = tl.atomic_add(WORK, 1) + nprog
             _solve_block(NQB - 1 - w // BH, w % BH, C_slot,
-                         Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q,
-                         CU_K, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                         Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, SUP, NS,
+                         CU_Q, CU_K, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         GUNROLL, GDCH)
+                         GUNROLL, GDCH, KEEP, S)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -861,13 +870,13 @@ def _fwd_solve_kernel(
         pid_bh = tl.program_id(1)
         C_slot = CAND + (pid_bh.to(tl.int64) * NQB + pid) * (BLOCK_M * ROW)
         _solve_block(pid, pid_bh, C_slot,
-                     Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q, CU_K,
-                     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                     Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, SUP, NS,
+                     CU_Q, CU_K, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     GUNROLL, GDCH)
+                     GUNROLL, GDCH, KEEP, S)
 
 
 @triton.jit
@@ -1001,9 +1010,25 @@ def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride
 
 
 @triton.jit
+def _keep_support(C_row, I_row, ncand, nmax, tau, rmask, SUP_row, NS_row, S: tl.constexpr):
+    """Each row's support (buffered candidates with z > τ') as key indices at SUP_row[0:count],
+    in buffer order, the counts to NS_row; returns whether every row's support fit in S."""
+    cnt = tl.zeros_like(ncand)
+    for kk in range(0, nmax):
+        has = (kk < ncand) & rmask
+        d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
+        jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
+        live = d > 0
+        tl.store(SUP_row + cnt, jk, mask=live & (cnt < S))
+        cnt += live.to(tl.int32)
+    tl.store(NS_row, cnt, mask=rmask)
+    return tl.max(tl.where(rmask, cnt, 0), axis=0) <= S
+
+
+@triton.jit
 def _solve_block(
     pid_m, pid_bh, C_slot,
-    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, CU_Q, CU_K,
+    Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, SUP, NS, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -1016,6 +1041,7 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, GUNROLL: tl.constexpr, GDCH: tl.constexpr,
+    KEEP: tl.constexpr, S: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1090,7 +1116,15 @@ def _solve_block(
             _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
                         O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM, GUNROLL,
                         GDCH)
-        tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, gather.to(tl.int32))
+        flag = gather.to(tl.int32)
+        if KEEP:
+            if gather:
+                blk = pid_bh.to(tl.int64) * NQB + pid_m
+                kept = _keep_support(C_row, I_row, ncand, nmax, tau, rmask,
+                                     SUP + blk * (BLOCK_M * S) + tl.arange(0, BLOCK_M) * S,
+                                     NS + blk * BLOCK_M + tl.arange(0, BLOCK_M), S)
+                flag = flag + kept.to(tl.int32)
+        tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, flag)
     tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)
     # the block's final tile threshold (output pass and backward)
     tl.store(TMIN + pid_bh.to(tl.int64) * NQB + pid_m,
@@ -1257,9 +1291,32 @@ def _bwd_dkdv_kernel(
     tl.store(DV + ptr, tl.where(nan_k, float("nan"), dv), mask=msk)
 
 
+@triton.jit
+def _dq_from_support(q, do, dlt, m, tau, c, qexp, rmask, offs_d, K_base, V_base, stride_kn, stride_vn,
+                     SUP_row, NS_row, MODE: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Σ_j dS_ij k_j over each row's kept support (``_keep_support``), unscaled, float32."""
+    ns = tl.load(NS_row, mask=rmask, other=0)
+    dm = offs_d < HEAD_DIM
+    qf = q.to(tl.float32)
+    dof = do.to(tl.float32)
+    dq = tl.zeros(qf.shape, tl.float32)
+    for kk in range(0, tl.max(ns, axis=0)):
+        has = kk < ns
+        j = tl.load(SUP_row + kk, mask=has, other=0).to(tl.int64)
+        kj = tl.load(K_base + j[:, None] * stride_kn + offs_d[None, :], mask=has[:, None] & dm[None, :],
+                     other=0.0).to(tl.float32)
+        vj = tl.load(V_base + j[:, None] * stride_vn + offs_d[None, :], mask=has[:, None] & dm[None, :],
+                     other=0.0).to(tl.float32)
+        z = tl.sum(qf * kj, axis=1) * c - m
+        p, u = _pow_pu(z - tau, qexp, MODE)
+        ds = tl.where(has, u, 0.0) * (tl.sum(dof * vj, axis=1) - dlt)
+        dq += ds[:, None] * kj
+    return dq
+
+
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _bwd_dq_kernel(
-    Q, K, V, DO, O2, ALPHA, M, TAU, DELTA, LIST, LCNT, DQ, CU_Q, CU_K,
+    Q, K, V, DO, O2, ALPHA, M, TAU, DELTA, LIST, LCNT, DQ, GDONE, SUP, NS, CU_Q, CU_K,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -1269,10 +1326,14 @@ def _bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
+    DQG: tl.constexpr = False, S: tl.constexpr = 64,
 ):
     """One program per (query block, query head): dQ = scale·Σ_j dS K.  Also writes the rows'
     δ_i = dO_i · O2_i to DELTA for the dK/dV kernel, which runs after it.  O2, DO and DQ share
-    their layout (``stride_o*``)."""
+    their layout (``stride_o*``).  With DQG, a block whose forward kept its rows' supports
+    (GDONE = 2, ``_keep_support``) takes them instead of the live tiles: per support key j,
+    z_ij = c·q_i·k_j − m_i again, dS_ij = u_ij (dO_i·v_j − δ_i), dQ_i += dS_ij k_j (float32
+    products of the gathered key and value rows)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
@@ -1292,7 +1353,15 @@ def _bwd_dq_kernel(
     tl.store(DELTA + srow, dlt, mask=rmask)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     L_row, n_live = _block_list(LIST, LCNT, pid_bh, pid_m, NQB, NKB)
-    for i in range(0, n_live):
+    use = pid_m < 0
+    if DQG:
+        blk = pid_bh.to(tl.int64) * NQB + pid_m
+        use = tl.load(GDONE + blk) == 2
+        if use:
+            dq = _dq_from_support(q, do, dlt, m, tau, c, qexp, rmask, offs_d, K_base, V_base,
+                                  stride_kn, stride_vn, SUP + blk * (BLOCK_M * S) + tl.arange(0, BLOCK_M) * S,
+                                  NS + blk * BLOCK_M + tl.arange(0, BLOCK_M), MODE, HEAD_DIM)
+    for i in range(0, tl.where(use, 0, n_live)):
         start_n = tl.load(L_row + i) * BLOCK_N
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
@@ -1582,6 +1651,11 @@ def entmax_attention_fwd(
     cap = _cand_cap(mode, nprog * BM * width)
     cand = torch.empty((nprog, BM, width * cap), **f32)
     gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather else lcnt
+    # gathered blocks of a training forward keep their rows' supports for the dQ kernel
+    keep = gather and need_o2 and _DQ_GATHER
+    S = _KEEP_SUPPORT
+    sup = torch.empty((n_work, BM, S), dtype=torch.int32, device=dev) if keep else lcnt
+    ns = torch.empty((n_work, BM), dtype=torch.int32, device=dev) if keep else lcnt
     if varlen:
         ss = (0, 1, H)  # stats (T, H)
         cq, ck = cu_seqlens_q, cu_seqlens_k
@@ -1606,11 +1680,12 @@ def entmax_attention_fwd(
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
         _fwd_solve_kernel[(nprog,) if persist else grid](
-                                q, k, v, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, gdone, o, o2, work, cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G,
+                                q, k, v, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, gdone, o, o2, sup, ns, work,
+                                cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G,
                                 scale, NQB, NKB, tol, max_iter, n_work, _GATHER_RATIO,
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, GUNROLL=_GATHER_UNROLL,
-                                GDCH=_GATHER_DCH,
+                                GDCH=_GATHER_DCH, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
@@ -1627,6 +1702,7 @@ def entmax_attention_fwd(
     return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
                 hsum=hsum if need_dalpha else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
                 lst=lst, lcnt=lcnt, gathered=gdone if gather else None,
+                support=(sup, ns, S) if keep else None,
                 iters=iters, cfg=cfg)
 
 
@@ -1674,9 +1750,12 @@ def entmax_attention_bwd(
                   PREC=prec, MODE=mode)
     tiles = _tiles(D, q.dtype)
     if B * H > 0 and Nq > 0:
+        sup = fwd.get("support")
+        sup_t, ns_t, S = sup if sup is not None else (delta, delta, 64)
         _bwd_dq_kernel[(NQB, B * H)](q, k, v, do, o2, alpha_h, fwd["m"], fwd["tau"], delta, fwd["lst"],
-                                     fwd["lcnt"], dq, cq, ck, *sqs, *sks, *svs, *sos, *ss,
-                                     Nq, Nk, H, G, scale, NQB, NKB, **common,
+                                     fwd["lcnt"], dq, fwd["gathered"] if sup is not None else delta,
+                                     sup_t, ns_t, cq, ck, *sqs, *sks, *svs, *sos, *ss,
+                                     Nq, Nk, H, G, scale, NQB, NKB, DQG=sup is not None, S=S, **common,
                                      **_launch("dq", tiles), **_regs("dq", mode))
     else:
         dq.zero_()

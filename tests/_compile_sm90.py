@@ -22,7 +22,7 @@ _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk",
 _FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
-          "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "GDONE": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
+          "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "GDONE": "*i32", "SUP": "*i32", "NS": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
 
 
 def signature(kernel, constexprs):
@@ -88,6 +88,14 @@ def cases():
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC,
                     GATHER=mode != A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
+        if mode == A.MODE_15:  # the experimental gathered dQ (SPARSEMAP_ATTN_DQ_GATHER=1)
+            yield (f"attention dq mode {mode} gathered", A._bwd_dq_kernel,
+                   dict(ATT, MODE=mode, DQG=True, S=A._KEEP_SUPPORT), 4)
+            yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,
+                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
+                        GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL, GDCH=A._GATHER_DCH,
+                        KEEP=True, S=A._KEEP_SUPPORT, **A._sweep_rule(mode, 64)), 4,
+                   A._regs("solve", mode))
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its
     # per-kernel warps and stages as the launchers pass them

@@ -1209,3 +1209,36 @@ def test_gathered_output_modes_by_default():
     finally:
         mp.undo()
     assert seen == [False, False, True, True]
+
+
+@_triton
+@pytest.mark.parametrize("keep", [64, 2])
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", [
+    (1, 2, 1, 100, 100, 32, True, 1.5),
+    (2, 2, 2, 70, 130, 16, False, 2.0),
+    (1, 2, 2, 130, 64, 64, True, 1.25),    # causal Nq > Nk: rows without keys
+    (1, 4, 2, 1, 100, 16, False, 1.5),     # decode
+])
+def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, causal, alpha):
+    """The experimental gathered dQ (``SPARSEMAP_ATTN_DQ_GATHER=1``): gathered blocks of a training
+    forward keep their rows' supports and the dQ kernel sums over them instead of the live
+    tiles.  With room for every support (64) the blocks take that path, with 2 per row they fall
+    back to the tiles; out and the three gradients match the float64 reference either way."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    monkeypatch.setattr(ga, "_DQ_GATHER", True)
+    monkeypatch.setattr(ga, "_KEEP_SUPPORT", keep)
+    flags = []
+    _spy_gathered(monkeypatch)
+    real = ga.entmax_attention_fwd
+
+    def spy(*args, **kwargs):
+        res = real(*args, **kwargs)
+        flags.append(res["gathered"].flatten().tolist())
+        return res
+
+    monkeypatch.setattr(ga, "entmax_attention_fwd", spy)
+    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
+    kept = sum(f == 2 for f in flags[0])
+    assert kept > 0 if keep == 64 else kept < len(flags[0])
