@@ -15,6 +15,8 @@ if [ "${1:-}" = gather ]; then
   # off (D = 64, alpha 1.5, with f+b), the N = 16k rows of the issue grid (no peers installed)
   timeout 170 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
+  SPARSEMAP_ATTN_DQ_GATHER=1 timeout 100 python3 benchmarks/gpu_attention.py --check --out /tmp/ck \
+    > "$O/check_dq_gather.txt" 2>&1; echo "check (gathered dQ on) rc $?"; tail -n 4 "$O/check_dq_gather.txt"
   timeout 110 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 \
     --variants default,dqgather,solve=168,gather0 --rounds 2 --fb --out /tmp/sa > "$O/stages_regs.txt" 2>&1
   echo "stages rc $?"; tail -n 9 "$O/stages_regs.txt" | cut -c1-100
