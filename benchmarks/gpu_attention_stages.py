@@ -41,9 +41,7 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   kernel writes the output of a query block whose rows kept all their candidates when it has at
   most 0 (never) / 0.5 / 1 / 2 / 4 / any number of candidates per row per live tile
   (``_GATHER_RATIO``, ``SPARSEMAP_ATTN_GATHER``; default 1); ``gatheridx``: the key indices
-  copied but no block gathered (ratio −1: the copy's extra cost alone); ``gatheru2`` /
-  ``gatheru4`` / ``gatheru4d32`` / ``gatheru8d32`` / ``gatherd32``: the gather's loop unrolled by 2, 4
-  or 8 candidates, head dims in chunks of 64 or 32 (``_GATHER_UNROLL``, ``_GATHER_DCH``);
+  copied but no block gathered (ratio −1: the copy's extra cost alone);
   ``dqgather`` / ``dqgather32``: the gathered dQ (``_DQ_GATHER``: gathered blocks keep up to 64 / 32
   support keys per row and the dQ kernel sums over them; needs ``--fb``);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
@@ -77,7 +75,7 @@ _DIAG = {"nocopy": 1, "nobuf": 2, "count": 3, "sweeps": 6, "top2": 7, "prefix": 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
-                 gather=GA._GATHER_RATIO, gunroll=GA._GATHER_UNROLL, gdch=GA._GATHER_DCH,
+                 gather=GA._GATHER_RATIO,
                  dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
@@ -91,9 +89,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "scantop2cap256": dict(top2=True, cap=256, budget=2**32),
           "gather0": dict(gather=0.0), "gather05": dict(gather=0.5), "gather1": dict(gather=1.0),
           "gather2": dict(gather=2.0), "gather4": dict(gather=4.0), "gatherall": dict(gather=1e9),
-          "gatheridx": dict(gather=-1.0), "gatheru2": dict(gunroll=2),
-          "gatheru4": dict(gunroll=4), "gatheru4d32": dict(gunroll=4, gdch=32),
-          "gatheru8d32": dict(gunroll=8, gdch=32), "gatherd32": dict(gdch=32),
+          "gatheridx": dict(gather=-1.0),
           "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32)}
 
 
@@ -103,7 +99,7 @@ def apply_variant(name: str) -> None:
     GA._SOLVE_PERSIST = o["persist"]
     GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MIN = o["nit"], o["sweep"], o["sweep_min"]
     GA._SWEEP_MAX_D = o["sweep_d"]
-    GA._GATHER_RATIO, GA._GATHER_UNROLL, GA._GATHER_DCH = o["gather"], o["gunroll"], o["gdch"]
+    GA._GATHER_RATIO = o["gather"]
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))

@@ -157,10 +157,6 @@ _PROFILE_STAGES = 3
 #: its output itself when it has at most this many candidates per row for each tile of its live
 #: list (0: never, the output pass does every block); read by the launcher at each call
 _GATHER_RATIO = float(os.environ.get("SPARSEMAP_ATTN_GATHER", "1.0"))
-#: the gather's candidates per unrolled step and head-dim chunk (registers: UNROLL value rows of
-#: BLOCK_M × DCH in flight)
-_GATHER_UNROLL = int(os.environ.get("SPARSEMAP_ATTN_GATHER_UNROLL", "1"))
-_GATHER_DCH = int(os.environ.get("SPARSEMAP_ATTN_GATHER_DCH", "64"))
 
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
 # (p = d⁴, u = d³: no transcendental functions).
@@ -826,8 +822,8 @@ def _fwd_solve_kernel(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
-    GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, GUNROLL: tl.constexpr = 1,
-    GDCH: tl.constexpr = 64, KEEP: tl.constexpr = False, S: tl.constexpr = 64,
+    GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
+    S: tl.constexpr = 64,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -862,7 +858,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         GUNROLL, GDCH, KEEP, S)
+                         KEEP, S)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -876,7 +872,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     GUNROLL, GDCH, KEEP, S)
+                     KEEP, S)
 
 
 @triton.jit
@@ -973,34 +969,31 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
 @triton.jit
 def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2, O_off,
                 stride_on, qexp, MODE: tl.constexpr, NEED_O2: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, UNROLL: tl.constexpr,
-                DCH0: tl.constexpr):
+                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr):
     """out_i = Σ_k p_ik v_{j_ik} over row i's buffered candidates (values z_ik, key indices j_ik;
     p = [z − τ']_+^Q, only keys with z > τ' are loaded), and with NEED_O2 O2_i = Σ u v / Σ u —
     what the output pass computes, as a gather of the support's value rows instead of a QKᵀ and
     PV sweep over the live tiles.  The products are in float32 (the output pass rounds p to the
-    input dtype for its PV dot).  Head dims in chunks of DCH0 (accumulator registers); UNROLL
-    candidates per step, in straight-line code, so that their loads are in flight together."""
-    DCH: tl.constexpr = DCH0 if BLOCK_D > DCH0 else BLOCK_D
+    input dtype for its PV dot).  Head dims in chunks of 64 (accumulator registers; unrolling
+    the candidate loop and chunks of 32 were measured no faster)."""
+    DCH: tl.constexpr = 64 if BLOCK_D > 64 else BLOCK_D
     for d0 in tl.static_range(0, BLOCK_D, DCH):
         offs = d0 + tl.arange(0, DCH)
         dm = offs < HEAD_DIM
         acc = tl.zeros([BLOCK_M, DCH], tl.float32)
         acc2 = tl.zeros([BLOCK_M, DCH], tl.float32)
         su = tl.zeros([BLOCK_M], tl.float32)
-        for k0 in range(0, nmax, UNROLL):
-            for uu in tl.static_range(UNROLL):
-                kk = k0 + uu
-                has = (kk < ncand) & rmask
-                d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
-                jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
-                p, u = _pow_pu(d, qexp, MODE)
-                v = tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
-                            mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
-                acc += p[:, None] * v
-                if NEED_O2:
-                    acc2 += u[:, None] * v
-                    su += u
+        for kk in range(0, nmax):
+            has = (kk < ncand) & rmask
+            d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
+            jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
+            p, u = _pow_pu(d, qexp, MODE)
+            v = tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
+                        mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
+            acc += p[:, None] * v
+            if NEED_O2:
+                acc2 += u[:, None] * v
+                su += u
         optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs[None, :]
         omask = rmask[:, None] & dm[None, :]
         tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty), mask=omask)
@@ -1040,8 +1033,7 @@ def _solve_block(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
-    GATHER: tl.constexpr, NEED_O2: tl.constexpr, GUNROLL: tl.constexpr, GDCH: tl.constexpr,
-    KEEP: tl.constexpr, S: tl.constexpr,
+    GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1114,8 +1106,7 @@ def _solve_block(
             V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
             O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
             _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
-                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM, GUNROLL,
-                        GDCH)
+                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM)
         flag = gather.to(tl.int32)
         if KEEP:
             if gather:
@@ -1684,8 +1675,7 @@ def entmax_attention_fwd(
                                 cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G,
                                 scale, NQB, NKB, tol, max_iter, n_work, _GATHER_RATIO,
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
-                                GATHER=gather, NEED_O2=need_o2, GUNROLL=_GATHER_UNROLL,
-                                GDCH=_GATHER_DCH, KEEP=keep, S=S,
+                                GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))

@@ -77,8 +77,7 @@ def cases():
         # the default: candidate key indices copied, gathered output with O2 (training)
         yield (f"attention solve mode {mode} gathered output", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                    GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL, GDCH=A._GATHER_DCH,
-                    **A._sweep_rule(mode, 64)), 4,
+                    GATHER=True, NEED_O2=True, **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
@@ -93,8 +92,7 @@ def cases():
                    dict(ATT, MODE=mode, DQG=True, S=A._KEEP_SUPPORT), 4)
             yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL, GDCH=A._GATHER_DCH,
-                        KEEP=True, S=A._KEEP_SUPPORT, **A._sweep_rule(mode, 64)), 4,
+                        GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its
@@ -104,8 +102,7 @@ def cases():
     for kern, fn, extra in (("scan", A._fwd_scan_kernel, dict(NIT=8, DIAG=0, TOP2=False)),
                             ("solve", A._fwd_solve_kernel,
                              dict(CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(A.MODE_15, 256),
-                                  GATHER=True, NEED_O2=True, GUNROLL=A._GATHER_UNROLL,
-                                  GDCH=A._GATHER_DCH, **A._sweep_rule(A.MODE_15, 256))),
+                                  GATHER=True, NEED_O2=True, **A._sweep_rule(A.MODE_15, 256))),
                             ("output", A._fwd_output_kernel, dict(NEED_O2=True, NEED_DALPHA=False,
                                                                   GATHER=True)),
                             ("dq", A._bwd_dq_kernel, {}),

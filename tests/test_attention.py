@@ -1033,9 +1033,23 @@ def test_block_sparse_varlen_causal_gqa_exact():
         _assert_close(x.grad, r, 2e-4, 1e-3, name)
 
 
-def _spy_gathered(monkeypatch, all_modes=True):
-    """Record the forward's ``gathered`` flags (query blocks whose output the solve wrote); with
-    ``all_modes`` the gather is enabled for every power mode (by default only α ∈ {1.5, 2})."""
+#: shapes of the gathered-output tests (α = 3 is added where the output gather is tested)
+_GATHER_CASES = [
+    (1, 2, 1, 100, 100, 32, True, 1.5),
+    (2, 2, 2, 70, 130, 16, False, 2.0),
+    (1, 2, 2, 130, 64, 64, True, 1.25),    # causal Nq > Nk: rows without keys
+    (1, 4, 2, 1, 100, 16, False, 1.5),     # decode
+]
+
+
+def _gathered_count(g):
+    return None if g is None else int(g.sum())
+
+
+def _spy_gathered(monkeypatch, all_modes=True, record=_gathered_count):
+    """Record ``record`` of each forward's ``gathered`` flags (query blocks whose output the
+    solve wrote; by default their number, None when the gather is off); with ``all_modes`` the
+    gather is enabled for every power mode (by default only α ∈ {1.5, 2})."""
     import sparsemap_tools.gpu.attention as ga
 
     if all_modes:
@@ -1046,8 +1060,7 @@ def _spy_gathered(monkeypatch, all_modes=True):
 
     def spy(*args, **kwargs):
         res = real(*args, **kwargs)
-        g = res["gathered"]
-        seen.append(None if g is None else int(g.sum()))
+        seen.append(record(res["gathered"]))
         return res
 
     monkeypatch.setattr(ga, "entmax_attention_fwd", spy)
@@ -1056,13 +1069,7 @@ def _spy_gathered(monkeypatch, all_modes=True):
 
 @_triton
 @pytest.mark.parametrize("ratio", [0.0, 1e9])
-@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", [
-    (1, 2, 1, 100, 100, 32, True, 1.5),
-    (2, 2, 2, 70, 130, 16, False, 2.0),
-    (1, 2, 2, 130, 64, 64, True, 1.25),    # causal Nq > Nk: rows without keys
-    (1, 2, 1, 64, 100, 24, True, 3.0),
-    (1, 4, 2, 1, 100, 16, False, 1.5),     # decode
-])
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", _GATHER_CASES + [(1, 2, 1, 64, 100, 24, True, 3.0)])
 def test_gathered_output_matches_reference(monkeypatch, ratio, B, H, Hkv, Nq, Nk, D, causal, alpha):
     """The solve kernel's gathered output (``_gather_out``: out and O2 from the candidate buffers
     and their key indices) forced on for every block that kept its candidates (ratio 1e9), or off
@@ -1186,39 +1193,20 @@ def test_solve_goes_persistent_when_buffers_exceed_budget(monkeypatch, gather):
 
 
 @_triton
-def test_gathered_output_modes_by_default():
+def test_gathered_output_modes_by_default(monkeypatch):
     """By default only α ∈ {1.5, 2} copy key indices (the gather was measured there): α = 1.25 and
     per-head α tensors (the generic powers) run without it, α = 2 with it."""
-    import sparsemap_tools.gpu.attention as ga
-
-    seen = []
-    real = ga.entmax_attention_fwd
-
-    def spy(*args, **kwargs):
-        res = real(*args, **kwargs)
-        seen.append(res["gathered"] is not None)
-        return res
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(ga, "entmax_attention_fwd", spy)
-    try:
-        q, k, v = _inputs(1, 2, 2, 40, 40, 16, seed=3)
-        with torch.no_grad():
-            for a in (1.25, torch.tensor([1.5, 2.0]), 2.0, 1.5):
-                entmax_attention(q, k, v, alpha=a, backend="triton")
-    finally:
-        mp.undo()
+    seen = _spy_gathered(monkeypatch, all_modes=False, record=lambda g: g is not None)
+    q, k, v = _inputs(1, 2, 2, 40, 40, 16, seed=3)
+    with torch.no_grad():
+        for a in (1.25, torch.tensor([1.5, 2.0]), 2.0, 1.5):
+            entmax_attention(q, k, v, alpha=a, backend="triton")
     assert seen == [False, False, True, True]
 
 
 @_triton
 @pytest.mark.parametrize("keep", [64, 2])
-@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", [
-    (1, 2, 1, 100, 100, 32, True, 1.5),
-    (2, 2, 2, 70, 130, 16, False, 2.0),
-    (1, 2, 2, 130, 64, 64, True, 1.25),    # causal Nq > Nk: rows without keys
-    (1, 4, 2, 1, 100, 16, False, 1.5),     # decode
-])
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", _GATHER_CASES)
 def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, causal, alpha):
     """The experimental gathered dQ (``SPARSEMAP_ATTN_DQ_GATHER=1``): gathered blocks of a training
     forward keep their rows' supports and the dQ kernel sums over them instead of the live
@@ -1229,16 +1217,7 @@ def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, 
     monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
     monkeypatch.setattr(ga, "_DQ_GATHER", True)
     monkeypatch.setattr(ga, "_KEEP_SUPPORT", keep)
-    flags = []
-    _spy_gathered(monkeypatch)
-    real = ga.entmax_attention_fwd
-
-    def spy(*args, **kwargs):
-        res = real(*args, **kwargs)
-        flags.append(res["gathered"].flatten().tolist())
-        return res
-
-    monkeypatch.setattr(ga, "entmax_attention_fwd", spy)
+    flags = _spy_gathered(monkeypatch, record=lambda g: g.flatten().tolist())
     _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
     kept = sum(f == 2 for f in flags[0])
     assert kept > 0 if keep == 64 else kept < len(flags[0])
