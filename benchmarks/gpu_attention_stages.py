@@ -49,7 +49,8 @@ differences printed, with SDPA flash's forward from the same run as the baseline
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
   "solve", "output", "output_o2", "dkdv", "dq" (``attention._MAXNREG``).
 
-``--fb`` adds the forward with grad and forward+backward times. Rounds alternate the variants;
+``--fb`` adds the forward with grad and forward+backward times (and FA2's forward+backward, the
+baseline of their ratio). Rounds alternate the variants;
 the table shows the last round. A JSON copy goes to ``--out``.
 """
 from __future__ import annotations
@@ -140,6 +141,14 @@ def main() -> None:
         with torch.no_grad():
             ref = f().float()
             flash = tt.do_bench(sdpa(q, k, v, True, "flash"), warmup=10, rep=40, return_mode="median")
+        flash_fb = float("nan")
+        if args.fb:  # FA2's forward+backward, the baseline of the f+b column, in the same call
+            for x in (q, k, v):
+                x.requires_grad_()
+            flash_fb = bench_one(sdpa(q, k, v, True, "flash"), [q, k, v], torch.randn_like(q))[1]
+            for x in (q, k, v):
+                x.requires_grad_(False)
+                x.grad = None
         for rnd in range(args.rounds):
             for var in args.variants.split(","):
                 apply_variant(var)
@@ -158,7 +167,7 @@ def main() -> None:
                         x.grad = None
                 row = dict(kind=kind, alpha=args.alpha, variant=var, round=rnd, scan=s[0], solve=s[1],
                            output=s[2], fwd=s[3], flash_fwd=flash, ratio=s[3] / flash, fwd_train=tr,
-                           fwd_bwd=fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters),
+                           fwd_bwd=fb, flash_fb=flash_fb, fb_ratio=fb / flash_fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters),
                            gathered=float(st.gathered))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -168,12 +177,13 @@ def main() -> None:
         json.dump(dict(gpu=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
     print(f"\n{torch.cuda.get_device_name()}; N={N} B={B} H={H} D={D} causal bf16 alpha={args.alpha}; ms")
     print(f"{'inputs':8s} {'variant':>18s} {'scan':>6s} {'solve':>6s} {'output':>6s} {'fwd':>6s} "
-          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s} {'diff':>8s} {'gath':>5s}")
+          f"{'FA2':>6s} {'/FA2':>5s} {'passes':>6s} {'fwd tr':>6s} {'f+b':>7s} {'/FA2':>5s} {'diff':>8s} {'gath':>5s}")
     for r in rows:
         if r["round"] == args.rounds - 1:
             print(f"{r['kind']:8s} {r['variant']:>18s} {r['scan']:6.3f} {r['solve']:6.3f} {r['output']:6.3f} "
                   f"{r['fwd']:6.3f} {r['flash_fwd']:6.3f} {r['ratio']:5.2f} {r['solve_passes']:6d} "
-                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f} {r['max_diff_vs_default']:8.1e} {r['gathered']:5.2f}")
+                  f"{r['fwd_train']:6.3f} {r['fwd_bwd']:7.3f} {r['fb_ratio']:5.2f} {r['max_diff_vs_default']:8.1e} "
+                  f"{r['gathered']:5.2f}")
 
 
 if __name__ == "__main__":

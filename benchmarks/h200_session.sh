@@ -3,27 +3,32 @@
 # changed row-wise code, the public API's host cost old vs new (alternating), the paired row-wise
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
-# `bash benchmarks/h200_session.sh gather [True|False]`: the later session's call (causal or not).
+# `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
 set -o pipefail
 O=${OUT:-/tmp/out}
 if [ "${1:-}" = gather ]; then
-  # for the session after the second 2026-12-01 one (written then, not yet run): GPU tests, the
-  # experimental gathered dQ and a register cap of the solve against the default and the gather
-  # off (D = 64, alpha 1.5, with f+b), the N = 16k rows of the issue grid (no peers installed)
-  timeout 170 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
-  SPARSEMAP_ATTN_DQ_GATHER=1 timeout 100 python3 benchmarks/gpu_attention.py --check --out /tmp/ck \
-    > "$O/check_dq_gather.txt" 2>&1; echo "check (gathered dQ on) rc $?"; tail -n 4 "$O/check_dq_gather.txt"
-  timeout 110 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 \
-    --variants default,dqgather,solve=168,gather0 --rounds 2 --fb --out /tmp/sa > "$O/stages_regs.txt" 2>&1
-  echo "stages rc $?"; tail -n 9 "$O/stages_regs.txt" | cut -c1-100
-  timeout 290 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=${2:-True}" \
-    --max-seconds 240 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
-  cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null; cp /tmp/ab/gpu_attention_table.txt "$O/" 2>/dev/null
-  grep "^|" "$O/attn_n16k.txt" | tail -n 14
+  # the gathered dQ (written on 2026-12-01, run on 2026-12-06): float64 check with it on, then
+  # default / dqgather / gather0 (the gathered output off) at three configurations, forward and
+  # forward+backward, FA2's from the same call (one call: about 5 minutes)
+  SPARSEMAP_ATTN_DQ_GATHER=1 timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck \
+    > "$O/check_dq_gather.txt" 2>&1; echo "check (gathered dQ on) rc $?"; grep -c '"det": true' "$O/check_dq_gather.txt"
+  python3 - "$O/check_dq_gather.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("cases", len(rows), "max rel out/dq/dk/dv (fp32 cases):",
+      ["%.1e" % max(r[k] for r in rows if "float32" in r["case"] or "fp32" in r["case"]) for k in ("out", "dq", "dk", "dv")],
+      "all det:", all(r["det"] for r in rows))
+PY
+  for cfg in "64 1.5" "128 1.5" "64 2.0"; do
+    set -- $cfg
+    timeout 150 python3 benchmarks/gpu_attention_stages.py --D $1 --alpha $2 --variants default,dqgather,gather0 \
+      --rounds 2 --fb --out /tmp/s_$1_$2 > "$O/stages_$1_$2.txt" 2>&1; echo "stages D=$1 a=$2 rc $?"
+    cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
+    tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
+  done
   exit 0
 fi
 if [ "${1:-}" = attention ]; then

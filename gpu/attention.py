@@ -172,8 +172,12 @@ _GATHER_MODES = (MODE_15, MODE_2)
 #: gathered dQ (``_keep_support`` in the forward, the dQ kernel's gather path): gathered blocks of
 #: a forward that needs gradients also keep each row's support as key indices (at most
 #: ``_KEEP_SUPPORT`` per row, int32), and the dQ kernel computes their rows from those keys
-#: instead of sweeping the live tiles.  Off by default: not yet timed on a GPU
-_DQ_GATHER = os.environ.get("SPARSEMAP_ATTN_DQ_GATHER", "0") == "1"
+#: instead of sweeping the live tiles.  On by default (``SPARSEMAP_ATTN_DQ_GATHER=0`` turns it off):
+#: H100, N = 16k causal bf16, forward+backward ms, off → on (same call): random inputs D = 64
+#: α = 1.5 9.28 → 9.14, D = 128 α = 1.5 13.91 → 13.83, D = 64 α = 2 8.12 → 6.90; block-sparse
+#: ("topics") inputs within ±2 % (2.66 → 2.63, 2.57 → 2.63, 1.91 → 1.90).  Memory: 256 B per row
+#: and head kept for the backward (64 MB at N = 16k, H = 16)
+_DQ_GATHER = os.environ.get("SPARSEMAP_ATTN_DQ_GATHER", "1") == "1"
 _KEEP_SUPPORT = int(os.environ.get("SPARSEMAP_ATTN_KEEP_SUPPORT", "64"))
 
 

@@ -87,7 +87,7 @@ def cases():
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC,
                     GATHER=mode != A.MODE_GENERIC), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
-        if mode == A.MODE_15:  # the experimental gathered dQ (SPARSEMAP_ATTN_DQ_GATHER=1)
+        if mode in A._GATHER_MODES:  # the gathered dQ (on by default for these modes)
             yield (f"attention dq mode {mode} gathered", A._bwd_dq_kernel,
                    dict(ATT, MODE=mode, DQG=True, S=A._KEEP_SUPPORT), 4)
             yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,

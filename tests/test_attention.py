@@ -1208,7 +1208,7 @@ def test_gathered_output_modes_by_default(monkeypatch):
 @pytest.mark.parametrize("keep", [64, 2])
 @pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", _GATHER_CASES)
 def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, causal, alpha):
-    """The experimental gathered dQ (``SPARSEMAP_ATTN_DQ_GATHER=1``): gathered blocks of a training
+    """The gathered dQ (``_DQ_GATHER``, on by default): gathered blocks of a training
     forward keep their rows' supports and the dQ kernel sums over them instead of the live
     tiles.  With room for every support (64) the blocks take that path, with 2 per row they fall
     back to the tiles; out and the three gradients match the float64 reference either way."""
