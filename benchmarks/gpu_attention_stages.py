@@ -42,8 +42,12 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   most 0 (never) / 0.5 / 1 / 2 / 4 / any number of candidates per row per live tile
   (``_GATHER_RATIO``, ``SPARSEMAP_ATTN_GATHER``; default 1); ``gatheridx``: the key indices
   copied but no block gathered (ratio −1: the copy's extra cost alone);
-  ``dqgather`` / ``dqgather32``: the gathered dQ (``_DQ_GATHER``: gathered blocks keep up to 64 / 32
-  support keys per row and the dQ kernel sums over them; needs ``--fb``);
+  ``dqgather`` / ``dqgather32`` / ``dqgather0``: the gathered dQ (``_DQ_GATHER``: gathered blocks
+  keep up to 64 / 32 support keys per row and the dQ kernel sums over them; needs ``--fb``) / off;
+* ``idx0`` / ``idx25`` / ``idx90`` / ``idxall`` / ``idx90m16``: the gathered modes' pass 0 copies
+  key indices only (``_COPY_IDX``) in blocks with at least 25 / 50 (the default) / 90 / 0 % of
+  their visible tiles live (``_IDX_LIVE``; ``m16``: and at least 16 live tiles, ``_IDX_MIN``) /
+  never (``idx0``: the value copy everywhere);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -77,7 +81,8 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
-                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT)
+                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, copy_idx=GA._COPY_IDX,
+                 idx_live=GA._IDX_LIVE, idx_min=GA._IDX_MIN)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -91,7 +96,9 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "gather0": dict(gather=0.0), "gather05": dict(gather=0.5), "gather1": dict(gather=1.0),
           "gather2": dict(gather=2.0), "gather4": dict(gather=4.0), "gatherall": dict(gather=1e9),
           "gatheridx": dict(gather=-1.0),
-          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32)}
+          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
+          "idx0": dict(copy_idx=False), "idx90": dict(idx_live=90), "idxall": dict(idx_live=0),
+          "idx25": dict(idx_live=25), "idx90m16": dict(idx_live=90, idx_min=16)}
 
 
 def apply_variant(name: str) -> None:
@@ -102,6 +109,7 @@ def apply_variant(name: str) -> None:
     GA._SWEEP_MAX_D = o["sweep_d"]
     GA._GATHER_RATIO = o["gather"]
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
+    GA._COPY_IDX, GA._IDX_LIVE, GA._IDX_MIN = o["copy_idx"], o["idx_live"], o["idx_min"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -3,7 +3,8 @@
 # changed row-wise code, the public API's host cost old vs new (alternating), the paired row-wise
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
-# `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call).
+# `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call);
+# `... copyidx`: the index-only copy of the solve's pass 0 against the value copy (2026-12-06).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -29,6 +30,25 @@ PY
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
   done
+  exit 0
+fi
+if [ "${1:-}" = copyidx ]; then
+  # 2026-12-06: the index-only copy of pass 0 (dense blocks) against the value copy (idx0):
+  # float64 check, stage times at N = 16k (D 64 / 128, alpha 1.5 / 2) and N = 1k / 4k, GPU tests
+  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check.txt" 2>&1
+  echo "check rc $?"; grep -A 14 "^correctness" "$O/check.txt" | cut -c1-120
+  st() {  # N D alpha variants [--fb]
+    timeout 150 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 --variants $4 --rounds 2 $5 \
+      --out /tmp/s_$1_$2_$3 > "$O/stages_$1_$2_$3.txt" 2>&1; echo "stages N=$1 D=$2 a=$3 rc $?"
+    tail -n $(( $(echo $4 | tr ',' '\n' | wc -l) * 2 + 2 )) "$O/stages_$1_$2_$3.txt" | cut -c1-140
+  }
+  st 16384 64 1.5 default,idx0,idx90,idxall --fb
+  st 16384 64 2.0 default,idx0,idx90
+  st 16384 128 1.5 default,idx0,idx90
+  st 4096 64 1.5 default,idx0,idxall
+  st 1024 64 1.5 default,idx0,idxall
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
   exit 0
 fi
 if [ "${1:-}" = attention ]; then

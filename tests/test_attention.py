@@ -1221,3 +1221,68 @@ def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, 
     _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
     kept = sum(f == 2 for f in flags[0])
     assert kept > 0 if keep == 64 else kept < len(flags[0])
+
+
+def _bit_helpers_kernel():
+    """A Triton kernel writing ``_popcount``, and ``_low_bit``'s index and bit, of each word."""
+    import triton
+    import triton.language as tl
+
+    from sparsemap_tools.gpu.attention import _low_bit, _popcount
+
+    def kern(X, CNT, IDX, BIT, N: tl.constexpr):
+        x = tl.load(X + tl.arange(0, N))
+        tl.store(CNT + tl.arange(0, N), _popcount(x))
+        j, b = _low_bit(x)
+        tl.store(IDX + tl.arange(0, N), j)
+        tl.store(BIT + tl.arange(0, N), b)
+
+    # Triton resolves a kernel's names in its globals
+    kern.__globals__.update(_popcount=_popcount, _low_bit=_low_bit, tl=tl)
+    return triton.jit(kern)
+
+
+@_triton
+def test_bit_helpers_of_the_index_copy():
+    """``_popcount`` and ``_low_bit`` (the index copy's per-row mask decoding, plain integer
+    arithmetic so that the interpreter runs it) against Python on edge words (0, 1, bit 31, all
+    ones) and random ones."""
+    kern = _bit_helpers_kernel()
+    g = torch.Generator().manual_seed(5)
+    words = [0, 1, -1, -2**31, 2**31 - 1, 6, 2**30, -2**31 + 4] + \
+        torch.randint(-2**31, 2**31 - 1, (56,), generator=g).tolist()
+    x = torch.tensor(words, dtype=torch.int32, device=DEV)
+    cnt, idx, bit = (torch.empty_like(x) for _ in range(3))
+    kern[(1,)](x, cnt, idx, bit, N=64)
+    for w, c_, j, b in zip(words, cnt.tolist(), idx.tolist(), bit.tolist()):
+        u = w & 0xFFFFFFFF
+        assert c_ == bin(u).count("1"), (w, c_)
+        if u:
+            low = (u & -u).bit_length() - 1
+            assert j == low and (b & 0xFFFFFFFF) == 1 << low, (w, j, b)
+
+
+@_triton
+@pytest.mark.parametrize("copy_idx", [False, True])
+@pytest.mark.parametrize("B,H,Hkv,Nq,Nk,D,causal,alpha", _GATHER_CASES[:2] + [(1, 2, 2, 64, 200, 32, False, 1.5)])
+def test_index_copy_and_value_copy_match_reference(monkeypatch, copy_idx, B, H, Hkv, Nq, Nk, D, causal, alpha):
+    """The gathered modes' pass 0 with the index copy (``_copy_tile_idx`` + ``_candidate_values``,
+    the default) and with the value copy (``SPARSEMAP_ATTN_COPY_IDX=0``), every block gathered:
+    out, τ and the three gradients match the float64 reference; also flat rows (many candidates
+    per row and tile: several decoding rounds; with 200 keys they overflow the buffer) and tied
+    keys."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_COPY_IDX", copy_idx)
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    seen = _spy_gathered(monkeypatch)
+    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
+    _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=D, qscale=0.05)
+    q, k, v = _inputs(1, 2, 2, 64, 96, 16, seed=29)
+    with torch.no_grad():
+        k.copy_(k[:, :, torch.arange(96) // 3 * 3])   # triples of equal keys
+    out = entmax_attention(q.detach(), k.detach(), v.detach(), alpha=alpha, is_causal=causal, backend="triton")
+    ref, _, _ = _ref(q, k, v, alpha, causal)
+    _assert_close(out, ref, *_tol(alpha), "out (triples of tied keys)")
+    # (the flat rows of 200 keys overflow the 128-float buffers: those blocks solve on the tiles)
+    assert seen[0] > 0 and seen[2] > 0, seen
