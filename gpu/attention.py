@@ -103,7 +103,8 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver),
 # 7 = the top two per row and tile always, no block-wide test (wrong when a row has more),
-# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct).  (9, storing
+# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct), 11 = the index
+# copy's values not recomputed (wrong results: the recompute's cost).  (9, storing
 # a row's whole tile slice when it has > 2 candidates there, was measured slower on an H100 at
 # N = 1k and 4k and removed on 2026-11-23.)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
@@ -166,6 +167,8 @@ _COPY_IDX = os.environ.get("SPARSEMAP_ATTN_COPY_IDX", "1") == "1"
 #: ... for the blocks with at least _IDX_MIN live tiles, _IDX_LIVE % of their visible ones
 _IDX_LIVE = int(os.environ.get("SPARSEMAP_ATTN_IDX_LIVE", "50"))
 _IDX_MIN = int(os.environ.get("SPARSEMAP_ATTN_IDX_MIN", "1"))
+#: candidate slots whose key rows ``_candidate_values`` loads per step
+_IDX_U = int(os.environ.get("SPARSEMAP_ATTN_IDX_U", "4"))
 
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
 # (p = d⁴, u = d³: no transcendental functions).
@@ -850,23 +853,26 @@ def _copy_tile_idx(z, cbound, ncand, I_row, rmask, start_n, CAP: tl.constexpr, B
 
 @triton.jit
 def _candidate_values(Q_base, stride_qn, K_base, stride_kn, C_row, I_row, ncand, m, c, rows, rmask, lq,
-                      CAP: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr):
+                      CAP: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, U: tl.constexpr):
     """z_ij = c·q_i·k_j − m_i of each row's buffered candidate keys j (their indices, from
-    ``_copy_tile_idx``) into the value half of the buffer: the key rows gathered, float32
-    products (the tile sweep's tensor-core dot may round differently, by ~1 ulp of the scores;
-    the solve, the gathered output and the gathered dQ all use these values).  The queries are
-    loaded again, in the gather's own (vectorised) layout."""
+    ``_copy_tile_idx``) into the value half of the buffer: the key rows gathered, U slots per
+    step (independent loads in flight), float32 products (the tile sweep's tensor-core dot may
+    round differently, by ~1 ulp of the scores; the solve, the gathered output and the gathered
+    dQ all use these values).  The queries are loaded again, in the gather's own layout."""
     tl.debug_barrier()  # the indices were stored by other threads
     offs = tl.arange(0, BLOCK_D)
+    offs_u = tl.arange(0, U)
     qf = _load_rows(Q_base, rows, offs, lq, stride_qn, HEAD_DIM).to(tl.float32)
     nb = tl.where(rmask, tl.minimum(ncand, CAP), 0)
     dm = offs < HEAD_DIM
-    for kk in range(0, tl.max(nb, axis=0)):
-        has = kk < nb
-        j = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True).to(tl.int64)
-        kj = tl.load(K_base + j[:, None] * stride_kn + offs[None, :], mask=has[:, None] & dm[None, :],
-                     other=0.0)
-        tl.store(C_row + kk, tl.sum(qf * kj.to(tl.float32), axis=1) * c - m, mask=has)
+    for k0 in range(0, tl.max(nb, axis=0), U):
+        slot = k0 + offs_u[None, :]
+        has = slot < nb[:, None]
+        j = tl.load(I_row[:, None] + slot, mask=has, other=0.0).to(tl.int32, bitcast=True).to(tl.int64)
+        kj = tl.load(K_base + j[:, :, None] * stride_kn + offs[None, None, :],
+                     mask=has[:, :, None] & dm[None, None, :], other=0.0)
+        z = tl.sum(qf[:, None, :] * kj.to(tl.float32), axis=2) * c - m[:, None]
+        tl.store(C_row[:, None] + slot, z, mask=has)
     tl.debug_barrier()  # the buffer iterations read the values in another layout
 
 
@@ -910,7 +916,7 @@ def _fwd_solve_kernel(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
     S: tl.constexpr = 64, COPY_IDX: tl.constexpr = False, IDX_LIVE: tl.constexpr = 50,
-    IDX_MIN: tl.constexpr = 1,
+    IDX_MIN: tl.constexpr = 1, IDX_U: tl.constexpr = 4,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -945,7 +951,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN)
+                         KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN, IDX_U)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -959,7 +965,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN)
+                     KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN, IDX_U)
 
 
 @triton.jit
@@ -1121,7 +1127,7 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
-    COPY_IDX: tl.constexpr, IDX_LIVE: tl.constexpr, IDX_MIN: tl.constexpr,
+    COPY_IDX: tl.constexpr, IDX_LIVE: tl.constexpr, IDX_MIN: tl.constexpr, IDX_U: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1183,8 +1189,10 @@ def _solve_block(
             ncand = _collect(q, K_base, L_row, n_copy, offs_n, offs_d, rows, m, c, start_m, lq, lk,
                              stride_kn, cbound, ncand0, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
                              BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, True)
-            _candidate_values(Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn), stride_qn, K_base,
-                              stride_kn, C_row, I_row, ncand, m, c, rows, rmask, lq, CAP, BLOCK_D, HEAD_DIM)
+            if DIAG != 11:  # 11, profiling only (wrong results): the values are not recomputed
+                _candidate_values(Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn), stride_qn, K_base,
+                                  stride_kn, C_row, I_row, ncand, m, c, rows, rmask, lq, CAP, BLOCK_D,
+                                  HEAD_DIM, IDX_U)
         else:
             ncand = _collect(q, K_base, L_row, n_copy, offs_n, offs_d, rows, m, c, start_m, lq, lk,
                              stride_kn, cbound, ncand0, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
@@ -1787,7 +1795,7 @@ def entmax_attention_fwd(
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 COPY_IDX=gather and _COPY_IDX and BN <= 64,
-                                IDX_LIVE=_IDX_LIVE, IDX_MIN=_IDX_MIN,
+                                IDX_LIVE=_IDX_LIVE, IDX_MIN=_IDX_MIN, IDX_U=_IDX_U,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
