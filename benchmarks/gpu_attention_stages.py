@@ -44,12 +44,6 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   copied but no block gathered (ratio −1: the copy's extra cost alone);
   ``dqgather`` / ``dqgather32`` / ``dqgather0``: the gathered dQ (``_DQ_GATHER``: gathered blocks
   keep up to 64 / 32 support keys per row and the dQ kernel sums over them; needs ``--fb``) / off;
-* ``idx0`` / ``idx25`` / ``idx90`` / ``idxall`` / ``idx90m16``: the gathered modes' pass 0 copies
-  key indices only (``_COPY_IDX``) in blocks with at least 25 / 50 (the default) / 90 / 0 % of
-  their visible tiles live (``_IDX_LIVE``; ``m16``: and at least 16 live tiles, ``_IDX_MIN``) /
-  never (``idx0``: the value copy everywhere); ``idxu1`` / ``idxu2`` / ``idxu8``: the candidates'
-  key rows loaded 1 / 2 / 8 slots at a time (``_IDX_U``, default 4); ``idxnoval``: the index
-  copy without recomputing the values (``_SOLVE_DIAG = 11``, wrong results: the recompute's cost);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -76,15 +70,14 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 from sparsemap_tools.attention import entmax_attention  # noqa: E402
 
 
-_DIAG = {"nocopy": 1, "nobuf": 2, "count": 3, "sweeps": 6, "top2": 7, "prefix": 8, "idxnoval": 11}
+_DIAG = {"nocopy": 1, "nobuf": 2, "count": 3, "sweeps": 6, "top2": 7, "prefix": 8}
 
 
 _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
-                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, copy_idx=GA._COPY_IDX,
-                 idx_live=GA._IDX_LIVE, idx_min=GA._IDX_MIN, idx_u=GA._IDX_U)
+                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -98,10 +91,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "gather0": dict(gather=0.0), "gather05": dict(gather=0.5), "gather1": dict(gather=1.0),
           "gather2": dict(gather=2.0), "gather4": dict(gather=4.0), "gatherall": dict(gather=1e9),
           "gatheridx": dict(gather=-1.0),
-          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
-          "idx0": dict(copy_idx=False), "idx90": dict(idx_live=90), "idxall": dict(idx_live=0),
-          "idx25": dict(idx_live=25), "idx90m16": dict(idx_live=90, idx_min=16),
-          "idxu1": dict(idx_u=1), "idxu2": dict(idx_u=2), "idxu8": dict(idx_u=8)}
+          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False)}
 
 
 def apply_variant(name: str) -> None:
@@ -112,7 +102,6 @@ def apply_variant(name: str) -> None:
     GA._SWEEP_MAX_D = o["sweep_d"]
     GA._GATHER_RATIO = o["gather"]
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
-    GA._COPY_IDX, GA._IDX_LIVE, GA._IDX_MIN, GA._IDX_U = o["copy_idx"], o["idx_live"], o["idx_min"], o["idx_u"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -4,8 +4,8 @@
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
 # `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call);
-# `... copyidx`: the index-only copy of the solve's pass 0 against the value copy (2026-12-06);
-# `... final`: its unrolled recompute, then GPU tests and the N = 16k causal grid rows (2026-12-06).
+# `... final`: GPU tests and the N = 16k causal grid rows (2026-12-06; the index-copy calls of that
+# day are in git history, 924a451).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -33,63 +33,15 @@ PY
   done
   exit 0
 fi
-if [ "${1:-}" = copyidx ]; then
-  # 2026-12-06: the index-only copy of pass 0 (dense blocks) against the value copy (idx0):
-  # float64 check, stage times at N = 16k (D 64 / 128, alpha 1.5 / 2) and N = 1k / 4k, GPU tests
-  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check.txt" 2>&1
-  echo "check rc $?"; grep -A 14 "^correctness" "$O/check.txt" | cut -c1-120
-  st() {  # N D alpha variants [--fb]
-    timeout 150 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 --variants $4 --rounds 2 $5 \
-      --out /tmp/s_$1_$2_$3 > "$O/stages_$1_$2_$3.txt" 2>&1; echo "stages N=$1 D=$2 a=$3 rc $?"
-    tail -n $(( $(echo $4 | tr ',' '\n' | wc -l) * 2 + 2 )) "$O/stages_$1_$2_$3.txt" | cut -c1-140
-  }
-  if [ "${2:-}" = unroll ]; then  # the second call: key rows U slots at a time, the recompute's cost
-    st 16384 64 1.5 default,idxu1,idxu2,idxu8,idx0,idxnoval
-    st 16384 128 1.5 default,idxu1,idx0,idxnoval
-    st 1024 64 1.5 default,idx0,idxnoval
-    st 16384 64 2.0 default,idx0,idxnoval
-    exit 0
-  fi
-  st 16384 64 1.5 default,idx0,idx90,idxall --fb
-  st 16384 64 2.0 default,idx0,idx90
-  st 16384 128 1.5 default,idx0,idx90
-  st 4096 64 1.5 default,idx0,idxall
-  st 1024 64 1.5 default,idx0,idxall
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
-  exit 0
-fi
 if [ "${1:-}" = final ]; then
-  # 2026-12-06, last call: the index copy with U = 4 key rows per step against the value copy
-  # (idx0) and without its recompute (idxnoval); the copy that wins on random inputs (sum of the
-  # forward times below) is kept for the GPU tests and the N = 16k causal grid rows (no peers)
-  st() {  # N D alpha variants
-    timeout 120 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 --variants $4 --rounds 2 \
-      --kinds random,topics --out /tmp/s_$1_$2_$3 > "$O/stages_$1_$2_$3.txt" 2>&1; echo "stages N=$1 D=$2 a=$3 rc $?"
-    cp /tmp/s_$1_$2_$3/gpu_attention_stages.json "$O/stages_$1_$2_$3.json" 2>/dev/null
-    tail -n $(( $(echo $4 | tr ',' '\n' | wc -l) * 2 + 2 )) "$O/stages_$1_$2_$3.txt" | cut -c1-110
-  }
-  st 16384 64 1.5 default,idxu1,idx0,idxnoval
-  st 16384 128 1.5 default,idx0
-  st 16384 64 2.0 default,idx0
-  st 1024 64 1.5 default,idx0
-  export SPARSEMAP_ATTN_COPY_IDX=$(python3 - "$O" <<'PY'
-import glob, json, sys
-t = {"default": 0.0, "idx0": 0.0}
-for f in glob.glob(sys.argv[1] + "/stages_*.json"):
-    for r in json.load(open(f))["rows"]:
-        if r["round"] == 1 and r["variant"] in t:
-            t[r["variant"]] += r["fwd"]
-print(1 if t["default"] < t["idx0"] else 0)
-PY
-)
-  echo "SPARSEMAP_ATTN_COPY_IDX=$SPARSEMAP_ATTN_COPY_IDX for the rest"
+  # 2026-12-06, last call: the GPU-marked attention tests on the final code and the N = 16k
+  # causal rows of the issue grid for alpha 1.5 and 2 (no peers)
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
-  timeout 230 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=True,alpha=1.5|2.0" \
-    --max-seconds 200 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
+  timeout 260 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=True,alpha=1.5|2.0" \
+    --max-seconds 220 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
   cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null
-  grep "^|" "$O/attn_n16k.txt" | tail -n 10 | cut -c1-200
+  grep "^|" "$O/attn_n16k.txt" | tail -n 10 | cut -c1-220
   exit 0
 fi
 if [ "${1:-}" = attention ]; then

@@ -103,8 +103,7 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
 # stats, 6 = no candidate buffer at all (sparse QKᵀ sweeps until converged; a correct solver),
 # 7 = the top two per row and tile always, no block-wide test (wrong when a row has more),
-# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct), 11 = the index
-# copy's values not recomputed (wrong results: the recompute's cost).  (9, storing
+# 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct).  (9, storing
 # a row's whole tile slice when it has > 2 candidates there, was measured slower on an H100 at
 # N = 1k and 4k and removed on 2026-11-23.)
 _SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
@@ -158,17 +157,6 @@ _PROFILE_STAGES = 3
 #: its output itself when it has at most this many candidates per row for each tile of its live
 #: list (0: never, the output pass does every block); read by the launcher at each call
 _GATHER_RATIO = float(os.environ.get("SPARSEMAP_ATTN_GATHER", "1.0"))
-
-#: the gathered output's pass 0 copies only key indices (``_copy_tile_idx``: each row's candidate
-#: columns of a tile as two bit masks, decoded per row, no reductions over the tile beyond the two
-#: mask sums) and recomputes the candidates' values from their key rows after the sweep
-#: (``_candidate_values``); "0" keeps the value copy (``_copy_tile``) for the gathered modes too
-_COPY_IDX = os.environ.get("SPARSEMAP_ATTN_COPY_IDX", "1") == "1"
-#: ... for the blocks with at least _IDX_MIN live tiles, _IDX_LIVE % of their visible ones
-_IDX_LIVE = int(os.environ.get("SPARSEMAP_ATTN_IDX_LIVE", "50"))
-_IDX_MIN = int(os.environ.get("SPARSEMAP_ATTN_IDX_MIN", "1"))
-#: candidate slots whose key rows ``_candidate_values`` loads per step
-_IDX_U = int(os.environ.get("SPARSEMAP_ATTN_IDX_U", "4"))
 
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
 # (p = d⁴, u = d³: no transcendental functions).
@@ -808,95 +796,19 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
 
 
 @triton.jit
-def _popcount(x):
-    """Number of set bits of each int32 (SWAR; the interpreter has no ``popc``)."""
-    x = x - ((x >> 1) & 0x55555555)
-    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F
-    return (x * 0x01010101) >> 24
-
-
-@triton.jit
-def _low_bit(x):
-    """(index, value) of the lowest set bit of each nonzero int32: b = x & −x is a power of two
-    (−2³¹ for bit 31), exact in float32, whose exponent field is 127 + the index."""
-    b = x & (-x)
-    e = (b.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 0xFF
-    return e - 127, b
-
-
-@triton.jit
-def _copy_tile_idx(z, cbound, ncand, I_row, rmask, start_n, CAP: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr):
-    """Append the key index of each row's candidates z > cbound of one tile to its buffer (slots
-    ncand, ncand + 1, …; slots ≥ CAP are dropped); returns the new counts.  The candidate columns
-    of a row are two bit masks, even and odd columns (the scores split into column pairs, which
-    each thread holds together, so the split moves no data): one select and one integer add
-    per score, where the value copy (``_copy_tile``) needs the row's top one or two values and
-    their columns (three or four reductions).  The masks are then decoded row by row, lowest bit
-    first (per-row arithmetic only); the values are recomputed from the key rows afterwards
-    (``_candidate_values``)."""
-    z0, z1 = tl.split(tl.reshape(z, [BLOCK_M, BLOCK_N // 2, 2]))
-    bit = (1 << tl.arange(0, BLOCK_N // 2))[None, :]
-    cb = cbound[:, None]
-    m0 = tl.where(rmask, tl.sum(tl.where(z0 > cb, bit, 0), axis=1), 0)
-    m1 = tl.where(rmask, tl.sum(tl.where(z1 > cb, bit, 0), axis=1), 0)
-    cnt = _popcount(m0) + _popcount(m1)
-    for r in range(0, tl.max(cnt, axis=0)):
-        even = m0 != 0
-        j, b = _low_bit(tl.where(even, m0, m1))
-        _put_index(I_row + ncand + r, start_n + 2 * j + tl.where(even, 0, 1), (r < cnt) & (ncand + r < CAP))
-        m0 = tl.where(even, m0 ^ b, m0)
-        m1 = tl.where(even, m1, m1 ^ b)
-    return ncand + cnt
-
-
-@triton.jit
-def _candidate_values(Q_base, stride_qn, K_base, stride_kn, C_row, I_row, ncand, m, c, rows, rmask, lq,
-                      CAP: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, U: tl.constexpr):
-    """z_ij = c·q_i·k_j − m_i of each row's buffered candidate keys j (their indices, from
-    ``_copy_tile_idx``) into the value half of the buffer: the key rows gathered, U slots per
-    step (independent loads in flight), float32 products (the tile sweep's tensor-core dot may
-    round differently, by ~1 ulp of the scores; the solve, the gathered output and the gathered
-    dQ all use these values).  The queries are loaded again, in the gather's own layout."""
-    tl.debug_barrier()  # the indices were stored by other threads
-    offs = tl.arange(0, BLOCK_D)
-    offs_u = tl.arange(0, U)
-    qf = _load_rows(Q_base, rows, offs, lq, stride_qn, HEAD_DIM).to(tl.float32)
-    nb = tl.where(rmask, tl.minimum(ncand, CAP), 0)
-    dm = offs < HEAD_DIM
-    for k0 in range(0, tl.max(nb, axis=0), U):
-        slot = k0 + offs_u[None, :]
-        has = slot < nb[:, None]
-        j = tl.load(I_row[:, None] + slot, mask=has, other=0.0).to(tl.int32, bitcast=True).to(tl.int64)
-        kj = tl.load(K_base + j[:, :, None] * stride_kn + offs[None, None, :],
-                     mask=has[:, :, None] & dm[None, None, :], other=0.0)
-        z = tl.sum(qf[:, None, :] * kj.to(tl.float32), axis=2) * c - m[:, None]
-        tl.store(C_row[:, None] + slot, z, mask=has)
-    tl.debug_barrier()  # the buffer iterations read the values in another layout
-
-
-@triton.jit
 def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
              cbound, ncand, C_row, rmask, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-             CAP: tl.constexpr, DIAG: tl.constexpr, I_row=None, GATHER: tl.constexpr = False,
-             COPY_IDX: tl.constexpr = False):
+             CAP: tl.constexpr, DIAG: tl.constexpr, I_row=None, GATHER: tl.constexpr = False):
     """One sweep over the live tiles ``L_row[0:n_list]`` appending each row's candidates
     z > cbound to its buffer (slots ncand, ncand + 1, …; slots ≥ CAP are dropped).  Returns the
-    rows' candidate counts (ncand + candidates found, which may exceed CAP).  With COPY_IDX only
-    their key indices (``_copy_tile_idx``; the caller then recomputes their values,
-    ``_candidate_values``)."""
+    rows' candidate counts (ncand + candidates found, which may exceed CAP)."""
     for i in range(0, n_list):
         start_n = tl.load(L_row + i) * BLOCK_N
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-        if COPY_IDX:
-            if DIAG != 1:
-                ncand = _copy_tile_idx(z, cbound, ncand, I_row, rmask, start_n, CAP, BLOCK_M, BLOCK_N)
-        else:
-            ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
-                               I_row, start_n, GATHER)
+        ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
+                           I_row, start_n, GATHER)
     return ncand
 
 
@@ -915,8 +827,7 @@ def _fwd_solve_kernel(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
-    S: tl.constexpr = 64, COPY_IDX: tl.constexpr = False, IDX_LIVE: tl.constexpr = 50,
-    IDX_MIN: tl.constexpr = 1, IDX_U: tl.constexpr = 4,
+    S: tl.constexpr = 64,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -951,7 +862,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN, IDX_U)
+                         KEEP, S)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -965,7 +876,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, COPY_IDX, IDX_LIVE, IDX_MIN, IDX_U)
+                     KEEP, S)
 
 
 @triton.jit
@@ -1127,7 +1038,6 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
-    COPY_IDX: tl.constexpr, IDX_LIVE: tl.constexpr, IDX_MIN: tl.constexpr, IDX_U: tl.constexpr,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1176,38 +1086,9 @@ def _solve_block(
     nobuf = (alpha <= SWEEP_ALPHA) & (n_list >= SWEEP_MIN) & (n_list * 100 >= n_vis * SWEEP_LIVE)
     if DIAG == 6:
         nobuf = n_list >= 0
-    ncand0 = tl.zeros([BLOCK_M], tl.int32)
-    n_copy = tl.where(nobuf, 0, n_list)
-    # dense blocks of the gathered modes (most visible tiles live, the random regime): pass 0
-    # copies key indices only and the values are recomputed from the key rows
-    # (``_copy_tile_idx``, ``_candidate_values``); such a block then always gathers its output,
-    # so that its weights come from the values its τ was solved on (the tiles' tensor-core dot
-    # may differ by an ulp of the scores), or, if a row misses candidates, solves on the tiles
-    if COPY_IDX:
-        idx = (n_list >= IDX_MIN) & (n_list * 100 >= n_vis * IDX_LIVE) & ~nobuf
-        if idx:
-            ncand = _collect(q, K_base, L_row, n_copy, offs_n, offs_d, rows, m, c, start_m, lq, lk,
-                             stride_kn, cbound, ncand0, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
-                             BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, True)
-            if DIAG != 11:  # 11, profiling only (wrong results): the values are not recomputed
-                _candidate_values(Q + _offset(b, h, sq, stride_qb, stride_qh, stride_qn), stride_qn, K_base,
-                                  stride_kn, C_row, I_row, ncand, m, c, rows, rmask, lq, CAP, BLOCK_D,
-                                  HEAD_DIM, IDX_U)
-        else:
-            ncand = _collect(q, K_base, L_row, n_copy, offs_n, offs_d, rows, m, c, start_m, lq, lk,
-                             stride_kn, cbound, ncand0, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
-                             BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, False)
-    else:
-        idx = n_list < 0
-        ncand = _collect(q, K_base, L_row, n_copy, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                         cbound, ncand0, C_row, rmask, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
-                         DIAG, I_row, GATHER, False)
-    # (a row with one visible key takes no part in the block's list threshold: its key is only in
-    # the buffer if another row made its tile live — the row's max is a candidate of every row
-    # that has keys, so ncand ≥ 1 says the buffer holds it)
-    miss = rmask & ((ncand > CAP) | ((ncand == 0) & (n > 0)))
-    anymiss = tl.max(tl.where(miss, 1, 0), axis=0) > 0
-    nobuf = nobuf | (idx & anymiss)
+    ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
+                     lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
+                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER)
     it = 1
 
     tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
@@ -1219,7 +1100,12 @@ def _solve_block(
         # every row kept all its candidates (a superset of its support) and they are few next
         # to the keys the output pass would visit: out (and O2) from the buffers here
         nmax = tl.max(tl.where(rmask, ncand, 0), axis=0)
-        gather = ~anymiss & ~nobuf & (idx | (nmax.to(tl.float32) <= GRATIO * n_list.to(tl.float32)))
+        # (a row with one visible key takes no part in the block's list threshold: its key is
+        # only in the buffer if another row made its tile live — the row's max is a candidate
+        # of every row that has keys, so ncand ≥ 1 says the buffer holds it)
+        miss = rmask & ((ncand > CAP) | ((ncand == 0) & (n > 0)))
+        allfit = (tl.max(tl.where(miss, 1, 0), axis=0) == 0) & ~nobuf
+        gather = allfit & (nmax.to(tl.float32) <= GRATIO * n_list.to(tl.float32))
         if gather:
             V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
             O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
@@ -1794,8 +1680,6 @@ def entmax_attention_fwd(
                                 scale, NQB, NKB, tol, max_iter, n_work, _GATHER_RATIO,
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
-                                COPY_IDX=gather and _COPY_IDX and BN <= 64,
-                                IDX_LIVE=_IDX_LIVE, IDX_MIN=_IDX_MIN, IDX_U=_IDX_U,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))

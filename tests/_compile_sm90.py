@@ -74,17 +74,11 @@ def cases():
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
                     **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
-        # the default: candidate key indices copied (dense blocks: only the indices, then the
-        # values from the key rows), gathered output with O2 (training)
+        # the default: candidate key indices copied, gathered output with O2 (training)
         yield (f"attention solve mode {mode} gathered output", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                    GATHER=True, NEED_O2=True, COPY_IDX=A._COPY_IDX, **A._sweep_rule(mode, 64)), 4,
+                    GATHER=True, NEED_O2=True, **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
-        if mode == A.MODE_15:  # the value copy for every block (SPARSEMAP_ATTN_COPY_IDX=0)
-            yield (f"attention solve mode {mode} gathered output, value copy", A._fwd_solve_kernel,
-                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=True, COPY_IDX=False, **A._sweep_rule(mode, 64)), 4,
-                   A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False, **A._sweep_rule(mode, 64)), 4,
@@ -98,8 +92,7 @@ def cases():
                    dict(ATT, MODE=mode, DQG=True, S=A._KEEP_SUPPORT), 4)
             yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, COPY_IDX=A._COPY_IDX,
-                        **A._sweep_rule(mode, 64)), 4,
+                        GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its

@@ -29,5 +29,5 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
                          timeout=900)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
     compiled = [ln for ln in out.stdout.splitlines() if ln.startswith("compiled:")]
-    assert len(compiled) == 61, out.stdout
+    assert len(compiled) == 60, out.stdout
     assert "kernels compiled for sm_90" in out.stdout
