@@ -38,8 +38,8 @@ if [ "${1:-}" = final ]; then
   # causal rows of the issue grid for alpha 1.5 and 2 (no peers)
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
-  timeout 260 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=True,alpha=1.5|2.0" \
-    --max-seconds 220 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
+  timeout 200 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,causal=True,alpha=1.5|2.0" \
+    --max-seconds 150 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
   cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null
   grep "^|" "$O/attn_n16k.txt" | tail -n 10 | cut -c1-220
   exit 0
