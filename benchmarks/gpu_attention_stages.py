@@ -167,8 +167,8 @@ def main() -> None:
                         x.grad = None
                 row = dict(kind=kind, alpha=args.alpha, variant=var, round=rnd, scan=s[0], solve=s[1],
                            output=s[2], fwd=s[3], flash_fwd=flash, ratio=s[3] / flash, fwd_train=tr,
-                           fwd_bwd=fb, flash_fb=flash_fb, fb_ratio=fb / flash_fb, max_diff_vs_default=err, solve_passes=int(st.solve_iters),
-                           gathered=float(st.gathered))
+                           fwd_bwd=fb, flash_fb=flash_fb, fb_ratio=fb / flash_fb, max_diff_vs_default=err,
+                           solve_passes=int(st.solve_iters), gathered=float(st.gathered))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     apply_variant("default")

@@ -1221,3 +1221,20 @@ def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, 
     _check_against_reference(B, H, Hkv, Nq, Nk, D, causal, alpha, seed=Nq + D)
     kept = sum(f == 2 for f in flags[0])
     assert kept > 0 if keep == 64 else kept < len(flags[0])
+
+
+@_triton
+def test_gathered_dq_on_by_default(monkeypatch):
+    """Without any switch, a training forward of α ∈ {1.5, 2} whose blocks gather keeps their
+    supports for the dQ kernel; inference and α = 1.25 (no gathered output) keep none."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_GATHER_RATIO", 1e9)
+    kept = _spy_gathered(monkeypatch, all_modes=False,
+                         record=lambda g: None if g is None else int((g == 2).sum()))
+    q, k, v = _inputs(1, 2, 2, 70, 70, 16, seed=13)
+    for alpha in (1.5, 2.0, 1.25):
+        entmax_attention(q, k, v, alpha=alpha, is_causal=True, backend="triton").sum().backward()
+    with torch.no_grad():
+        entmax_attention(q, k, v, alpha=1.5, is_causal=True, backend="triton")
+    assert kept[0] > 0 and kept[1] > 0 and kept[2] is None and kept[3] == 0, kept
