@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import os
 import re
 import subprocess
@@ -28,9 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-# strides between rows of the tensors (head dims and row lengths that are multiples of 16)
-_ROW_STRIDES = {"stride_qn", "stride_kn", "stride_vn", "stride_on", "stride_x", "stride_p", "stride_dy",
-                "stride_dx"}
 _INSTR = re.compile(r"^\s+/\*([0-9a-f]+)\*/\s+(.*?)\s*;")
 _BRANCH = re.compile(r"\bBRA\b.*?(?:`\((\.L_x_\d+)\)|(0x[0-9a-f]+))")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
@@ -44,24 +40,13 @@ def _tool(name: str) -> str:
 
 def compile_case(name: str):
     """(case name, compiled kernel) of the first ``_compile_sm90`` case whose name contains
-    ``name``, compiled with divisibility-16 pointers and row strides."""
-    os.environ.pop("TRITON_INTERPRET", None)
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    ``name`` (compiled as that script does: divisibility-16 pointers and row strides)."""
+    os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported
     import _compile_sm90 as C
 
     for case, kernel, consts, nw, *opts in C.cases():
         if name in case:
-            consts = C.with_defaults(kernel, consts)
-            sig = C.signature(kernel, consts)
-            params = list(inspect.signature(kernel.fn).parameters)
-            attrs = {(params.index(p),): [["tt.divisibility", 16]] for p, t in sig.items()
-                     if t.startswith("*") or p in _ROW_STRIDES}
-            src = ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
-            options = dict(num_warps=nw, **{"num_stages": 3, **(opts[0] if opts else {})})
-            return case, triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+            return case, C.compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
     raise SystemExit(f"no case of tests/_compile_sm90.py contains {name!r} (see --list)")
 
 

@@ -50,11 +50,27 @@ def with_defaults(kernel, constexprs):
     return out
 
 
+# strides between rows of the tensors: multiples of 16 for the usual head dims and row lengths,
+# and so specialised as such by real launches (as are 16-byte aligned pointers)
+_ROW_STRIDES = {"stride_qn", "stride_kn", "stride_vn", "stride_on", "stride_x", "stride_p", "stride_dy",
+                "stride_dx"}
+
+
+def divisibility(kernel, sig):
+    """Triton's ``attrs``: the pointers and row strides marked divisible by 16, as a launch with
+    aligned tensors and head dims that are multiples of 16 specialises them (vectorised loads)."""
+    params = list(inspect.signature(kernel.fn).parameters)
+    return {(params.index(p),): [["tt.divisibility", 16]] for p, t in sig.items()
+            if t.startswith("*") or p in _ROW_STRIDES}
+
+
 def compile_sm90(kernel, constexprs, num_warps=4, **options):
-    """Compile for sm_90; ``options`` are further launch options (e.g. ``maxnreg``, as the
-    launchers pass them: the register caps go through ptxas here too; ``num_stages``, default 3)."""
+    """Compile for sm_90 as a launch with aligned tensors would (``divisibility``); ``options``
+    are further launch options (e.g. ``maxnreg``, as the launchers pass them: the register caps go
+    through ptxas here too; ``num_stages``, default 3)."""
     constexprs = with_defaults(kernel, constexprs)
-    src = ASTSource(fn=kernel, signature=signature(kernel, constexprs), constexprs=constexprs)
+    sig = signature(kernel, constexprs)
+    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=divisibility(kernel, sig))
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                          options=dict(num_warps=num_warps, **{"num_stages": 3, **options}))
     assert out.asm["cubin"]
