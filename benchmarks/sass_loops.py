@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -82,8 +83,6 @@ def loops(sass: str) -> list:
 
 def resources(ptx: str, maxnreg) -> str:
     """ptxas's one-line summary of registers, stack and spills for ``ptx`` (sm_90a)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "k.ptx"
         src.write_text(ptx)
@@ -109,7 +108,7 @@ def main() -> None:
             print(case)
         return
     case, k = compile_case(args.case)
-    with __import__("tempfile").TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:
         cubin = Path(d) / "k.cubin"
         cubin.write_bytes(k.asm["cubin"])
         sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True).stdout
