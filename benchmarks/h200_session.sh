@@ -4,8 +4,8 @@
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
 # `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call);
-# `... final`: GPU tests and the N = 16k causal grid rows (2026-12-06; the index-copy calls of that
-# day are in git history, 924a451).
+# `... final`: GPU tests and the N = 16k causal grid rows (written 2026-12-06, not yet run: no
+# device could be started; the index-copy calls of that day are in git history, 924a451).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -34,7 +34,7 @@ PY
   exit 0
 fi
 if [ "${1:-}" = final ]; then
-  # 2026-12-06, last call: the GPU-marked attention tests on the final code and the N = 16k
+  # for the next call (not yet run): the GPU-marked attention tests on the final code and the N = 16k
   # causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
