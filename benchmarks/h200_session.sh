@@ -34,10 +34,10 @@ PY
   exit 0
 fi
 if [ "${1:-}" = final ]; then
-  # for the next call (not yet run): the GPU-marked attention tests on the final code and the N = 16k
+  # every GPU-marked test (attention and row-wise) on the final code and the N = 16k
   # causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -x -n 4 -k test_attention" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
+  timeout 240 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 4 "$O/pytest_gpu.txt"
   timeout 100 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,D=64,causal=True,alpha=1.5" \
     --max-seconds 45 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
   cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null

@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("case", nargs="?", default="attention solve mode 1 gathered output")
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
     ap.add_argument("--top", type=int, default=10, help="opcodes shown per loop")
+    ap.add_argument("--sass", help="also write the whole disassembly (and the PTX beside it) here")
     args = ap.parse_args()
     if args.list:
         import _compile_sm90 as C
@@ -112,6 +113,9 @@ def main() -> None:
         cubin = Path(d) / "k.cubin"
         cubin.write_bytes(k.asm["cubin"])
         sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True).stdout
+    if args.sass:
+        Path(args.sass).write_text(sass)
+        Path(args.sass).with_suffix(".ptx").write_text(k.asm["ptx"])
     total = sum(1 for ln in sass.splitlines() if _INSTR.match(ln))
     print(f"{case}: {total} instructions; {resources(k.asm['ptx'], k.metadata.maxnreg)}")
     for start, end, ops in loops(sass):

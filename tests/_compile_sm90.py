@@ -50,18 +50,21 @@ def with_defaults(kernel, constexprs):
     return out
 
 
-# strides between rows of the tensors: multiples of 16 for the usual head dims and row lengths,
-# and so specialised as such by real launches (as are 16-byte aligned pointers)
-_ROW_STRIDES = {"stride_qn", "stride_kn", "stride_vn", "stride_on", "stride_x", "stride_p", "stride_dy",
-                "stride_dx"}
+# strides of the tensors (rows, heads, batches): multiples of 16 for the usual head dims and row
+# lengths, and so specialised as such by real launches (as are 16-byte aligned pointers); those the
+# kernels declare unspecialised (``do_not_specialize``) and the per-row statistics' row stride
+# (1 in the launches) are not marked
+_UNMARKED = set(A._NOSPEC_T) | {"stride_sn"}
 
 
 def divisibility(kernel, sig):
-    """Triton's ``attrs``: the pointers and row strides marked divisible by 16, as a launch with
-    aligned tensors and head dims that are multiples of 16 specialises them (vectorised loads)."""
+    """Triton's ``attrs``: the pointers and strides marked divisible by 16, as a launch with
+    aligned tensors and head dims that are multiples of 16 specialises them (vectorised loads:
+    with only the row strides marked, a base offset b·stride_b + h·stride_h of unknown alignment
+    left every K/V tile load as 2-byte loads)."""
     params = list(inspect.signature(kernel.fn).parameters)
     return {(params.index(p),): [["tt.divisibility", 16]] for p, t in sig.items()
-            if t.startswith("*") or p in _ROW_STRIDES}
+            if t.startswith("*") or (p.startswith("stride") and p not in _UNMARKED)}
 
 
 def compile_sm90(kernel, constexprs, num_warps=4, **options):
