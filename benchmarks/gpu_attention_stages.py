@@ -44,6 +44,9 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   copied but no block gathered (ratio −1: the copy's extra cost alone);
   ``dqgather`` / ``dqgather32`` / ``dqgather0``: the gathered dQ (``_DQ_GATHER``: gathered blocks
   keep up to 64 / 32 support keys per row and the dQ kernel sums over them; needs ``--fb``) / off;
+* ``asmstore`` / ``asmstore0``: the solve's per-row candidate stores as inline ``st.global``
+  (``_ASM_STORE``, ``_store_rows``) / as ``tl.store``; ``asmstore168`` with the solve capped at
+  168 registers;
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -77,7 +80,7 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
-                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT)
+                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -91,7 +94,9 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "gather0": dict(gather=0.0), "gather05": dict(gather=0.5), "gather1": dict(gather=1.0),
           "gather2": dict(gather=2.0), "gather4": dict(gather=4.0), "gatherall": dict(gather=1e9),
           "gatheridx": dict(gather=-1.0),
-          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False)}
+          "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
+          "asmstore": dict(asm=True), "asmstore0": dict(asm=False),
+          "asmstore168": dict(asm=True, maxnreg={"solve": 168})}
 
 
 def apply_variant(name: str) -> None:
@@ -102,6 +107,7 @@ def apply_variant(name: str) -> None:
     GA._SWEEP_MAX_D = o["sweep_d"]
     GA._GATHER_RATIO = o["gather"]
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
+    GA._ASM_STORE = o["asm"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -4,6 +4,7 @@
 # table timed with CUDA graphs, and attention with adasplash v2 at the anchor configuration.
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
 # `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call);
+# `... asm`: the inline-asm candidate stores (check, GPU tests, stages);
 # `... final`: GPU tests and the N = 16k causal grid rows (written 2026-12-06, not yet run: no
 # device could be started; the index-copy calls of that day are in git history, 924a451).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
@@ -30,6 +31,31 @@ PY
       --rounds 2 --fb --out /tmp/s_$1_$2 > "$O/stages_$1_$2.txt" 2>&1; echo "stages D=$1 a=$2 rc $?"
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
+  done
+  exit 0
+fi
+if [ "${1:-}" = asm ]; then
+  # the solve's candidate stores as inline st.global (2026-12-06 evening): float64 check and the
+  # GPU tests with it on, then default / asmstore (/ asmstore168) forward and forward+backward
+  SPARSEMAP_ATTN_ASM_STORE=1 timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck \
+    > "$O/check_asm.txt" 2>&1; echo "check (asm stores) rc $?"
+  python3 - "$O/check_asm.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("cases", len(rows), "max rel out/dq/dk/dv (fp32 cases):",
+      ["%.1e" % max(r[k] for r in rows if "float32" in r["case"] or "fp32" in r["case"]) for k in ("out", "dq", "dk", "dv")],
+      "all det:", all(r["det"] for r in rows))
+PY
+  SPARSEMAP_ATTN_ASM_STORE=1 timeout 200 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
+  for cfg in "16384 64 1.5 asmstore168" "16384 64 2.0" "16384 128 1.5" "1024 64 1.5"; do
+    set -- $cfg
+    fb=--fb; [ $1 = 1024 ] && fb=
+    timeout 120 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 \
+      --variants default,asmstore${4:+,$4} --rounds 2 $fb --out /tmp/s_$1_$2_$3 > "$O/stages_asm_$1_$2_$3.txt" 2>&1
+    echo "stages N=$1 D=$2 a=$3 rc $?"
+    cp /tmp/s_$1_$2_$3/gpu_attention_stages.json "$O/stages_asm_$1_$2_$3.json" 2>/dev/null
+    tail -n 7 "$O/stages_asm_$1_$2_$3.txt" | cut -c1-150
   done
   exit 0
 fi

@@ -179,6 +179,9 @@ _GATHER_MODES = (MODE_15, MODE_2)
 #: and head kept for the backward (64 MB at N = 16k, H = 16)
 _DQ_GATHER = os.environ.get("SPARSEMAP_ATTN_DQ_GATHER", "1") == "1"
 _KEEP_SUPPORT = int(os.environ.get("SPARSEMAP_ATTN_KEEP_SUPPORT", "64"))
+# the solve's pass 0 stores its per-row candidates with inline ``st.global`` (``_store_rows``;
+# never under the interpreter)
+_ASM_STORE = os.environ.get("SPARSEMAP_ATTN_ASM_STORE", "0") == "1"
 
 
 def alpha_mode(alpha) -> int:
@@ -674,10 +677,33 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
 
 
 @triton.jit
-def _put_index(ptr, idx, mask):
+def _store_rows(ptr, bits, mask, ASM: tl.constexpr = False):
+    """Store one 32-bit pattern ``bits`` (int32) per row to a float buffer where ``mask``.  With
+    ASM a predicated ``st.global.b32`` per element, in the layout the values have (the rows of a
+    tile's reductions): ``tl.store`` first moves pointer, value and mask to a store layout
+    through shared memory, three conversions with barriers per store, several stores per tile in
+    the solve's pass 0.  (Threads holding the same row store the same value.)  The interpreter
+    has no inline assembly: launches there pass ASM = False."""
+    if ASM:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }",
+            "=r,l,r,r", [ptr.to(tl.int64), bits, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
+            pack=1)
+    else:
+        tl.store(ptr, bits.to(tl.float32, bitcast=True), mask=mask)
+
+
+@triton.jit
+def _put_value(ptr, val, mask, ASM: tl.constexpr = False):
+    """Store candidate values (float32) into the row buffers (``_store_rows``)."""
+    _store_rows(ptr, val.to(tl.int32, bitcast=True), mask, ASM)
+
+
+@triton.jit
+def _put_index(ptr, idx, mask, ASM: tl.constexpr = False):
     """Store key indices into the float candidate buffer (bit patterns: the second half of each
     buffer row, ``I_row`` = ``C_row`` + CAP, holds the first half's key indices)."""
-    tl.store(ptr, idx.to(tl.int32).to(tl.float32, bitcast=True), mask=mask)
+    _store_rows(ptr, idx.to(tl.int32), mask, ASM)
 
 
 @triton.jit
@@ -693,7 +719,7 @@ def _top_two(z, cbound):
 @triton.jit
 def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr, I_row=None,
                    start_n=0, csum=None, offs_n=None, BLOCK_N: tl.constexpr = 1,
-                   GATHER: tl.constexpr = False):
+                   GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
     """Each row's top value to slot ncand where ``first``, its second (``_top_two``) to ncand + 1
     where ``second`` (slots ≥ CAP dropped).  With GATHER their key indices too: the top value's
     first column j₁, and the other candidate's as ``csum`` − j₁ (csum: the sum of the row's
@@ -701,17 +727,18 @@ def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr, I_
     t1, t2 = _top_two(z, cbound)
     k1 = first & (ncand < CAP)
     k2 = second & (ncand + 1 < CAP)
-    tl.store(C_row + ncand, t1, mask=k1)
-    tl.store(C_row + ncand + 1, t2, mask=k2)
+    _put_value(C_row + ncand, t1, k1, ASM)
+    _put_value(C_row + ncand + 1, t2, k2, ASM)
     if GATHER:
         j1 = tl.min(tl.where(z == t1[:, None], offs_n[None, :], BLOCK_N), axis=1)
-        _put_index(I_row + ncand, start_n + j1, k1)
-        _put_index(I_row + ncand + 1, start_n + csum - j1, k2)
+        _put_index(I_row + ncand, start_n + j1, k1, ASM)
+        _put_index(I_row + ncand + 1, start_n + csum - j1, k2, ASM)
 
 
 @triton.jit
 def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
-                        BLOCK_N: tl.constexpr, I_row=None, start_n=0, GATHER: tl.constexpr = False):
+                        BLOCK_N: tl.constexpr, I_row=None, start_n=0, GATHER: tl.constexpr = False,
+                        ASM: tl.constexpr = False):
     """A tile's candidates (the cnt largest values of each row) to the row buffers at slots
     ncand, ncand + 1, …: ``rounds`` = max cnt rounds of (row max, its first column, remove it).
     Ties are kept: one instance is removed per round.  With GATHER the key index of each value
@@ -721,9 +748,9 @@ def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.con
         t = tl.max(zz, axis=1)
         j = tl.min(tl.where(zz == t[:, None], offs_n[None, :], BLOCK_N), axis=1)
         keep = (cnt > r) & (ncand + r < CAP) & rmask
-        tl.store(C_row + ncand + r, t, mask=keep)
+        _put_value(C_row + ncand + r, t, keep, ASM)
         if GATHER:
-            _put_index(I_row + ncand + r, start_n + j, keep)
+            _put_index(I_row + ncand + r, start_n + j, keep, ASM)
         zz = tl.where(offs_n[None, :] == j[:, None], float("-inf"), zz)
 
 
@@ -744,7 +771,7 @@ def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr, I_row=None, col
 @triton.jit
 def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_N: tl.constexpr,
                MODE: tl.constexpr, DIAG: tl.constexpr, I_row=None, start_n=0,
-               GATHER: tl.constexpr = False):
+               GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
     """Append each row's candidates z > cbound of one tile to its buffer (slots ncand, ncand + 1,
     …; slots ≥ CAP are dropped); returns the new counts (which may exceed CAP).  The usual tile
     has at most two candidates per row: the row's top one or two values are stored, no prefix
@@ -772,24 +799,24 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
         # profiling only (wrong when a row has > 2 candidates in a tile): the top two
         # always, without the block-wide count maximum and its branch
         _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP, I_row,
-                       start_n, csum, offs_n, BLOCK_N, GATHER)
+                       start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
     elif DIAG != 1:
         worst = tl.max(cnt, axis=0)
         if worst <= 1:
             k1 = (cnt >= 1) & (ncand < CAP) & rmask
-            tl.store(C_row + ncand, tl.max(z, axis=1), mask=k1)
+            _put_value(C_row + ncand, tl.max(z, axis=1), k1, ASM)
             if GATHER:
-                _put_index(I_row + ncand, start_n + csum, k1)
+                _put_index(I_row + ncand, start_n + csum, k1, ASM)
         elif worst <= 2:
             # at most two candidates per row in this tile (the usual case): the row's top two
             # values, no prefix sum and no tile-wide scatter
             _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP,
-                           I_row, start_n, csum, offs_n, BLOCK_N, GATHER)
+                           I_row, start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
         elif (MODE == 1 or MODE == 2) and DIAG != 8:
             # short supports: a few more rounds of the same (a prefix sum over the tile would
             # double the kernel's registers, and so halve its occupancy, for a rare case)
             _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, I_row,
-                                start_n, GATHER)
+                                start_n, GATHER, ASM)
         else:
             _copy_all(z, cbound, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
     return ncand + cnt
@@ -799,7 +826,8 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
 def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
              cbound, ncand, C_row, rmask, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-             CAP: tl.constexpr, DIAG: tl.constexpr, I_row=None, GATHER: tl.constexpr = False):
+             CAP: tl.constexpr, DIAG: tl.constexpr, I_row=None, GATHER: tl.constexpr = False,
+             ASM: tl.constexpr = False):
     """One sweep over the live tiles ``L_row[0:n_list]`` appending each row's candidates
     z > cbound to its buffer (slots ncand, ncand + 1, …; slots ≥ CAP are dropped).  Returns the
     rows' candidate counts (ncand + candidates found, which may exceed CAP)."""
@@ -808,7 +836,7 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
         cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
                               HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
         ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
-                           I_row, start_n, GATHER)
+                           I_row, start_n, GATHER, ASM)
     return ncand
 
 
@@ -827,7 +855,7 @@ def _fwd_solve_kernel(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
-    S: tl.constexpr = 64,
+    S: tl.constexpr = 64, ASM: tl.constexpr = False,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -862,7 +890,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S)
+                         KEEP, S, ASM)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -876,7 +904,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S)
+                     KEEP, S, ASM)
 
 
 @triton.jit
@@ -1038,6 +1066,7 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
+    ASM: tl.constexpr = False,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1088,7 +1117,7 @@ def _solve_block(
         nobuf = n_list >= 0
     ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
                      lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
-                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER)
+                     CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
     it = 1
 
     tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
@@ -1681,6 +1710,7 @@ def entmax_attention_fwd(
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
+                                ASM=_ASM_STORE and not INTERPRET,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
