@@ -46,8 +46,6 @@ print("cases", len(rows), "max rel out/dq/dk/dv (fp32 cases):",
       ["%.1e" % max(r[k] for r in rows if "float32" in r["case"] or "fp32" in r["case"]) for k in ("out", "dq", "dk", "dv")],
       "all det:", all(r["det"] for r in rows))
 PY
-  SPARSEMAP_ATTN_ASM_STORE=1 timeout 200 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
-    > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
   for cfg in "16384 64 1.5 asmstore168" "16384 64 2.0" "16384 128 1.5" "1024 64 1.5"; do
     set -- $cfg
     fb=--fb; [ $1 = 1024 ] && fb=
@@ -57,6 +55,8 @@ PY
     cp /tmp/s_$1_$2_$3/gpu_attention_stages.json "$O/stages_asm_$1_$2_$3.json" 2>/dev/null
     tail -n 7 "$O/stages_asm_$1_$2_$3.txt" | cut -c1-150
   done
+  SPARSEMAP_ATTN_ASM_STORE=1 timeout $(( SECONDS < 500 ? 570 - SECONDS : 60 )) bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
   exit 0
 fi
 if [ "${1:-}" = final ]; then
