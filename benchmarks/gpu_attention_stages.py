@@ -46,7 +46,8 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   keep up to 64 / 32 support keys per row and the dQ kernel sums over them; needs ``--fb``) / off;
 * ``asmstore`` / ``asmstore0``: the solve's per-row candidate stores as inline ``st.global``
   (``_ASM_STORE``, ``_store_rows``) / as ``tl.store``; ``asmstore168`` with the solve capped at
-  168 registers;
+  168 registers; ``asmtop2`` with the top two per row and tile always (``_SOLVE_DIAG = 7``,
+  profiling only);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -96,7 +97,8 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "gatheridx": dict(gather=-1.0),
           "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
           "asmstore": dict(asm=True), "asmstore0": dict(asm=False),
-          "asmstore168": dict(asm=True, maxnreg={"solve": 168})}
+          "asmstore168": dict(asm=True, maxnreg={"solve": 168}),
+          "asmtop2": dict(asm=True, diag=7)}
 
 
 def apply_variant(name: str) -> None:

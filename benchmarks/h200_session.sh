@@ -46,10 +46,10 @@ print("cases", len(rows), "max rel out/dq/dk/dv (fp32 cases):",
       ["%.1e" % max(r[k] for r in rows if "float32" in r["case"] or "fp32" in r["case"]) for k in ("out", "dq", "dk", "dv")],
       "all det:", all(r["det"] for r in rows))
 PY
-  for cfg in "16384 64 1.5 asmstore168" "16384 64 2.0" "16384 128 1.5" "1024 64 1.5"; do
+  for cfg in "16384 64 1.5 asmstore168,asmtop2" "16384 64 2.0" "16384 128 1.5" "1024 64 1.5"; do
     set -- $cfg
     fb=--fb; [ $1 = 1024 ] && fb=
-    timeout 120 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 \
+    timeout $([ $1 = 1024 ] && echo 60 || echo 150) python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha $3 \
       --variants default,asmstore${4:+,$4} --rounds 2 $fb --out /tmp/s_$1_$2_$3 > "$O/stages_asm_$1_$2_$3.txt" 2>&1
     echo "stages N=$1 D=$2 a=$3 rc $?"
     cp /tmp/s_$1_$2_$3/gpu_attention_stages.json "$O/stages_asm_$1_$2_$3.json" 2>/dev/null
