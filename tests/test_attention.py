@@ -1224,6 +1224,20 @@ def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, 
 
 
 @_triton
+def test_asm_stores_on_for_compiled_launches(monkeypatch):
+    """The solve's inline-PTX candidate stores are the default where kernels are compiled, and
+    never used under the interpreter (which has no inline assembly); the switch turns them off."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "INTERPRET", False)
+    assert ga._asm_stores() is True
+    monkeypatch.setattr(ga, "_ASM_STORE", False)
+    assert ga._asm_stores() is False
+    monkeypatch.setattr(ga, "_ASM_STORE", True)
+    monkeypatch.setattr(ga, "INTERPRET", True)
+    assert ga._asm_stores() is False
+
+
 def test_gathered_dq_on_by_default(monkeypatch):
     """Without any switch, a training forward of α ∈ {1.5, 2} whose blocks gather keeps their
     supports for the dQ kernel; inference and α = 1.25 (no gathered output) keep none."""
