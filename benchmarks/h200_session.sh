@@ -34,6 +34,18 @@ PY
   done
   exit 0
 fi
+if [ "${1:-}" = pf ]; then
+  # (2026-12-06 evening) with the asm stores on by default: the tl.store copy again, the
+  # pipelined gather of the output (gatherpf) and the top-two-always probe (asmtop2)
+  for cfg in "64 1.5 asmstore0,gatherpf,asmtop2" "64 2.0 gatherpf" "128 1.5 gatherpf"; do
+    set -- $cfg
+    timeout 170 python3 benchmarks/gpu_attention_stages.py --D $1 --alpha $2 --variants default,$3 \
+      --rounds 2 --fb --out /tmp/s_$1_$2 > "$O/stages_pf_$1_$2.txt" 2>&1; echo "stages D=$1 a=$2 rc $?"
+    cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_pf_$1_$2.json" 2>/dev/null
+    grep -v "^{" "$O/stages_pf_$1_$2.txt" | tail -n 10 | cut -c1-150
+  done
+  exit 0
+fi
 if [ "${1:-}" = asm ]; then
   # the solve's candidate stores as inline st.global (2026-12-06 evening): float64 check and the
   # GPU tests with it on, then default / asmstore (/ asmstore168) forward and forward+backward

@@ -827,6 +827,10 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
                                 start_n, GATHER, ASM)
         else:
             _copy_all(z, cbound, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
+    if DIAG == 7:
+        # (profiling: the slots of candidates not stored are not counted, so the gathered
+        # output never reads unwritten slots)
+        cnt = tl.minimum(cnt, 2)
     return ncand + cnt
 
 
@@ -1007,9 +1011,25 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
 
 
 @triton.jit
+def _cand(C_row, I_row, kk, ncand, rmask, tau):
+    """(z − τ', key index) of each row's buffered candidate kk (−inf, 0 past the row's count)."""
+    has = (kk < ncand) & rmask
+    d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
+    jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
+    return d, jk
+
+
+@triton.jit
+def _vrow(V_base, jk, d, offs, dm, stride_vn):
+    """Value rows j (columns ``offs``) of the rows whose candidate is in the support (d > 0)."""
+    return tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
+                   mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2, O_off,
                 stride_on, qexp, MODE: tl.constexpr, NEED_O2: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr):
+                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, PF: tl.constexpr = False):
     """out_i = Σ_k p_ik v_{j_ik} over row i's buffered candidates (values z_ik, key indices j_ik;
     p = [z − τ']_+^Q, only keys with z > τ' are loaded), and with NEED_O2 O2_i = Σ u v / Σ u —
     what the output pass computes, as a gather of the support's value rows instead of a QKᵀ and
@@ -1023,17 +1043,31 @@ def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride
         acc = tl.zeros([BLOCK_M, DCH], tl.float32)
         acc2 = tl.zeros([BLOCK_M, DCH], tl.float32)
         su = tl.zeros([BLOCK_M], tl.float32)
-        for kk in range(0, nmax):
-            has = (kk < ncand) & rmask
-            d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
-            jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
-            p, u = _pow_pu(d, qexp, MODE)
-            v = tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
-                        mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
-            acc += p[:, None] * v
-            if NEED_O2:
-                acc2 += u[:, None] * v
-                su += u
+        if PF:
+            # software-pipelined: the loop carries the value row of candidate kk and the
+            # (value, index) of kk + 1, and issues the loads of kk + 2 and of row j_{kk+1} before
+            # using candidate kk, so each load has one iteration to arrive
+            d, jk = _cand(C_row, I_row, 0, ncand, rmask, tau)
+            v = _vrow(V_base, jk, d, offs, dm, stride_vn)
+            d1, j1 = _cand(C_row, I_row, 1, ncand, rmask, tau)
+            for kk in range(0, nmax):
+                d2, j2 = _cand(C_row, I_row, kk + 2, ncand, rmask, tau)
+                v1 = _vrow(V_base, j1, d1, offs, dm, stride_vn)
+                p, u = _pow_pu(d, qexp, MODE)
+                acc += p[:, None] * v
+                if NEED_O2:
+                    acc2 += u[:, None] * v
+                    su += u
+                d, v, d1, j1 = d1, v1, d2, j2
+        else:
+            for kk in range(0, nmax):
+                d, jk = _cand(C_row, I_row, kk, ncand, rmask, tau)
+                p, u = _pow_pu(d, qexp, MODE)
+                v = _vrow(V_base, jk, d, offs, dm, stride_vn)
+                acc += p[:, None] * v
+                if NEED_O2:
+                    acc2 += u[:, None] * v
+                    su += u
         optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs[None, :]
         omask = rmask[:, None] & dm[None, :]
         tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty), mask=omask)
@@ -1147,7 +1181,7 @@ def _solve_block(
             V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
             O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
             _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
-                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM)
+                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM, DIAG == 9)
         flag = gather.to(tl.int32)
         if KEEP:
             if gather:
