@@ -48,8 +48,6 @@ differences printed, with SDPA flash's forward from the same run as the baseline
   (``_ASM_STORE``, ``_store_rows``) / as ``tl.store``; ``asmstore168`` with the solve capped at
   168 registers; ``asmtop2`` with the top two per row and tile always (``_SOLVE_DIAG = 7``,
   profiling only);
-* ``gatherpf``: the gathered output's candidate loop software-pipelined (``_SOLVE_DIAG = 9``,
-  correct);
 * ``tiles/SPEC``: a tile configuration as ``SPARSEMAP_ATTN_TILES`` with ``/`` for ``,``
   (e.g. ``tiles/nw=8/scan.nw=8/solve.nw=8``);
 * ``KERNEL=N[:KERNEL=N…]``: register caps (ptxas ``maxnreg``, 0 = the compiler's choice) for
@@ -100,7 +98,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
           "asmstore": dict(asm=True), "asmstore0": dict(asm=False),
           "asmstore168": dict(asm=True, maxnreg={"solve": 168}),
-          "asmtop2": dict(asm=True, diag=7), "gatherpf": dict(diag=9)}
+          "asmtop2": dict(asm=True, diag=7)}
 
 
 def apply_variant(name: str) -> None:
