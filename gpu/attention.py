@@ -686,7 +686,8 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
 
 @triton.jit
 def _store_rows(ptr, bits, mask, ASM: tl.constexpr = False):
-    """Store one 32-bit pattern ``bits`` (int32) per row to a float buffer where ``mask``.  With
+    """Store one 32-bit pattern ``bits`` (int32) per row where ``mask`` (to a float32 or int32
+    buffer).  With
     ASM a predicated ``st.global.b32`` per element, in the layout the values have (the rows of a
     tile's reductions): ``tl.store`` first moves pointer, value and mask to a store layout
     through shared memory, three conversions with barriers per store, several stores per tile in
@@ -698,7 +699,7 @@ def _store_rows(ptr, bits, mask, ASM: tl.constexpr = False):
             "=r,l,r,r", [ptr.to(tl.int64), bits, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
             pack=1)
     else:
-        tl.store(ptr, bits.to(tl.float32, bitcast=True), mask=mask)
+        tl.store(ptr, bits.to(ptr.dtype.element_ty, bitcast=True), mask=mask)
 
 
 @triton.jit
@@ -1062,7 +1063,8 @@ def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride
 
 
 @triton.jit
-def _keep_support(C_row, I_row, ncand, nmax, tau, rmask, SUP_row, NS_row, S: tl.constexpr):
+def _keep_support(C_row, I_row, ncand, nmax, tau, rmask, SUP_row, NS_row, S: tl.constexpr,
+                  ASM: tl.constexpr = False):
     """Each row's support (buffered candidates with z > τ') as key indices at SUP_row[0:count],
     in buffer order, the counts to NS_row; returns whether every row's support fit in S."""
     cnt = tl.zeros_like(ncand)
@@ -1071,7 +1073,7 @@ def _keep_support(C_row, I_row, ncand, nmax, tau, rmask, SUP_row, NS_row, S: tl.
         d = tl.load(C_row + kk, mask=has, other=float("-inf")) - tau
         jk = tl.load(I_row + kk, mask=has, other=0.0).to(tl.int32, bitcast=True)
         live = d > 0
-        tl.store(SUP_row + cnt, jk, mask=live & (cnt < S))
+        _store_rows(SUP_row + cnt, jk, live & (cnt < S), ASM)
         cnt += live.to(tl.int32)
     tl.store(NS_row, cnt, mask=rmask)
     return tl.max(tl.where(rmask, cnt, 0), axis=0) <= S
@@ -1173,7 +1175,7 @@ def _solve_block(
                 blk = pid_bh.to(tl.int64) * NQB + pid_m
                 kept = _keep_support(C_row, I_row, ncand, nmax, tau, rmask,
                                      SUP + blk * (BLOCK_M * S) + tl.arange(0, BLOCK_M) * S,
-                                     NS + blk * BLOCK_M + tl.arange(0, BLOCK_M), S)
+                                     NS + blk * BLOCK_M + tl.arange(0, BLOCK_M), S, ASM)
                 flag = flag + kept.to(tl.int32)
         tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, flag)
     tl.store(TAU + srow, tl.where(bad, float("nan"), tau), mask=rmask)

@@ -116,7 +116,8 @@ def cases():
                    dict(ATT, MODE=mode, DQG=True, S=A._KEEP_SUPPORT), 4)
             yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, **A._sweep_rule(mode, 64)), 4,
+                        GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, ASM=True,
+                        **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its
