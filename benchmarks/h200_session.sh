@@ -80,6 +80,11 @@ if [ "${1:-}" = final ]; then
     --max-seconds 45 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
   cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null
   grep "^|" "$O/attn_n16k.txt" | tail -n 10 | cut -c1-220
+  # the inline-asm stores on (default) and off, forward and forward+backward, two rounds
+  timeout 150 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 --variants default,asmstore0 \
+    --rounds 2 --fb --out /tmp/sf > "$O/stages_final.txt" 2>&1; echo "stages rc $?"
+  cp /tmp/sf/gpu_attention_stages.json "$O/stages_final.json" 2>/dev/null
+  grep -v "^{" "$O/stages_final.txt" | tail -n 6 | cut -c1-150
   exit 0
 fi
 if [ "${1:-}" = attention ]; then
