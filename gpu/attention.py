@@ -373,8 +373,12 @@ def _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh, stride_qn, stride
 
 
 @triton.jit
-def _scan_tile(s, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
-    """Fold one tile of scores s = c·q·kᵀ (−inf where invisible) into the scan state.
+def _scan_tile(s, c, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
+    """Fold one tile of *unscaled* scores s = q·kᵀ (−inf where invisible) into the scan state;
+    the scaled score is c·s (c > 0).  Rounding is monotone, so max_j fl(c·s_j) = fl(c·max_j s_j):
+    the maxima are taken on s and scaled once per row (mrun, the tile bound) or at the end
+    (acc, acc2: kept unscaled), exactly what scaling every score first gives, for one multiply
+    per row instead of one per score.
 
     mrun: running row max; acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
     seen so far (one actual score per column class, so together a *subset* of the row; one max
@@ -383,7 +387,7 @@ def _scan_tile(s, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: t
     are two scores).  Stores the tile's bound
     max_i (max_j s_ij − mrun_i) with mrun already including this tile: since the final row max
     m_i ≥ mrun_i, every z_ij = s_ij − m_i of the tile is ≤ that value."""
-    tm = tl.max(s, axis=1)
+    tm = tl.max(s, axis=1) * c
     mrun = tl.maximum(mrun, tm)
     if DIAG == 1:  # profiling: no tile bound (every tile live)
         tl.store(T_base + tile, 0.0)
@@ -442,17 +446,17 @@ def _fwd_scan_kernel(
     for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
         cols = start_n + offs_n
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
+        sc = tl.dot(q, kT, input_precision=PREC)
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
+        mrun, acc, acc2 = _scan_tile(sc, c, mrun, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
         tile = d0 - t
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
-        sc = tl.dot(q, kT, input_precision=PREC) * c
-        mrun, acc, acc2 = _scan_tile(sc, mrun, acc, acc2, tile, T_base, DIAG, TOP2)
+        sc = tl.dot(q, kT, input_precision=PREC)
+        mrun, acc, acc2 = _scan_tile(sc, c, mrun, acc, acc2, tile, T_base, DIAG, TOP2)
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
     # library's row convention gives them NaN (out, τ, dq; the dK/dV they touch).  Marked by a
@@ -462,7 +466,7 @@ def _fwd_scan_kernel(
     tl.store(M + srow, tl.where(bad, float("nan"), m), mask=rmask)
     m = tl.where(bad, 0.0, m)
     # ---- lower bound on τ' from the column-class maxima (a subset of the row: f_sub ≤ f) ----
-    v = acc - m[:, None]                                        # ≤ 0, −inf for empty classes
+    v = acc * c - m[:, None]                                    # ≤ 0, −inf for empty classes
     nf = tl.maximum(n, 1).to(tl.float32)
     hi = -tl.exp2((1.0 - alpha) * tl.log2(nf))                  # −n^{1−α}: uniform weights
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
@@ -478,7 +482,7 @@ def _fwd_scan_kernel(
         F = tl.sum(p_, axis=1)
         G = tl.sum(u_, axis=1)
         if TOP2:
-            p_, u_ = _pow_pu(acc2 - m[:, None] - x[:, None], qexp, MODE)
+            p_, u_ = _pow_pu(acc2 * c - m[:, None] - x[:, None], qexp, MODE)
             F += tl.sum(p_, axis=1)
             G += tl.sum(u_, axis=1)
         up = F >= 1.0
