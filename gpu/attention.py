@@ -332,6 +332,14 @@ def _load_kT(K_base, cols, offs_d, len_k, stride_kn, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
+def _zval(s, c, m):
+    """z = c·s − m rounded once (an fma), for a tile (m: (BLOCK_M, 1)) or one value per row: every
+    kernel computes the shifted scaled scores this way, so a value the solve's pass 0 takes from
+    the unscaled tile (``_copy_tile``) equals, bit for bit, the one the other kernels compute."""
+    return tl.fma(s, c, -m)
+
+
+@triton.jit
 def _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
             HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -339,9 +347,20 @@ def _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, str
     is not visible (the solve, output and dQ kernels' per-tile scores)."""
     cols = start_n + offs_n
     kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
-    z = tl.dot(q, kT, input_precision=PREC) * c - m[:, None]
+    z = _zval(tl.dot(q, kT, input_precision=PREC), c, m[:, None])
     z = _mask_scores(z, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
     return cols, kT, z
+
+
+@triton.jit
+def _tile_s(q, K_base, start_n, offs_n, offs_d, rows, start_m, lq, lk, stride_kn,
+            HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The unscaled scores s = q·kᵀ of a key tile, −inf where a key is not visible (pass 0)."""
+    cols = start_n + offs_n
+    kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+    s = tl.dot(q, kT, input_precision=PREC)
+    return _mask_scores(s, start_m, start_n, rows, cols, lq, lk, CAUSAL, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -720,73 +739,76 @@ def _put_index(ptr, idx, mask, ASM: tl.constexpr = False):
 
 
 @triton.jit
-def _top_two(z, cbound):
+def _top_two(s, thr):
     """Each row's two largest scores of a tile; where a row has exactly two candidates
-    (> cbound) but the second largest distinct value is not one, the top value is tied and
+    (> thr) but the second largest distinct value is not one, the top value is tied and
     counts twice."""
-    t1 = tl.max(z, axis=1)
-    t2 = tl.max(tl.where(z < t1[:, None], z, float("-inf")), axis=1)
-    return t1, tl.where(t2 > cbound, t2, t1)
+    t1 = tl.max(s, axis=1)
+    t2 = tl.max(tl.where(s < t1[:, None], s, float("-inf")), axis=1)
+    return t1, tl.where(t2 > thr, t2, t1)
 
 
 @triton.jit
-def _store_top_two(z, cbound, ncand, C_row, first, second, CAP: tl.constexpr, I_row=None,
+def _store_top_two(s, thr, c, m, ncand, C_row, first, second, CAP: tl.constexpr, I_row=None,
                    start_n=0, csum=None, offs_n=None, BLOCK_N: tl.constexpr = 1,
                    GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
     """Each row's top value to slot ncand where ``first``, its second (``_top_two``) to ncand + 1
-    where ``second`` (slots ≥ CAP dropped).  With GATHER their key indices too: the top value's
-    first column j₁, and the other candidate's as ``csum`` − j₁ (csum: the sum of the row's
-    candidate columns in this tile, two of them where ``second``; a tied top value is both)."""
-    t1, t2 = _top_two(z, cbound)
+    where ``second`` (slots ≥ CAP dropped), as z = c·s − m (``_zval``).  With GATHER their key
+    indices too: the top value's first column j₁, and the other candidate's as ``csum`` − j₁
+    (csum: the sum of the row's candidate columns in this tile, two of them where ``second``; a
+    tied top value is both)."""
+    t1, t2 = _top_two(s, thr)
     k1 = first & (ncand < CAP)
     k2 = second & (ncand + 1 < CAP)
-    _put_value(C_row + ncand, t1, k1, ASM)
-    _put_value(C_row + ncand + 1, t2, k2, ASM)
+    _put_value(C_row + ncand, _zval(t1, c, m), k1, ASM)
+    _put_value(C_row + ncand + 1, _zval(t2, c, m), k2, ASM)
     if GATHER:
-        j1 = tl.min(tl.where(z == t1[:, None], offs_n[None, :], BLOCK_N), axis=1)
+        j1 = tl.min(tl.where(s == t1[:, None], offs_n[None, :], BLOCK_N), axis=1)
         _put_index(I_row + ncand, start_n + j1, k1, ASM)
         _put_index(I_row + ncand + 1, start_n + csum - j1, k2, ASM)
 
 
 @triton.jit
-def _copy_by_extraction(z, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
+def _copy_by_extraction(s, c, m, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
                         BLOCK_N: tl.constexpr, I_row=None, start_n=0, GATHER: tl.constexpr = False,
                         ASM: tl.constexpr = False):
     """A tile's candidates (the cnt largest values of each row) to the row buffers at slots
     ncand, ncand + 1, …: ``rounds`` = max cnt rounds of (row max, its first column, remove it).
-    Ties are kept: one instance is removed per round.  With GATHER the key index of each value
-    goes to the same slot of ``I_row``."""
-    zz = z
+    Ties are kept: one instance is removed per round.  Values stored as z = c·s − m; with
+    GATHER the key index of each value goes to the same slot of ``I_row``."""
+    zz = s
     for r in range(0, rounds):
         t = tl.max(zz, axis=1)
         j = tl.min(tl.where(zz == t[:, None], offs_n[None, :], BLOCK_N), axis=1)
         keep = (cnt > r) & (ncand + r < CAP) & rmask
-        _put_value(C_row + ncand + r, t, keep, ASM)
+        _put_value(C_row + ncand + r, _zval(t, c, m), keep, ASM)
         if GATHER:
             _put_index(I_row + ncand + r, start_n + j, keep, ASM)
         zz = tl.where(offs_n[None, :] == j[:, None], float("-inf"), zz)
 
 
 @triton.jit
-def _copy_all(z, cbound, ncand, C_row, rmask, CAP: tl.constexpr, I_row=None, cols=None,
+def _copy_all(s, thr, c, m, ncand, C_row, rmask, CAP: tl.constexpr, I_row=None, cols=None,
               GATHER: tl.constexpr = False):
-    """Every candidate z > cbound of a tile to its row's buffer, at slots ncand, ncand + 1, …
-    (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows); with GATHER
-    their key indices ``cols`` to the same slots of ``I_row``."""
-    is_c = z > cbound[:, None]
+    """Every candidate s > thr of a tile to its row's buffer as z = c·s − m, at slots ncand,
+    ncand + 1, … (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows);
+    with GATHER their key indices ``cols`` to the same slots of ``I_row``."""
+    is_c = s > thr[:, None]
     slot = ncand[:, None] + tl.cumsum(is_c.to(tl.int32), axis=1) - 1
     keep = is_c & (slot < CAP) & rmask[:, None]
-    tl.store(C_row[:, None] + slot, z, mask=keep)
+    tl.store(C_row[:, None] + slot, _zval(s, c, m[:, None]), mask=keep)
     if GATHER:
         _put_index(I_row[:, None] + slot, cols[None, :] + slot * 0, keep)
 
 
 @triton.jit
-def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_N: tl.constexpr,
-               MODE: tl.constexpr, DIAG: tl.constexpr, I_row=None, start_n=0,
-               GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
-    """Append each row's candidates z > cbound of one tile to its buffer (slots ncand, ncand + 1,
-    …; slots ≥ CAP are dropped); returns the new counts (which may exceed CAP).  The usual tile
+def _copy_tile(s, thr, c, m, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
+               BLOCK_N: tl.constexpr, MODE: tl.constexpr, DIAG: tl.constexpr, I_row=None,
+               start_n=0, GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
+    """Append each row's candidates of one tile to its buffer (slots ncand, ncand + 1, …; slots
+    ≥ CAP are dropped); returns the new counts (which may exceed CAP).  The tile comes as its
+    unscaled scores s, a candidate is s > thr (``_collect``'s threshold), and the values stored
+    are z = c·s − m (``_zval``), one fma per stored value instead of one per score.  The usual tile
     has at most two candidates per row: the row's top one or two values are stored, no prefix
     sum; a tile where some row has more takes a few extraction rounds (α ∈ {1.5, 2}) or the
     prefix-sum copy (longer supports).  With GATHER each value's key index goes to the same slot
@@ -795,7 +817,7 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
     candidate: exact integers, MULT above any column sum of the tile), which is the column
     of a row's only candidate and, less the top value's column, that of the second; the
     extraction rounds know their columns anyway."""
-    is_c = z > cbound[:, None]
+    is_c = s > thr[:, None]
     # counted in float (the scores' layout); an int32 count shared with the prefix sum below
     # made the compiler convert the whole indicator tile's layout on every tile
     if GATHER:
@@ -811,27 +833,27 @@ def _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP: tl.constexpr, BLOCK_
     if DIAG == 7:
         # profiling only (wrong when a row has > 2 candidates in a tile): the top two
         # always, without the block-wide count maximum and its branch
-        _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP, I_row,
-                       start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
+        _store_top_two(s, thr, c, m, ncand, C_row, (cnt >= 1) & rmask, (cnt >= 2) & rmask, CAP,
+                       I_row, start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
     elif DIAG != 1:
         worst = tl.max(cnt, axis=0)
         if worst <= 1:
             k1 = (cnt >= 1) & (ncand < CAP) & rmask
-            _put_value(C_row + ncand, tl.max(z, axis=1), k1, ASM)
+            _put_value(C_row + ncand, _zval(tl.max(s, axis=1), c, m), k1, ASM)
             if GATHER:
                 _put_index(I_row + ncand, start_n + csum, k1, ASM)
         elif worst <= 2:
             # at most two candidates per row in this tile (the usual case): the row's top two
             # values, no prefix sum and no tile-wide scatter
-            _store_top_two(z, cbound, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask, CAP,
-                           I_row, start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
+            _store_top_two(s, thr, c, m, ncand, C_row, (cnt >= 1) & rmask, (cnt == 2) & rmask,
+                           CAP, I_row, start_n, csum, offs_n, BLOCK_N, GATHER, ASM)
         elif (MODE == 1 or MODE == 2) and DIAG != 8:
             # short supports: a few more rounds of the same (a prefix sum over the tile would
             # double the kernel's registers, and so halve its occupancy, for a rare case)
-            _copy_by_extraction(z, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, I_row,
-                                start_n, GATHER, ASM)
+            _copy_by_extraction(s, c, m, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N,
+                                I_row, start_n, GATHER, ASM)
         else:
-            _copy_all(z, cbound, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
+            _copy_all(s, thr, c, m, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
     if DIAG == 7:
         # (profiling: the slots of candidates not stored are not counted, so the gathered
         # output never reads unwritten slots)
@@ -847,12 +869,20 @@ def _collect(q, K_base, L_row, n_list, offs_n, offs_d, rows, m, c, start_m, lq, 
              ASM: tl.constexpr = False):
     """One sweep over the live tiles ``L_row[0:n_list]`` appending each row's candidates
     z > cbound to its buffer (slots ncand, ncand + 1, …; slots ≥ CAP are dropped).  Returns the
-    rows' candidate counts (ncand + candidates found, which may exceed CAP)."""
+    rows' candidate counts (ncand + candidates found, which may exceed CAP).
+
+    The tiles are compared unscaled: z = fl(c·s − m) > cbound implies s > (cbound + m)/c up to
+    the roundings of the fma and of this quotient (a few units of 2⁻²⁴ relative), so with the
+    threshold lowered by 10⁻⁶ of its terms every candidate passes; the few extra values that
+    pass with z ≤ cbound are scores of the row below every iterate τ' ≥ cbound (weight 0), so
+    the buffer stays a subset of the row holding all of its candidates."""
+    t = (cbound + m) / c
+    thr = t - (tl.abs(t) + tl.abs(cbound) / c) * 1e-6
     for i in range(0, n_list):
         start_n = tl.load(L_row + i) * BLOCK_N
-        cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                              HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-        ncand = _copy_tile(z, cbound, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
+        s = _tile_s(q, K_base, start_n, offs_n, offs_d, rows, start_m, lq, lk, stride_kn,
+                    HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
+        ncand = _copy_tile(s, thr, c, m, ncand, C_row, rmask, offs_n, CAP, BLOCK_N, MODE, DIAG,
                            I_row, start_n, GATHER, ASM)
     return ncand
 
