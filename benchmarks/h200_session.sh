@@ -72,8 +72,17 @@ PY
   exit 0
 fi
 if [ "${1:-}" = final ]; then
-  # every GPU-marked test (attention and row-wise) on the final code and the N = 16k
-  # causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
+  # the float64 check, every GPU-marked test (attention and row-wise) on the final code and the
+  # N = 16k causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
+  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_final.txt" 2>&1
+  echo "check rc $?"
+  python3 - "$O/check_final.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
+      ["%.1e" % max(r[k] for r in rows if ("float32" in r["case"] or "fp32" in r["case"]) and " a3" not in r["case"]) for k in ("out", "dq", "dk", "dv")],
+      "all det:", all(r["det"] for r in rows))
+PY
   timeout 240 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 4 "$O/pytest_gpu.txt"
   timeout 100 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,D=64,causal=True,alpha=1.5" \
