@@ -10,6 +10,7 @@ user's first call on a GPU.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,5 +30,8 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
                          timeout=900)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
     compiled = [ln for ln in out.stdout.splitlines() if ln.startswith("compiled:")]
-    assert len(compiled) == 60, out.stdout
-    assert "kernels compiled for sm_90" in out.stdout
+    total = re.search(r"all (\d+) kernels compiled for sm_90", out.stdout)
+    assert total, out.stdout
+    # every case of the list compiled, and the list still holds every kernel variant (62 since
+    # the inline-PTX candidate stores)
+    assert len(compiled) == int(total.group(1)) >= 62, out.stdout
