@@ -386,6 +386,30 @@ def _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh, stride_qn, stride
     return start_m, rows, rmask, srow, offs_d, q
 
 
+@triton.jit
+def _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
+               stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_ob,
+               stride_oh, stride_on, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale,
+               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, VARLEN: tl.constexpr):
+    """The common start of the kernels that use the solved rows (output pass, dQ): the program's
+    head and sequence (``_program_head``), its query block (``_query_block``), the K / V bases and
+    the output rows' offset, the key-tile column offsets, and the rows' max m and threshold τ'."""
+    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
+                                                            Nq, Nk, VARLEN)
+    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
+                                                         stride_qn, stride_sb, stride_sh, stride_sn,
+                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
+    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+    offs_n = tl.arange(0, BLOCK_N)
+    m = tl.load(M + srow, mask=rmask, other=0.0)
+    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    return (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q, K_base,
+            V_base, O_off, offs_n, m, tau)
+
+
 # ----------------------------------------------------------------------------------------------
 # forward, the one dense sweep: row max, tile maxima, lower bound on τ
 # ----------------------------------------------------------------------------------------------
@@ -1245,17 +1269,12 @@ def _fwd_output_kernel(
     With GATHER, blocks the solve kernel already wrote (GDONE) only record their tile counts."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
-    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
-                                                         stride_qn, stride_sb, stride_sh, stride_sn,
-                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
-    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
-    offs_n = tl.arange(0, BLOCK_N)
-    m = tl.load(M + srow, mask=rmask, other=0.0)
-    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q, K_base, V_base,
+     O_off, offs_n, m, tau) = _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb,
+                                         stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                                         stride_vb, stride_vh, stride_vn, stride_ob, stride_oh,
+                                         stride_on, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP,
+                                         scale, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, VARLEN)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     su = tl.zeros([BLOCK_M], tl.float32)
@@ -1423,17 +1442,12 @@ def _bwd_dq_kernel(
     products of the gathered key and value rows)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
-    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
-                                                         stride_qn, stride_sb, stride_sh, stride_sn,
-                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
-    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
-    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
-    offs_n = tl.arange(0, BLOCK_N)
-    m = tl.load(M + srow, mask=rmask, other=0.0)
-    tau = tl.load(TAU + srow, mask=rmask, other=0.0)
+    (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q, K_base, V_base,
+     O_off, offs_n, m, tau) = _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb,
+                                         stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                                         stride_vb, stride_vh, stride_vn, stride_ob, stride_oh,
+                                         stride_on, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP,
+                                         scale, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, VARLEN)
     do = _load_rows(DO + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
     o2 = _load_rows(O2 + O_off, rows, offs_d, lq, stride_on, HEAD_DIM)
     dlt = tl.sum(do.to(tl.float32) * o2, axis=1)
