@@ -34,6 +34,18 @@ PY
   done
   exit 0
 fi
+if [ "${1:-}" = a125 ]; then
+  # the prefix-sum copy's scatter (generic alpha, 1.25) as inline stores: the float64 check, then
+  # alpha 1.25 forward with the asm stores on / off (one round)
+  timeout 80 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_a125.txt" 2>&1
+  echo "check rc $?"; grep -c '"det": true' "$O/check_a125.txt"
+  grep -o '"case": "[^"]*a1.25[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_a125.txt"
+  grep -o '"case": "[^"]*a3.0[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_a125.txt"
+  timeout 90 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --variants default,asmstore0 \
+    --rounds 1 --out /tmp/s125 > "$O/stages_a125.txt" 2>&1; echo "stages rc $?"
+  grep -v "^{" "$O/stages_a125.txt" | tail -n 6 | cut -c1-150
+  exit 0
+fi
 if [ "${1:-}" = pf ]; then
   # (2026-12-06 evening) with the asm stores on by default: the tl.store copy again, the
   # pipelined gather of the output (gatherpf) and the top-two-always probe (asmtop2)

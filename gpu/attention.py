@@ -813,16 +813,17 @@ def _copy_by_extraction(s, c, m, cnt, rounds, ncand, C_row, rmask, offs_n, CAP: 
 
 @triton.jit
 def _copy_all(s, thr, c, m, ncand, C_row, rmask, CAP: tl.constexpr, I_row=None, cols=None,
-              GATHER: tl.constexpr = False):
+              GATHER: tl.constexpr = False, ASM: tl.constexpr = False):
     """Every candidate s > thr of a tile to its row's buffer as z = c·s − m, at slots ncand,
     ncand + 1, … (a prefix sum along the row; slots ≥ CAP are dropped, the row then overflows);
-    with GATHER their key indices ``cols`` to the same slots of ``I_row``."""
+    with GATHER their key indices ``cols`` to the same slots of ``I_row``.  (A scatter of the
+    whole tile: with ASM, in the scores' own layout, ``_store_rows``.)"""
     is_c = s > thr[:, None]
     slot = ncand[:, None] + tl.cumsum(is_c.to(tl.int32), axis=1) - 1
     keep = is_c & (slot < CAP) & rmask[:, None]
-    tl.store(C_row[:, None] + slot, _zval(s, c, m[:, None]), mask=keep)
+    _put_value(C_row[:, None] + slot, _zval(s, c, m[:, None]), keep, ASM)
     if GATHER:
-        _put_index(I_row[:, None] + slot, cols[None, :] + slot * 0, keep)
+        _put_index(I_row[:, None] + slot, cols[None, :] + slot * 0, keep, ASM)
 
 
 @triton.jit
@@ -877,7 +878,7 @@ def _copy_tile(s, thr, c, m, ncand, C_row, rmask, offs_n, CAP: tl.constexpr,
             _copy_by_extraction(s, c, m, cnt, worst, ncand, C_row, rmask, offs_n, CAP, BLOCK_N,
                                 I_row, start_n, GATHER, ASM)
         else:
-            _copy_all(s, thr, c, m, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER)
+            _copy_all(s, thr, c, m, ncand, C_row, rmask, CAP, I_row, start_n + offs_n, GATHER, ASM)
     if DIAG == 7:
         # (profiling: the slots of candidates not stored are not counted, so the gathered
         # output never reads unwritten slots)

@@ -32,6 +32,6 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
     compiled = [ln for ln in out.stdout.splitlines() if ln.startswith("compiled:")]
     total = re.search(r"all (\d+) kernels compiled for sm_90", out.stdout)
     assert total, out.stdout
-    # every case of the list compiled, and the list still holds every kernel variant (62 since
+    # every case of the list compiled, and the list still holds every kernel variant (64 since
     # the inline-PTX candidate stores)
-    assert len(compiled) == int(total.group(1)) >= 62, out.stdout
+    assert len(compiled) == int(total.group(1)) >= 64, out.stdout
