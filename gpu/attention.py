@@ -186,10 +186,14 @@ _KEEP_SUPPORT = int(os.environ.get("SPARSEMAP_ATTN_KEEP_SUPPORT", "64"))
 _ASM_STORE = os.environ.get("SPARSEMAP_ATTN_ASM_STORE", "1") == "1"
 
 
+_HIP = getattr(torch.version, "hip", None) is not None
+
+
 def _asm_stores() -> bool:
     """Whether the solve kernel stores its candidates with inline PTX (``_store_rows``): by
-    default on compiled launches; the interpreter has no inline assembly."""
-    return _ASM_STORE and not INTERPRET
+    default on compiled launches for NVIDIA GPUs; the interpreter has no inline assembly, and a
+    ROCm build of torch would compile for AMD GPUs, which take no PTX."""
+    return _ASM_STORE and not INTERPRET and not _HIP
 
 
 def alpha_mode(alpha) -> int:

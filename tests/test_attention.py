@@ -1225,15 +1225,20 @@ def test_gathered_dq_matches_reference(monkeypatch, keep, B, H, Hkv, Nq, Nk, D, 
 
 @_triton
 def test_asm_stores_on_for_compiled_launches(monkeypatch):
-    """The solve's inline-PTX candidate stores are the default where kernels are compiled, and
-    never used under the interpreter (which has no inline assembly); the switch turns them off."""
+    """The solve's inline-PTX candidate stores are the default where kernels are compiled for
+    NVIDIA GPUs, and never used under the interpreter (no inline assembly) or with a ROCm torch
+    (no PTX); the switch turns them off."""
     import sparsemap_tools.gpu.attention as ga
 
     monkeypatch.setattr(ga, "INTERPRET", False)
+    monkeypatch.setattr(ga, "_HIP", False)
     assert ga._asm_stores() is True
     monkeypatch.setattr(ga, "_ASM_STORE", False)
     assert ga._asm_stores() is False
     monkeypatch.setattr(ga, "_ASM_STORE", True)
+    monkeypatch.setattr(ga, "_HIP", True)  # ROCm: no PTX
+    assert ga._asm_stores() is False
+    monkeypatch.setattr(ga, "_HIP", False)
     monkeypatch.setattr(ga, "INTERPRET", True)
     assert ga._asm_stores() is False
 
