@@ -420,26 +420,27 @@ def _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb, str
 
 
 @triton.jit
-def _scan_tile(s, c, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
+def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
     """Fold one tile of *unscaled* scores s = q·kᵀ (−inf where invisible) into the scan state;
-    the scaled score is c·s (c > 0).  Rounding is monotone, so max_j fl(c·s_j) = fl(c·max_j s_j):
-    the maxima are taken on s and scaled once per row (mrun, the tile bound) or at the end
-    (acc, acc2: kept unscaled), exactly what scaling every score first gives, for one multiply
-    per row instead of one per score.
+    the scaled score is c·s (c > 0) and the kernels' shifted score z = fl(c·s − m) (``_zval``).
+    The maxima are taken on s: mraw, the running row max of s (the row max is m = fl(c·mraw):
+    rounding is monotone), and acc, acc2 (kept unscaled), for one multiply per row instead of
+    one per score.
 
-    mrun: running row max; acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
+    acc[i, j]: the row's maximum over the key columns ≡ j (mod BLOCK_N)
     seen so far (one actual score per column class, so together a *subset* of the row; one max
     per score, in the scores' own register layout); with TOP2 also acc2, each class's second
     largest score (so the subset has two actual scores per class; ties count twice, as they
-    are two scores).  Stores the tile's bound
-    max_i (max_j s_ij − mrun_i) with mrun already including this tile: since the final row max
-    m_i ≥ mrun_i, every z_ij = s_ij − m_i of the tile is ≤ that value."""
-    tm = tl.max(s, axis=1) * c
-    mrun = tl.maximum(mrun, tm)
+    are two scores).  Stores the tile's bound max_i fl(c·max_j s_ij − mrun_i), mrun = fl(c·mraw)
+    with mraw already including this tile: the fma is monotone in both arguments and the final
+    m_i ≥ mrun_i, so every z_ij = fl(c·s_ij − m_i) of the tile is ≤ that value."""
+    traw = tl.max(s, axis=1)
+    mraw = tl.maximum(mraw, traw)
+    mrun = mraw * c
     if DIAG == 1:  # profiling: no tile bound (every tile live)
         tl.store(T_base + tile, 0.0)
     else:
-        y = tl.where(tm > float("-inf"), tm - mrun, float("-inf"))
+        y = tl.where(traw > float("-inf"), _zval(traw, c, mrun), float("-inf"))
         tl.store(T_base + tile, tl.max(y, axis=0))
     if DIAG != 2:  # 2, profiling: no subset (the bound stays −1)
         # NaN-propagating (the same one instruction): a NaN score reaches its column class, and
@@ -447,7 +448,7 @@ def _scan_tile(s, c, mrun, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2
         if TOP2:
             acc2 = tl.maximum(acc2, tl.minimum(acc, s))
         acc = tl.maximum(acc, s, propagate_nan=tl.PropagateNan.ALL)
-    return mrun, acc, acc2
+    return mraw, acc, acc2
 
 
 @triton.jit(do_not_specialize=_NOSPEC_T)
@@ -482,7 +483,7 @@ def _fwd_scan_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     n = _nvis(rows, lq, lk, CAUSAL)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
-    mrun = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    mraw = tl.full([BLOCK_M], float("-inf"), tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
     if TOP2:
         acc2 = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
@@ -495,7 +496,7 @@ def _fwd_scan_kernel(
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mrun, acc, acc2 = _scan_tile(sc, c, mrun, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
+        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
@@ -503,7 +504,8 @@ def _fwd_scan_kernel(
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
-        mrun, acc, acc2 = _scan_tile(sc, c, mrun, acc, acc2, tile, T_base, DIAG, TOP2)
+        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
+    mrun = mraw * c
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
     # library's row convention gives them NaN (out, τ, dq; the dK/dV they touch).  Marked by a
@@ -512,12 +514,18 @@ def _fwd_scan_kernel(
            | ((mrun == float("-inf")) & (n > 0)))
     tl.store(M + srow, tl.where(bad, float("nan"), m), mask=rmask)
     m = tl.where(bad, 0.0, m)
+    # The kernels' z = fl(c·s − m) is one fma, so the row max's own z is r = c·mraw − fl(c·mraw),
+    # the (exact) rounding residual of m, not 0: |r| ≤ ulp(m)/2, 6·10⁻⁴ at |m| = 10⁴.  The
+    # bracket and the one-key rows' τ' are taken relative to it (with −1 and −n^{1−α} the rows
+    # of large scores lost shift invariance: a single key's weight was (1 + r)^Q).
+    r = tl.where((n > 0) & ~bad, _zval(mraw, c, m), 0.0)
     # ---- lower bound on τ' from the column-class maxima (a subset of the row: f_sub ≤ f) ----
-    v = acc * c - m[:, None]                                    # ≤ 0, −inf for empty classes
+    v = _zval(acc, c, m[:, None])                               # ≤ r, −inf for empty classes
     nf = tl.maximum(n, 1).to(tl.float32)
-    hi = -tl.exp2((1.0 - alpha) * tl.log2(nf))                  # −n^{1−α}: uniform weights
+    hi = r - tl.exp2((1.0 - alpha) * tl.log2(nf))               # r − n^{1−α}: uniform weights
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    lo = tl.full([BLOCK_M], -1.0, tl.float32)                   # f_sub(−1) ≥ 0: the max is in it
+    # f_sub(lo) ≥ 0: the max is in the subset and r − lo ≥ 1 (the subtraction rounded down)
+    lo = (r - 1.0) - 2.4e-7
     bhi = hi
     tau = lo
     for _ in tl.static_range(NIT):
@@ -529,7 +537,7 @@ def _fwd_scan_kernel(
         F = tl.sum(p_, axis=1)
         G = tl.sum(u_, axis=1)
         if TOP2:
-            p_, u_ = _pow_pu(acc2 * c - m[:, None] - x[:, None], qexp, MODE)
+            p_, u_ = _pow_pu(_zval(acc2, c, m[:, None]) - x[:, None], qexp, MODE)
             F += tl.sum(p_, axis=1)
             G += tl.sum(u_, axis=1)
         up = F >= 1.0
@@ -539,6 +547,9 @@ def _fwd_scan_kernel(
         tau = tl.where(convex & up, tl.maximum(newton, x), lo)
     # a rounding margin (the Newton iterate is not verified), never above the bracket's top
     tau = tl.minimum(tau - (1e-6 + 2e-6 * tl.abs(tau)), hi)
+    # a single visible key: τ' = r − 1, its weight (r − fl(r − 1))^Q = 1 to float32 rounding
+    # (the solve keeps it)
+    tau = tl.where(n == 1, r - 1.0, tau)
     tau = tl.where((n > 0) & ~bad, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
@@ -1184,11 +1195,10 @@ def _solve_block(
     # the scan's lower bound is the bracket's lower end; its upper end is −n^{1−α}
     lo = tau
     hi = -tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
-    # a single visible key: τ' = −1 exactly (p = 1); rows flagged by the scan (NaN row max) are
-    # not solved
+    # a single visible key: the scan's τ' = r − 1 (p = 1 to float32 rounding; r the row max's
+    # own z, see the scan); rows flagged by the scan (NaN row max) are not solved
     bad = m != m
     done = (n <= 1) | bad
-    tau = tl.where(n == 1, -1.0, tau)
     last_step = hi - lo
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     ROW: tl.constexpr = 2 * CAP if GATHER else CAP

@@ -310,6 +310,30 @@ def test_row_sums_and_large_logits(alpha):
 
 
 @_triton
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
+def test_rows_shifted_by_1e4(alpha):
+    """Keys moved by one vector w shift each query row's scores by the constant q_i·w/√D (here of
+    magnitude ~10⁴), which entmax ignores: the kernel's own weights still sum to 1 within 1e-5
+    (τ and the weights come from the same float32 scores: the solve's stored candidates and the
+    tile kernels' scores agree bit for bit), and the output stays that of the unshifted scores up
+    to the rounding of scores of magnitude 10⁴ (~1e-3 in s)."""
+    q, k, v = _inputs(1, 2, 2, 70, 70, 32, seed=21)
+    g = torch.Generator().manual_seed(22)
+    w = torch.randn(32, generator=g).to(DEV)
+    w = w / w.norm() * 1e4 * 32 ** 0.5 / q.norm(dim=-1).mean()
+    ks = k + w
+    shift = (q @ w) / 32 ** 0.5
+    assert shift.abs().max() > 3e3  # rows really are shifted by thousands
+    with torch.no_grad():
+        sums = entmax_attention(q, ks, torch.ones_like(v), alpha=alpha, is_causal=True, backend="triton")
+        out = entmax_attention(q, ks, v, alpha=alpha, is_causal=True, backend="triton")
+    assert torch.isfinite(out).all()
+    assert (sums.double() - 1).abs().max().item() <= 1e-5
+    ref, _, _ = _ref(q, k, v, alpha, True)
+    _assert_close(out, ref, 3e-2, 3e-2, "out (rows shifted by ~1e4)")
+
+
+@_triton
 def test_per_head_alpha_and_alpha_gradient():
     """Per-head α tensor: generic kernel path; fused ∂/∂α (row statistics O3, Σ p log p)."""
     q, k, v = _inputs(1, 3, 3, 33, 33, 16, seed=5)
