@@ -6,8 +6,11 @@ score matrix.  The naive reference is ``attention_reference.py`` beside this fil
 Notation (per query row i, keys j visible to it; n_i = their number)::
 
     c     = (α−1)·scale                       (per head)
-    z_ij  = c·(q_i·k_j) − m_i ≤ 0             (m_i = max_j c·q_i·k_j: the row max)
-    τ'_i  ∈ [−1, −n_i^{1−α}]                  (threshold relative to the row max)
+    z_ij  = c·(q_i·k_j) − m_i ≤ r_i           (m_i = max_j c·q_i·k_j: the row max)
+    τ'_i  ∈ [r_i − 1, r_i − n_i^{1−α}]        (threshold relative to the row max)
+
+In float32 z = fl(c·s − m) is one fma (``_zval``) and m = fl(c·max s), so the row max's own z is
+r_i = c·max s − m_i, m's rounding residual (|r| ≤ ulp(m)/2; 0 in exact arithmetic).
     d_ij  = z_ij − τ'_i,   p_ij = [d_ij]_+^Q,  u_ij = [d_ij]_+^{Q−1} = p_ij^{2−α}   (Q = 1/(α−1))
     f(τ') = Σ_j [z_ij − τ']_+^Q − 1           decreasing; convex for α ≤ 2
 
