@@ -394,20 +394,35 @@ def _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh, stride_qn, stride
 
 
 @triton.jit
-def _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
-               stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_ob,
-               stride_oh, stride_on, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale,
-               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, VARLEN: tl.constexpr):
-    """The common start of the kernels that use the solved rows (output pass, dQ): the program's
-    head and sequence (``_program_head``), its query block (``_query_block``), the K / V bases and
-    the output rows' offset, the key-tile column offsets, and the rows' max m and threshold τ'."""
+def _query_start(pid_m, pid_bh, Q, K, ALPHA, CU_Q, CU_K, stride_qb, stride_qh, stride_qn, stride_kb,
+                 stride_kh, stride_kn, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale,
+                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                 VARLEN: tl.constexpr):
+    """The start of every kernel that owns a query block (scan, solve, output, dQ): the
+    program's head and sequence (``_program_head``), its query block (``_query_block``) and the
+    key base of its kv head."""
     b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
                                                             Nq, Nk, VARLEN)
     start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
                                                          stride_qn, stride_sb, stride_sh, stride_sn,
                                                          HEAD_DIM, BLOCK_M, BLOCK_D)
     K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    return b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q, K_base
+
+
+@triton.jit
+def _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
+               stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_ob,
+               stride_oh, stride_on, stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale,
+               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, VARLEN: tl.constexpr):
+    """The common start of the kernels that use the solved rows (output pass, dQ):
+    ``_query_start``, then the V base and the output rows' offset, the key-tile column offsets,
+    and the rows' max m and threshold τ'."""
+    (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q,
+     K_base) = _query_start(pid_m, pid_bh, Q, K, ALPHA, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
+                            stride_kb, stride_kh, stride_kn, stride_sb, stride_sh, stride_sn, Nq, Nk,
+                            H, GROUP, scale, HEAD_DIM, BLOCK_D, BLOCK_M, VARLEN)
     V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
     O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
     offs_n = tl.arange(0, BLOCK_N)
@@ -477,12 +492,10 @@ def _fwd_scan_kernel(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     tl.store(WORK, 0, mask=(pid_m == 0) & (pid_bh == 0))
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
-    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
-                                                         stride_qn, stride_sb, stride_sh, stride_sn,
-                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
+    (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q,
+     K_base) = _query_start(pid_m, pid_bh, Q, K, ALPHA, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
+                            stride_kb, stride_kh, stride_kn, stride_sb, stride_sh, stride_sn, Nq, Nk,
+                            H, GROUP, scale, HEAD_DIM, BLOCK_D, BLOCK_M, VARLEN)
     offs_n = tl.arange(0, BLOCK_N)
     n = _nvis(rows, lq, lk, CAUSAL)
     T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
@@ -1184,13 +1197,11 @@ def _solve_block(
     sweeps over the live tiles.  With GATHER a block whose rows all kept their candidates may
     write its output from them (``_gather_out``) instead of leaving it to the output pass.
     """
-    b, h, hk, sq, lq, sk, lk, alpha, c, qexp = _program_head(pid_bh, H, GROUP, ALPHA, scale, CU_Q, CU_K,
-                                                            Nq, Nk, VARLEN)
+    (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q,
+     K_base) = _query_start(pid_m, pid_bh, Q, K, ALPHA, CU_Q, CU_K, stride_qb, stride_qh, stride_qn,
+                            stride_kb, stride_kh, stride_kn, stride_sb, stride_sh, stride_sn, Nq, Nk,
+                            H, GROUP, scale, HEAD_DIM, BLOCK_D, BLOCK_M, VARLEN)
     convex = (tl.zeros([BLOCK_M], tl.float32) + alpha) <= 2.0
-    start_m, rows, rmask, srow, offs_d, q = _query_block(pid_m, Q, b, h, sq, lq, stride_qb, stride_qh,
-                                                         stride_qn, stride_sb, stride_sh, stride_sn,
-                                                         HEAD_DIM, BLOCK_M, BLOCK_D)
-    K_base = K + _offset(b, hk, sk, stride_kb, stride_kh, stride_kn)
     offs_n = tl.arange(0, BLOCK_N)
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
