@@ -83,6 +83,33 @@ PY
     > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
   exit 0
 fi
+if [ "${1:-}" = prefix ]; then
+  # (2026-12-06, night) validation of the commits after c833fda (shift-invariant bracket, the
+  # prefix scatter as inline stores, _row_block / _query_start): the float64 check and every
+  # GPU-marked test; then the prefix-sum copy (asm stores) against the extraction rounds for
+  # alpha 1.5 at N = 1k / 4k / 16k (forward; forward+backward at 16k)
+  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_prefix.txt" 2>&1
+  echo "check rc $?"
+  python3 - "$O/check_prefix.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
+      ["%.1e" % max(r[k] for r in rows if ("float32" in r["case"] or "fp32" in r["case"]) and " a3" not in r["case"]) for k in ("out", "dq", "dk", "dv")],
+      "all det:", all(r["det"] for r in rows))
+PY
+  timeout 200 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  for cfg in "1024 1.5" "4096 1.5" "1024 2.0" "16384 1.5"; do
+    set -- $cfg
+    fb=; [ $1 = 16384 ] && fb=--fb
+    timeout $([ $1 = 16384 ] && echo 150 || echo 70) python3 benchmarks/gpu_attention_stages.py --N $1 --D 64 --alpha $2 \
+      --variants default,prefix --rounds 2 $fb --out /tmp/s_$1_$2 > "$O/stages_prefix_$1_$2.txt" 2>&1
+    echo "stages N=$1 a=$2 rc $?"
+    cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_prefix_$1_$2.json" 2>/dev/null
+    grep -v "^{" "$O/stages_prefix_$1_$2.txt" | tail -n 5 | cut -c1-150
+  done
+  exit 0
+fi
 if [ "${1:-}" = final ]; then
   # the float64 check, every GPU-marked test (attention and row-wise) on the final code and the
   # N = 16k causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
