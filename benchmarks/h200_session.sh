@@ -83,6 +83,23 @@ PY
     > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
   exit 0
 fi
+if [ "${1:-}" = breakdown ]; then
+  # (2026-12-06, night) where the solve's time goes now (profiling variants: nocopy / nobuf /
+  # top2 give wrong results, timing only) and the per-kernel warps / stages re-tuned on the
+  # current code, forward only, N = 16k and 1k, D = 64, alpha 1.5
+  which ncu nsys 2>&1 | head -2
+  st() {  # N variants tag timeout
+    timeout $4 python3 benchmarks/gpu_attention_stages.py --N $1 --D 64 --alpha 1.5 --variants $2 \
+      --rounds 2 --out /tmp/s_$3 > "$O/stages_$3.txt" 2>&1; echo "stages $3 rc $?"
+    cp /tmp/s_$3/gpu_attention_stages.json "$O/stages_$3.json" 2>/dev/null
+    grep -v "^{" "$O/stages_$3.txt" | grep -v "^topics" | tail -n 12 | cut -c1-120
+    grep "^topics" "$O/stages_$3.txt" | cut -c1-80
+  }
+  st 16384 default,nocopy,nobuf,top2,gather0 brk16k 130
+  st 16384 default,tiles/solve.ns=2,tiles/solve.ns=4,tiles/solve.nw=8,tiles/scan.nw=8,tiles/scan.ns=2,tiles/scan.ns=4 tun16k 200
+  st 1024 default,nocopy,nobuf,tiles/solve.nw=8,tiles/solve.ns=2,tiles/BN=32,tiles/BM=32 brk1k 150
+  exit 0
+fi
 if [ "${1:-}" = prefix ]; then
   # (2026-12-06, night) validation of the commits after c833fda (shift-invariant bracket, the
   # prefix scatter as inline stores, _row_block / _query_start): the float64 check and every
