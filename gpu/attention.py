@@ -647,11 +647,12 @@ def _tile_list_kernel(
 
 @triton.jit
 def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, convex, qexp, TOL,
-                   MODE: tl.constexpr, HALLEY: tl.constexpr = False):
+                   top, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
     """One threshold update per row from the sums at the current τ (rows not ``active`` keep
     their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+ (α = 1.25 with ``HALLEY``:
-    Σ[d]_+²), CNT = #{d > 0}, DMIN = min_{d>0} d, d = z − τ.  Returns (tau, lo, hi, last_step,
-    done)."""
+    Σ[d]_+²), CNT = #{d > 0}, DMIN = min_{d>0} d, d = z − τ; ``top`` ≥ every z of the row (the
+    reference of α > 2's geometric bisection, see ``_solve_block``).  Returns (tau, lo, hi,
+    last_step, done)."""
     f = F - 1.0
     ok = tl.abs(f) <= TOL
     lo_n = tl.where(f >= 0, tl.maximum(lo, tau), lo)
@@ -707,9 +708,13 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         inside = (newton > lo_n) & (newton < hi_n)
         fast = tl.abs(newton - tau) <= 0.5 * tl.abs(last_step)
         use_newton = convex | (inside & fast)
-        # bisection point: geometric while the bracket spans more than 2× (τ' = −n^{1−α} can lie
-        # orders of magnitude below the start at −1: 55 arithmetic halvings at α = 6, n = 78)
-        mid = tl.where(lo_n < 2.0 * hi_n, -tl.sqrt(lo_n * hi_n), 0.5 * (lo_n + hi_n))
+        # bisection point: geometric in the distance below ``top`` while the bracket spans more
+        # than 2× of it (τ' = top − n^{1−α} can lie orders of magnitude closer to the top than
+        # the start at −1: 55 arithmetic halvings at α = 6, n = 78)
+        d_lo = top - lo_n
+        d_hi = top - hi_n
+        mid = tl.where((d_hi > 0) & (d_lo > 2.0 * d_hi), top - tl.sqrt(d_lo * d_hi),
+                       0.5 * (lo_n + hi_n))
         new_tau = tl.where(use_newton, newton, mid)
         # relative to the bracket (τ' can be tiny for α > 2); an absolute width stopped rows with
         # τ' ≈ −3e-9 (α = 6, n = 50) at a bracket 30× wider than the root.  Or the bracket can no
@@ -1011,7 +1016,7 @@ def _fwd_solve_kernel(
 
 
 @triton.jit
-def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done, ncand, C_row,
+def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, last_step, done, ncand, C_row,
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
@@ -1058,7 +1063,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
             CNT += c_
             DMIN = tl.minimum(DMIN, d_)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      used, convex, qexp, TOL, MODE)
+                                                      used, convex, qexp, TOL, top, MODE)
         it_buf += 1
         n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
     # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
@@ -1095,7 +1100,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_st
                 CNT += c_
                 DMIN = tl.minimum(DMIN, d_)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      everyone, convex, qexp, TOL, MODE, MODE == 3)
+                                                      everyone, convex, qexp, TOL, top, MODE, MODE == 3)
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     return tau, it, it_buf
@@ -1206,9 +1211,16 @@ def _solve_block(
     m = tl.load(M + srow, mask=rmask, other=0.0)
     tau = tl.load(TAU + srow, mask=rmask, other=0.0)
     n = _nvis(rows, lq, lk, CAUSAL)
-    # the scan's lower bound is the bracket's lower end; its upper end is −n^{1−α}
+    # the scan's lower bound is the bracket's lower end; its upper end is r − n^{1−α} with r the
+    # row max's own z (the rounding residual of m, see the scan), which the solve does not know:
+    # it takes top = 2⁻²⁴·|m| ≥ |r| instead (so top ≥ r ≥ every z of the row; α > 2's geometric
+    # bisection measures distances from it), and a relative margin for the roundings of hi.
+    # (With −n^{1−α} the bracket missed the root of near-uniform α > 2 rows of large scores:
+    # α = 4, rows of 40 near-equal scores shifted by 10⁴, Σp = 2.)
     lo = tau
-    hi = -tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
+    top = tl.where(m == m, tl.abs(m) * 5.9604645e-08, 0.0)
+    hi = top - tl.exp2((1.0 - alpha) * tl.log2(tl.maximum(n, 1).to(tl.float32)))
+    hi = hi + 2.4e-7 * tl.abs(hi)
     # a single visible key: the scan's τ' = r − 1 (p = 1 to float32 rounding; r the row max's
     # own z, see the scan); rows flagged by the scan (NaN row max) are not solved
     bad = m != m
@@ -1236,7 +1248,7 @@ def _solve_block(
                      CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
     it = 1
 
-    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, last_step, done,
+    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, last_step, done,
                                   ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq, lk,
                                   stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
                                   PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG)

@@ -334,6 +334,28 @@ def test_rows_shifted_by_1e4(alpha):
 
 
 @_triton
+@pytest.mark.parametrize("alpha,tol", [(2.5, 1e-5), (3.0, 1e-5), (4.0, 1e-4)])
+def test_near_uniform_rows_shifted_by_1e4_alpha_above_2(alpha, tol):
+    """α > 2 bisects its bracket, whose upper end r − n^{1−α} (r: the row max's own z, the
+    rounding residual of m, up to ~5e-4 here) lies within r of the root on near-uniform rows.
+    The solve does not know r and brackets with 2⁻²⁴·|m| ≥ |r| instead; with −n^{1−α} (r
+    ignored) these rows came out with Σp = 1.004 (α = 3) and 2.0 (α = 4).  (α = 4's bound is
+    looser: p = d^{1/3} is Hölder at d = 0, so a key within a float32 step of τ' moves Σp by
+    ~1e-5.)"""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 40, 32, generator=g).to(DEV)
+    k = 1e-4 * torch.randn(1, 2, 40, 32, generator=g).to(DEV)
+    w = torch.randn(32, generator=g).to(DEV)
+    ks = k + w / w.norm() * 1e4 * 32 ** 0.5 / q.norm(dim=-1).mean()
+    ones = torch.ones_like(q)
+    with torch.no_grad():
+        sums = entmax_attention(q, ks, ones, alpha=alpha, is_causal=True, backend="triton")
+        base = entmax_attention(q, k, ones, alpha=alpha, is_causal=True, backend="triton")
+    assert (base.double() - 1).abs().max().item() <= 1e-5
+    assert (sums.double() - 1).abs().max().item() <= tol
+
+
+@_triton
 def test_per_head_alpha_and_alpha_gradient():
     """Per-head α tensor: generic kernel path; fused ∂/∂α (row statistics O3, Σ p log p)."""
     q, k, v = _inputs(1, 3, 3, 33, 33, 16, seed=5)
