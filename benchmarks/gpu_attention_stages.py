@@ -81,7 +81,7 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
-                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE)
+                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE, scansub=GA._SCAN_SUB)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -98,7 +98,8 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "dqgather": dict(dqg=True), "dqgather32": dict(dqg=True, keep=32), "dqgather0": dict(dqg=False),
           "asmstore": dict(asm=True), "asmstore0": dict(asm=False),
           "asmstore168": dict(asm=True, maxnreg={"solve": 168}),
-          "asmtop2": dict(asm=True, diag=7)}
+          "asmtop2": dict(asm=True, diag=7),
+          "scansub1": dict(scansub=1), "scansub2": dict(scansub=2)}
 
 
 def apply_variant(name: str) -> None:
@@ -110,6 +111,7 @@ def apply_variant(name: str) -> None:
     GA._GATHER_RATIO = o["gather"]
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
     GA._ASM_STORE = o["asm"]
+    GA._SCAN_SUB = o["scansub"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -104,8 +104,8 @@ if [ "${1:-}" = breakdown ]; then
   st 16384 default,nocopy,nobuf,top2,gather0 brk16k 130
   # is the scan bound by L2 bandwidth (each 64-row block reads every K tile: ~4.4 TB/s)? 128-row
   # blocks halve its K traffic (the other stages' times are not the question here)
-  st 16384 default,tiles/BM=128/scan.nw=8,tiles/BM=128/nw=8,tiles/scan.nw=8,tiles/scan.ns=4,tiles/solve.nw=8,tiles/solve.ns=4 tun16k 200
-  st 1024 default,nocopy,nobuf,tiles/solve.nw=8,tiles/solve.ns=2,tiles/BN=32,tiles/BM=32 brk1k 150
+  st 16384 default,scansub2,tiles/BM=128/nw=8,tiles/scan.ns=4,tiles/solve.nw=8,tiles/solve.ns=4 tun16k 200
+  st 1024 default,scansub2,nocopy,nobuf,tiles/solve.nw=8,tiles/BN=32,tiles/BM=32 brk1k 150
   exit 0
 fi
 if [ "${1:-}" = prefix ]; then
