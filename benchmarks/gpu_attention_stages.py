@@ -162,8 +162,12 @@ def main() -> None:
         for rnd in range(args.rounds):
             for var in args.variants.split(","):
                 apply_variant(var)
-                with torch.no_grad():
-                    err = (f().float() - ref).abs().max().item()
+                try:
+                    with torch.no_grad():
+                        err = (f().float() - ref).abs().max().item()
+                except Exception as exc:  # a variant that does not compile here: skip it, keep the rest
+                    print(f"variant {var}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+                    continue
                     _, st = entmax_attention(q, k, v, alpha=args.alpha, is_causal=True, return_stats=True)
                 s = forward_stages(f)
                 tr = fb = float("nan")
