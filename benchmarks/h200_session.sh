@@ -12,6 +12,21 @@
 source benchmarks/device_setup.sh
 set -o pipefail
 O=${OUT:-/tmp/out}
+check_attn() {  # TAG: the float64 check of the attention kernels and a one-line summary
+  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_$1.txt" 2>&1
+  echo "check rc $?"
+  python3 - "$O/check_$1.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
+      ["%.1e" % max(r[k] for r in rows if ("float32" in r["case"] or "fp32" in r["case"]) and " a3" not in r["case"]) for k in ("out", "dq", "dk", "dv")],
+      "all det:", all(r["det"] for r in rows))
+PY
+}
+gpu_tests() {  # TIMEOUT: every GPU-marked test (attention and row-wise), 8 workers
+  timeout $1 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+}
 if [ "${1:-}" = gather ]; then
   # the gathered dQ (written on 2026-12-01, run on 2026-12-06): float64 check with it on, then
   # default / dqgather / gather0 (the gathered output off) at three configurations, forward and
@@ -89,11 +104,9 @@ if [ "${1:-}" = breakdown ]; then
   # current code, forward only, N = 16k and 1k, D = 64, alpha 1.5
   which ncu nsys 2>&1 | head -2
   # first the float64 check and the GPU tests of the commit being timed (the alpha > 2 bracket)
-  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_breakdown.txt" 2>&1
-  echo "check rc $?"; grep -c '"det": true' "$O/check_breakdown.txt"
-  grep -o '"case": "[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_breakdown.txt" | cut -c1-90
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 2 "$O/pytest_gpu.txt"
+  check_attn breakdown
+  grep -o '"case": "[^"]*a3[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_breakdown.txt" | cut -c1-90
+  gpu_tests 150
   st() {  # N variants tag timeout
     timeout $4 python3 benchmarks/gpu_attention_stages.py --N $1 --D 64 --alpha 1.5 --variants $2 \
       --rounds 2 --out /tmp/s_$3 > "$O/stages_$3.txt" 2>&1; echo "stages $3 rc $?"
@@ -113,17 +126,8 @@ if [ "${1:-}" = prefix ]; then
   # prefix scatter as inline stores, _row_block / _query_start): the float64 check and every
   # GPU-marked test; then the prefix-sum copy (asm stores) against the extraction rounds for
   # alpha 1.5 at N = 1k / 4k / 16k (forward; forward+backward at 16k)
-  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_prefix.txt" 2>&1
-  echo "check rc $?"
-  python3 - "$O/check_prefix.txt" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
-      ["%.1e" % max(r[k] for r in rows if ("float32" in r["case"] or "fp32" in r["case"]) and " a3" not in r["case"]) for k in ("out", "dq", "dk", "dv")],
-      "all det:", all(r["det"] for r in rows))
-PY
-  timeout 200 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  check_attn prefix
+  gpu_tests 200
   for cfg in "1024 1.5" "4096 1.5" "1024 2.0" "16384 1.5"; do
     set -- $cfg
     fb=; [ $1 = 16384 ] && fb=--fb
@@ -138,17 +142,8 @@ fi
 if [ "${1:-}" = final ]; then
   # the float64 check, every GPU-marked test (attention and row-wise) on the final code and the
   # N = 16k causal rows of the issue grid for D = 64, alpha 1.5 (no peers)
-  timeout 120 python3 benchmarks/gpu_attention.py --check --out /tmp/ck > "$O/check_final.txt" 2>&1
-  echo "check rc $?"
-  python3 - "$O/check_final.txt" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
-      ["%.1e" % max(r[k] for r in rows if ("float32" in r["case"] or "fp32" in r["case"]) and " a3" not in r["case"]) for k in ("out", "dq", "dk", "dv")],
-      "all det:", all(r["det"] for r in rows))
-PY
-  timeout 240 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 4 "$O/pytest_gpu.txt"
+  check_attn final
+  gpu_tests 240
   timeout 100 python3 benchmarks/gpu_attention.py --bench --issue --profile --only "N=16384,D=64,causal=True,alpha=1.5" \
     --max-seconds 45 --out /tmp/ab > "$O/attn_n16k.txt" 2>&1; echo "attn rc $?"
   cp /tmp/ab/gpu_attention.json "$O/gpu_attention_n16k.json" 2>/dev/null
