@@ -99,26 +99,31 @@ PY
   exit 0
 fi
 if [ "${1:-}" = breakdown ]; then
-  # (2026-12-06, night) where the solve's time goes now (profiling variants: nocopy / nobuf /
-  # top2 give wrong results, timing only) and the per-kernel warps / stages re-tuned on the
-  # current code, forward only, N = 16k and 1k, D = 64, alpha 1.5
+  # (2026-12-06, night) the float64 check and the GPU tests of the alpha > 2 bracket commit, the
+  # same with the scan sweeping two query blocks per program (SPARSEMAP_ATTN_SCAN_SUB=2), its
+  # timing (is the scan bound by L2 bandwidth? each 64-row block reads every K tile: ~4.4 TB/s
+  # at N = 16k, D = 64), and where the solve's time goes (nocopy / nobuf / top2 give wrong
+  # results: timing only)
   which ncu nsys 2>&1 | head -2
-  # first the float64 check and the GPU tests of the commit being timed (the alpha > 2 bracket)
   check_attn breakdown
   grep -o '"case": "[^"]*a3[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_breakdown.txt" | cut -c1-90
   gpu_tests 150
-  st() {  # N variants tag timeout
-    timeout $4 python3 benchmarks/gpu_attention_stages.py --N $1 --D 64 --alpha 1.5 --variants $2 \
-      --rounds 2 --out /tmp/s_$3 > "$O/stages_$3.txt" 2>&1; echo "stages $3 rc $?"
-    cp /tmp/s_$3/gpu_attention_stages.json "$O/stages_$3.json" 2>/dev/null
-    grep -v "^{" "$O/stages_$3.txt" | grep -v "^topics" | tail -n 12 | cut -c1-120
-    grep "^topics" "$O/stages_$3.txt" | cut -c1-80
+  export SPARSEMAP_ATTN_SCAN_SUB=2
+  check_attn sub2
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
+    > "$O/pytest_gpu_sub2.txt" 2>&1; echo "pytest (scan sub 2, attention) rc $?"; tail -n 2 "$O/pytest_gpu_sub2.txt"
+  unset SPARSEMAP_ATTN_SCAN_SUB
+  st() {  # N D variants tag timeout [--fb]
+    timeout $5 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha 1.5 --variants $3 \
+      --rounds 2 $6 --out /tmp/s_$4 > "$O/stages_$4.txt" 2>&1; echo "stages $4 rc $?"
+    cp /tmp/s_$4/gpu_attention_stages.json "$O/stages_$4.json" 2>/dev/null
+    grep -v "^{" "$O/stages_$4.txt" | grep -v "^topics" | tail -n 9 | cut -c1-150
+    grep "^topics" "$O/stages_$4.txt" | cut -c1-80
   }
-  st 16384 default,nocopy,nobuf,top2,gather0 brk16k 130
-  # is the scan bound by L2 bandwidth (each 64-row block reads every K tile: ~4.4 TB/s)? 128-row
-  # blocks halve its K traffic (the other stages' times are not the question here)
-  st 16384 default,scansub2,tiles/BM=128/nw=8,tiles/scan.ns=4,tiles/solve.nw=8,tiles/solve.ns=4 tun16k 200
-  st 1024 default,scansub2,nocopy,nobuf,tiles/solve.nw=8,tiles/BN=32,tiles/BM=32 brk1k 150
+  st 16384 64 default,scansub2 sub16k 120 --fb
+  st 16384 64 default,nocopy,nobuf,top2,gather0,tiles/solve.nw=8 brk16k 130
+  st 1024 64 default,scansub2,nocopy,nobuf,tiles/BN=32 brk1k 90
+  st 16384 128 default,scansub2 sub16k128 90
   exit 0
 fi
 if [ "${1:-}" = prefix ]; then
