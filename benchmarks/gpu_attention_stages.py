@@ -165,10 +165,10 @@ def main() -> None:
                 try:
                     with torch.no_grad():
                         err = (f().float() - ref).abs().max().item()
+                        _, st = entmax_attention(q, k, v, alpha=args.alpha, is_causal=True, return_stats=True)
                 except Exception as exc:  # a variant that does not compile here: skip it, keep the rest
                     print(f"variant {var}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                     continue
-                    _, st = entmax_attention(q, k, v, alpha=args.alpha, is_causal=True, return_stats=True)
                 s = forward_stages(f)
                 tr = fb = float("nan")
                 if args.fb:

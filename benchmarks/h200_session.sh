@@ -105,6 +105,7 @@ if [ "${1:-}" = breakdown ]; then
   # at N = 16k, D = 64), and where the solve's time goes (nocopy / nobuf / top2 give wrong
   # results: timing only)
   which ncu nsys 2>&1 | head -2
+  if [ "${2:-}" != stages ]; then  # (`breakdown stages`: the timings only)
   check_attn breakdown
   grep -o '"case": "[^"]*a3[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_breakdown.txt" | cut -c1-90
   gpu_tests 150
@@ -113,6 +114,7 @@ if [ "${1:-}" = breakdown ]; then
   timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
     > "$O/pytest_gpu_sub2.txt" 2>&1; echo "pytest (scan sub 2, attention) rc $?"; tail -n 2 "$O/pytest_gpu_sub2.txt"
   unset SPARSEMAP_ATTN_SCAN_SUB
+  fi
   st() {  # N D variants tag timeout [--fb]
     timeout $5 python3 benchmarks/gpu_attention_stages.py --N $1 --D $2 --alpha 1.5 --variants $3 \
       --rounds 2 $6 --out /tmp/s_$4 > "$O/stages_$4.txt" 2>&1; echo "stages $4 rc $?"
