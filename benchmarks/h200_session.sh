@@ -105,7 +105,7 @@ if [ "${1:-}" = breakdown ]; then
   # at N = 16k, D = 64), and where the solve's time goes (nocopy / nobuf / top2 give wrong
   # results: timing only)
   which ncu nsys 2>&1 | head -2
-  if [ "${2:-}" != stages ]; then  # (`breakdown stages`: the timings only)
+  if [ -z "${2:-}" ]; then  # (`breakdown stages` / `stages2`: the timings only)
   check_attn breakdown
   grep -o '"case": "[^"]*a3[^"]*", "out": [0-9.e-]*, "dq": [0-9.e-]*' "$O/check_breakdown.txt" | cut -c1-90
   gpu_tests 150
@@ -122,6 +122,12 @@ if [ "${1:-}" = breakdown ]; then
     grep -v "^{" "$O/stages_$4.txt" | grep -v "^topics" | tail -n 9 | cut -c1-150
     grep "^topics" "$O/stages_$4.txt" | cut -c1-80
   }
+  if [ "${2:-}" = stages2 ]; then  # (the second call: the profiling variants that do not crash)
+    st 16384 64 default,gather0,nocopyg0,nobufg0,top2 brk16k 120
+    st 1024 64 default,tiles/BN=32 bn1k 60
+    st 4096 64 default,tiles/BN=32 bn4k 60
+    exit 0
+  fi
   st 16384 64 default,scansub2 sub16k 120 --fb
   st 16384 64 default,nocopy,nobuf,top2,gather0,tiles/solve.nw=8 brk16k 130
   st 1024 64 default,scansub2,nocopy,nobuf,tiles/BN=32 brk1k 90
