@@ -99,7 +99,9 @@ PY
   exit 0
 fi
 if [ "${1:-}" = breakdown ]; then
-  # (2026-12-06, night) the float64 check and the GPU tests of the alpha > 2 bracket commit, the
+  # (2026-12-06, night; the scan-two-blocks code, SPARSEMAP_ATTN_SCAN_SUB and the variant
+  # scansub2, was measured slower and removed: commit 81228b6 in git history)
+  # the float64 check and the GPU tests of the alpha > 2 bracket commit, the
   # same with the scan sweeping two query blocks per program (SPARSEMAP_ATTN_SCAN_SUB=2), its
   # timing (is the scan bound by L2 bandwidth? each 64-row block reads every K tile: ~4.4 TB/s
   # at N = 16k, D = 64), and where the solve's time goes (nocopy / nobuf / top2 give wrong

@@ -120,12 +120,6 @@ _MAXNREG = {k_: int(v_) for k_, v_ in (kv.split("=") for kv in
 # 2 = no subset (lower bound −1); both still give correct results, only slower downstream
 _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
 
-# query blocks per scan program (1 or 2): with 2 the scan sweeps 2·BLOCK_M rows with twice the
-# warps, each key tile loaded once for both (the scan re-reads K once per program: with 64-row
-# blocks at N = 16k, D = 64 that is ~4.4 TB/s of L2 traffic), and still writes per-block tile
-# bounds and thresholds
-_SCAN_SUB = int(os.environ.get("SPARSEMAP_ATTN_SCAN_SUB", "1"))
-
 # the scan's subset keeps the two largest scores per key-column class instead of one, for α other
 # than 1.5 / 2 (whose bound is already tight).  Timed on an H100 (α = 1.25, D = 64, N = 16k,
 # causal, one program per block): random fwd 14.9 → 14.0 ms (10.8 → 10.1 with 2048-float
@@ -444,40 +438,7 @@ def _row_block(pid_m, pid_bh, Q, K, V, ALPHA, M, TAU, CU_Q, CU_K, stride_qb, str
 
 
 @triton.jit
-def _max2(a0, a1, b0, b1):
-    return tl.maximum(a0, b0), tl.maximum(a1, b1)
-
-
-@triton.jit
-def _min2(a0, a1, b0, b1):
-    return tl.minimum(a0, b0), tl.minimum(a1, b1)
-
-
-@triton.jit
-def _store_per_block(ptr, x, NKB, has2, SUB: tl.constexpr, MINIMUM: tl.constexpr = False):
-    """Store the max (or with MINIMUM the min) of a row vector ``x`` at ``ptr``, per query block:
-    with SUB = 2 the program's rows are two blocks, the first half's reduction goes to ``ptr``,
-    the second's to ``ptr + NKB`` (where ``has2``); one reduction of the pair."""
-    if SUB == 1:
-        if MINIMUM:
-            tl.store(ptr, tl.min(x, axis=0))
-        else:
-            tl.store(ptr, tl.max(x, axis=0))
-    else:
-        R: tl.constexpr = x.shape[0]
-        lower = tl.arange(0, R) < R // 2
-        other: tl.constexpr = float("inf") if MINIMUM else float("-inf")
-        if MINIMUM:
-            x0, x1 = tl.reduce((tl.where(lower, x, other), tl.where(lower, other, x)), 0, _min2)
-        else:
-            x0, x1 = tl.reduce((tl.where(lower, x, other), tl.where(lower, other, x)), 0, _max2)
-        tl.store(ptr, x0)
-        tl.store(ptr + NKB, x1, mask=has2)
-
-
-@triton.jit
-def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, NKB, has2, DIAG: tl.constexpr = 0,
-               TOP2: tl.constexpr = False, SUB: tl.constexpr = 1):
+def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2: tl.constexpr = False):
     """Fold one tile of *unscaled* scores s = q·kᵀ (−inf where invisible) into the scan state;
     the scaled score is c·s (c > 0) and the kernels' shifted score z = fl(c·s − m) (``_zval``).
     The maxima are taken on s: mraw, the running row max of s (the row max is m = fl(c·mraw):
@@ -490,16 +451,15 @@ def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, NKB, has2, DIAG: tl.constexp
     largest score (so the subset has two actual scores per class; ties count twice, as they
     are two scores).  Stores the tile's bound max_i fl(c·max_j s_ij − mrun_i), mrun = fl(c·mraw)
     with mraw already including this tile: the fma is monotone in both arguments and the final
-    m_i ≥ mrun_i, so every z_ij = fl(c·s_ij − m_i) of the tile is ≤ that value.  With SUB = 2
-    the rows are two query blocks, each with its own bound (the second at T_base + NKB)."""
+    m_i ≥ mrun_i, so every z_ij = fl(c·s_ij − m_i) of the tile is ≤ that value."""
     traw = tl.max(s, axis=1)
     mraw = tl.maximum(mraw, traw)
     mrun = mraw * c
     if DIAG == 1:  # profiling: no tile bound (every tile live)
-        _store_per_block(T_base + tile, tl.zeros_like(traw), NKB, has2, SUB)
+        tl.store(T_base + tile, 0.0)
     else:
         y = tl.where(traw > float("-inf"), _zval(traw, c, mrun), float("-inf"))
-        _store_per_block(T_base + tile, y, NKB, has2, SUB)
+        tl.store(T_base + tile, tl.max(y, axis=0))
     if DIAG != 2:  # 2, profiling: no subset (the bound stays −1)
         # NaN-propagating (the same one instruction): a NaN score reaches its column class, and
         # so flags its row (see the end of the scan)
@@ -519,7 +479,7 @@ def _fwd_scan_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, SUB: tl.constexpr = 1,
+    NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -528,12 +488,7 @@ def _fwd_scan_kernel(
 
     Tile order: the tiles with masks first (for causal attention the diagonal, where the row max
     usually is), then the interior tiles starting from the diagonal one and going down (wrapping
-    around): the sooner the running max is final, the tighter the stored tile bounds.
-
-    With SUB = 2 a program owns BLOCK_M = 2 × the forward's block rows: query blocks 2·pid and
-    2·pid + 1 (grid (⌈NQB/2⌉, B·H)), each key tile loaded once for both; tile bounds and
-    thresholds are still stored per block (a tile past the first block's causal end gets the
-    bound −inf there, outside the region the tile lists read)."""
+    around): the sooner the running max is final, the tighter the stored tile bounds."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     tl.store(WORK, 0, mask=(pid_m == 0) & (pid_bh == 0))
@@ -543,8 +498,7 @@ def _fwd_scan_kernel(
                             H, GROUP, scale, HEAD_DIM, BLOCK_D, BLOCK_M, VARLEN)
     offs_n = tl.arange(0, BLOCK_N)
     n = _nvis(rows, lq, lk, CAUSAL)
-    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m * SUB) * NKB
-    has2 = pid_m * SUB + 1 < NQB  # (SUB = 2) the program's second block exists
+    T_base = TMAX + (pid_bh.to(tl.int64) * NQB + pid_m) * NKB
     mraw = tl.full([BLOCK_M], float("-inf"), tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
     if TOP2:
@@ -558,8 +512,7 @@ def _fwd_scan_kernel(
         kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
-        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, NKB, has2,
-                                     DIAG, TOP2, SUB)
+        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
@@ -567,7 +520,7 @@ def _fwd_scan_kernel(
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
-        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, NKB, has2, DIAG, TOP2, SUB)
+        mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
     mrun = mraw * c
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
@@ -616,8 +569,8 @@ def _fwd_scan_kernel(
     tau = tl.where((n > 0) & ~bad, tau, 0.0)
     tl.store(TAU + srow, tau, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
-    _store_per_block(THR + pid_bh.to(tl.int64) * NQB + pid_m * SUB,
-                     tl.where((n > 1) & ~bad, tau, float("inf")), 1, has2, SUB, True)
+    thr = tl.min(tl.where((n > 1) & ~bad, tau, float("inf")), axis=0)
+    tl.store(THR + pid_bh.to(tl.int64) * NQB + pid_m, thr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1699,13 +1652,6 @@ def _scan_top2(mode: int) -> bool:
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
 
 
-def _scan_sub() -> int:
-    """Query blocks per scan program (``_SCAN_SUB``: 1 or 2)."""
-    if _SCAN_SUB not in (1, 2):
-        raise ValueError(f"SPARSEMAP_ATTN_SCAN_SUB must be 1 or 2, got {_SCAN_SUB}")
-    return _SCAN_SUB
-
-
 def _list_chunk(n: int) -> int:
     """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
     return int(min(1024, max(16, next_pow2(n))))
@@ -1868,14 +1814,10 @@ def entmax_attention_fwd(
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if runs and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
-        sub = _scan_sub()
-        scan_launch = _launch("scan", tiles)
-        scan_launch["num_warps"] *= sub
-        _fwd_scan_kernel[(cdiv(NQB, sub), B * H)](
-                               q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
+        _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
-                               TOP2=_scan_top2(mode), SUB=sub,
-                               **{**common, "BLOCK_M": BM * sub}, **scan_launch)
+                               TOP2=_scan_top2(mode),
+                               **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i

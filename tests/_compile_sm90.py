@@ -86,10 +86,6 @@ ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=
 def cases():
     for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
         yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False), 4
-        if mode in (A.MODE_15, A.MODE_2):
-            # two query blocks per scan program (SPARSEMAP_ATTN_SCAN_SUB=2): 128 rows, 8 warps
-            yield (f"attention scan mode {mode} two blocks", A._fwd_scan_kernel,
-                   dict(ATT, BLOCK_M=128, MODE=mode, NIT=8, DIAG=0, TOP2=False, SUB=2), 8)
         if mode in (A.MODE_GENERIC, A.MODE_125):
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)

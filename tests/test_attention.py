@@ -524,25 +524,6 @@ def test_non_square_tiles(monkeypatch, tiles, causal, alpha, Nq, Nk):
     _check_against_reference(1, 4, 2, Nq, Nk, 16, causal, alpha, seed=Nq + Nk)
 
 
-@_triton
-@pytest.mark.parametrize("causal,alpha,Nq,Nk", [(True, 1.5, 70, 90), (False, 2.0, 45, 33),
-                                                (True, 3.0, 130, 130), (True, 1.25, 100, 60)])
-def test_scan_two_blocks_per_program(monkeypatch, causal, alpha, Nq, Nk):
-    """SPARSEMAP_ATTN_SCAN_SUB=2: each scan program sweeps two query blocks (odd and even block
-    counts, the last program's second block absent or past the sequence), still storing per-block
-    tile bounds and thresholds; outputs and gradients match the reference, and so does a varlen
-    batch with an empty sequence."""
-    import sparsemap_tools.gpu.attention as ga
-
-    monkeypatch.setattr(ga, "_SCAN_SUB", 2)
-    _check_against_reference(1, 4, 2, Nq, Nk, 16, causal, alpha, seed=Nq + Nk)
-    if alpha == 1.5:
-        test_varlen_with_empty_sequence_and_gqa()
-    monkeypatch.setattr(ga, "_SCAN_SUB", 3)
-    with pytest.raises(ValueError, match="SCAN_SUB"):
-        _check_against_reference(1, 1, 1, 8, 8, 16, causal, alpha, seed=0)
-
-
 def test_tile_spec_parsing_and_table():
     import sparsemap_tools.gpu.attention as ga
 
