@@ -125,8 +125,9 @@ if [ "${1:-}" = breakdown ]; then
     grep "^topics" "$O/stages_$4.txt" | cut -c1-80
   }
   if [ "${2:-}" = stages2 ]; then  # (the second call: the profiling variants that do not crash)
-    st 16384 64 default,gather0,nocopyg0,nobufg0 brk16k 110
-    st 1024 64 default,tiles/BN=32 bn1k 60
+    st 16384 64 default,scantma sctma 70
+    st 16384 64 default,gather0,nocopyg0,nobufg0 brk16k 100
+    st 1024 64 default,tiles/BN=32 bn1k 50
     exit 0
   fi
   st 16384 64 default,scansub2 sub16k 120 --fb

@@ -120,6 +120,10 @@ _MAXNREG = {k_: int(v_) for k_, v_ in (kv.split("=") for kv in
 # 2 = no subset (lower bound −1); both still give correct results, only slower downstream
 _SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
 
+# the scan loads its key tiles with TMA (a host-side tensor descriptor: no per-tile address
+# arithmetic or cp.async, zero fill past the keys) where the layout allows (``_scan_tma``)
+_SCAN_TMA = os.environ.get("SPARSEMAP_ATTN_SCAN_TMA", "0") == "1"
+
 # the scan's subset keeps the two largest scores per key-column class instead of one, for α other
 # than 1.5 / 2 (whose bound is already tight).  Timed on an H100 (α = 1.25, D = 64, N = 16k,
 # causal, one program per block): random fwd 14.9 → 14.0 ms (10.8 → 10.1 with 2048-float
@@ -339,6 +343,20 @@ def _load_kT(K_base, cols, offs_d, len_k, stride_kn, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
+def _load_kT_tma(KD, b, hk, sk, start_n, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                 VARLEN: tl.constexpr):
+    """kᵀ of the key tile starting at ``start_n`` through the tensor descriptor KD ((B, Hkv, Nk,
+    D) blocks [1, 1, BLOCK_N, BLOCK_D], or varlen (Tk, Hkv, D) blocks [BLOCK_N, 1, BLOCK_D]):
+    zero past the tensor's keys and head dim (varlen: keys past the sequence are the next
+    sequence's, masked by the caller as with ``_load_kT``)."""
+    if VARLEN:
+        t = KD.load([sk + start_n, hk, 0])
+    else:
+        t = KD.load([b, hk, start_n, 0])
+    return tl.trans(tl.reshape(t, [BLOCK_N, BLOCK_D]))
+
+
+@triton.jit
 def _zval(s, c, m):
     """z = c·s − m rounded once (an fma), for a tile (m: (BLOCK_M, 1)) or one value per row: every
     kernel computes the shifted scaled scores this way, so a value the solve's pass 0 takes from
@@ -479,7 +497,7 @@ def _fwd_scan_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
-    NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr,
+    NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, KD=None, TMA: tl.constexpr = False,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -488,7 +506,8 @@ def _fwd_scan_kernel(
 
     Tile order: the tiles with masks first (for causal attention the diagonal, where the row max
     usually is), then the interior tiles starting from the diagonal one and going down (wrapping
-    around): the sooner the running max is final, the tighter the stored tile bounds."""
+    around): the sooner the running max is final, the tighter the stored tile bounds.  With TMA
+    the key tiles come through the tensor descriptor KD (``_load_kT_tma``)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     tl.store(WORK, 0, mask=(pid_m == 0) & (pid_bh == 0))
@@ -509,7 +528,10 @@ def _fwd_scan_kernel(
     kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
     for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
         cols = start_n + offs_n
-        kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        if TMA:
+            kT = _load_kT_tma(KD, b, hk, sk, start_n, BLOCK_N, BLOCK_D, VARLEN)
+        else:
+            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
@@ -518,7 +540,10 @@ def _fwd_scan_kernel(
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
         tile = d0 - t
         tile = tl.where(tile < 0, tile + nint, tile)
-        kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
+        if TMA:
+            kT = _load_kT_tma(KD, b, hk, sk, tile * BLOCK_N, BLOCK_N, BLOCK_D, VARLEN)
+        else:
+            kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
         sc = tl.dot(q, kT, input_precision=PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
     mrun = mraw * c
@@ -1652,6 +1677,23 @@ def _scan_top2(mode: int) -> bool:
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
 
 
+def _scan_tma(k: torch.Tensor, varlen: bool, BN: int, BD: int):
+    """The scan's key-tile descriptor (``_SCAN_TMA``), or None: off, no descriptor support in
+    this Triton, or a layout TMA cannot take (base or strides not 16-byte aligned)."""
+    if not _SCAN_TMA or _HIP:
+        return None
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:  # pragma: no cover - older Triton
+        return None
+    e = k.element_size()
+    if k.numel() == 0 or k.data_ptr() % 16 or any((st * e) % 16 for st in k.stride()[:-1]) or k.stride(-1) != 1:
+        return None
+    if varlen:
+        return TensorDescriptor(k, list(k.shape), list(k.stride()), [BN, 1, BD])
+    return TensorDescriptor(k, list(k.shape), list(k.stride()), [1, 1, BN, BD])
+
+
 def _list_chunk(n: int) -> int:
     """Tiles examined per step of the list kernel (a power of two, 16 … 1024)."""
     return int(min(1024, max(16, next_pow2(n))))
@@ -1814,9 +1856,10 @@ def entmax_attention_fwd(
     cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if runs and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
+        kd = _scan_tma(k, varlen, BN, BD)
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
-                               TOP2=_scan_top2(mode),
+                               TOP2=_scan_top2(mode), KD=kd, TMA=kd is not None,
                                **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:

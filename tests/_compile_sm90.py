@@ -35,6 +35,9 @@ def signature(kernel, constexprs):
             sig[name] = "i32"
         elif name in _FLOATS:
             sig[name] = "fp32"
+        elif name == "KD":  # the scan's key-tile descriptor (TMA), else unused
+            sig[name] = f"tensordesc<bf16[1,1,{constexprs['BLOCK_N']},{constexprs['BLOCK_D']}]>" \
+                if constexprs.get("TMA") else "*bf16"
         else:
             sig[name] = _TYPED.get(name, "*fp32")
     return sig
@@ -86,6 +89,10 @@ ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=
 def cases():
     for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
         yield f"attention scan mode {mode}", A._fwd_scan_kernel, dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False), 4
+        if mode in (A.MODE_15, A.MODE_2):
+            # key tiles through a tensor descriptor (SPARSEMAP_ATTN_SCAN_TMA=1)
+            yield (f"attention scan mode {mode} tma", A._fwd_scan_kernel,
+                   dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False, TMA=True), 4)
         if mode in (A.MODE_GENERIC, A.MODE_125):
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)

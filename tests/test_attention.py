@@ -524,6 +524,29 @@ def test_non_square_tiles(monkeypatch, tiles, causal, alpha, Nq, Nk):
     _check_against_reference(1, 4, 2, Nq, Nk, 16, causal, alpha, seed=Nq + Nk)
 
 
+@_triton
+@pytest.mark.parametrize("causal,alpha,Nq,Nk,D", [(True, 1.5, 70, 90, 16), (False, 2.0, 45, 33, 32),
+                                                  (True, 1.25, 100, 60, 24), (True, 3.0, 17, 17, 16)])
+def test_scan_tma_key_tiles(monkeypatch, causal, alpha, Nq, Nk, D):
+    """SPARSEMAP_ATTN_SCAN_TMA=1: the scan loads its key tiles through a tensor descriptor (zero
+    fill past the keys and, at D = 24, past the head dim; GQA; Nq ≠ Nk); outputs and gradients
+    match the reference, and so does a varlen batch with an empty sequence (a 3-D descriptor
+    whose tiles run into the next sequence's keys, masked).  A layout TMA cannot take (a head
+    dim whose row stride is not 16-byte aligned) falls back to pointer loads."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SCAN_TMA", True)
+    used = []
+    real = ga._scan_tma
+    monkeypatch.setattr(ga, "_scan_tma", lambda *a: used.append(real(*a)) or used[-1])
+    _check_against_reference(1, 4, 2, Nq, Nk, D, causal, alpha, seed=Nq + Nk)
+    assert used and all(d is not None for d in used)
+    if alpha == 1.5:
+        test_varlen_with_empty_sequence_and_gqa()
+        assert used[-1] is not None
+        assert ga._scan_tma(torch.randn(1, 1, 8, 6), False, 16, 8) is None  # 24-byte rows
+
+
 def test_tile_spec_parsing_and_table():
     import sparsemap_tools.gpu.attention as ga
 
