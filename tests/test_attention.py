@@ -926,6 +926,39 @@ def test_hypothesis_random_shapes():
 
 
 @_triton
+def test_hypothesis_shifted_rows_sum_to_one():
+    """Property: keys moved by one vector shift each row's scores by a constant (here 10² to
+    3·10⁴), which entmax ignores: for any shape, α (also > 2) and spread of the scores (random,
+    or near-uniform rows whose threshold sits within the rounding of such scores of its bracket's
+    end), the kernels' own weights sum to one (v = 1 gives out = Σp)."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=16, deadline=None, derandomize=True)
+    @hyp.given(nq=st.integers(1, 48), nk=st.integers(1, 48), causal=st.booleans(),
+               alpha=st.sampled_from([3.0, 2.5, 1.25, 1.5, 2.0]), spread=st.sampled_from([1e-4, 1.0]),
+               shift=st.floats(3.0, 4.5), seed=st.integers(0, 1000))
+    def run(nq, nk, causal, alpha, spread, shift, seed):
+        g = torch.Generator().manual_seed(seed)
+        q = torch.randn(1, 2, nq, 16, generator=g)
+        k = spread * torch.randn(1, 2, nk, 16, generator=g)
+        w = torch.randn(16, generator=g)
+        k = (k + w / w.norm() * 10 ** shift * 4 / q.norm(dim=-1).mean()).to(DEV)
+        with torch.no_grad():
+            sums = entmax_attention(q.to(DEV), k, torch.ones(1, 2, nk, 16).to(DEV), alpha=alpha,
+                                    is_causal=causal, backend="triton")
+        vis = torch.ones(nq, nk, dtype=torch.bool)
+        if causal:
+            vis = torch.arange(nk)[None, :] <= torch.arange(nq)[:, None] + (nk - nq)
+        rows = vis.any(-1)  # rows with no visible key get a zero output row
+        err = (sums[..., rows, :].double() - 1).abs().max().item() if rows.any() else 0.0
+        assert err <= 1e-5, (err, alpha, spread, shift)
+        assert (sums[..., ~rows, :] == 0).all()
+
+    run()
+
+
+@_triton
 def test_hypothesis_nonfinite_positions():
     """Property: one non-finite entry (NaN, +inf or −inf) anywhere in q or k, any shape, GQA,
     causal or not, any α: the NaN output rows are exactly the rows whose visible scores hold NaN
