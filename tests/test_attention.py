@@ -929,14 +929,16 @@ def test_hypothesis_random_shapes():
 def test_hypothesis_shifted_rows_sum_to_one():
     """Property: keys moved by one vector shift each row's scores by a constant (here 10² to
     3·10⁴), which entmax ignores: for any shape, α (also > 2) and spread of the scores (random,
-    or near-uniform rows whose threshold sits within the rounding of such scores of its bracket's
-    end), the kernels' own weights sum to one (v = 1 gives out = Σp)."""
+    near-uniform, or equal keys: uniform rows, whose threshold r − n^{1−α} sits at the bracket's
+    end, r the rounding residual of the row max), the kernels' own weights sum to one (v = 1
+    gives out = Σp)."""
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
 
-    @hyp.settings(max_examples=16, deadline=None, derandomize=True)
+    @hyp.settings(max_examples=16, deadline=None, derandomize=True,
+                  phases=[hyp.Phase.explicit, hyp.Phase.generate])
     @hyp.given(nq=st.integers(1, 48), nk=st.integers(1, 48), causal=st.booleans(),
-               alpha=st.sampled_from([3.0, 2.5, 1.25, 1.5, 2.0]), spread=st.sampled_from([1e-4, 1.0]),
+               alpha=st.sampled_from([3.0, 2.5, 1.25, 1.5, 2.0]), spread=st.sampled_from([0.0, 1e-4, 1.0]),
                shift=st.floats(3.0, 4.5), seed=st.integers(0, 1000))
     def run(nq, nk, causal, alpha, spread, shift, seed):
         g = torch.Generator().manual_seed(seed)
@@ -952,7 +954,10 @@ def test_hypothesis_shifted_rows_sum_to_one():
             vis = torch.arange(nk)[None, :] <= torch.arange(nq)[:, None] + (nk - nq)
         rows = vis.any(-1)  # rows with no visible key get a zero output row
         err = (sums[..., rows, :].double() - 1).abs().max().item() if rows.any() else 0.0
-        assert err <= 1e-5, (err, alpha, spread, shift)
+        # α > 2: p = d^{1/(α−1)} is Hölder at d = 0, so one key within a float32 step (~6e-8) of
+        # τ' moves Σp by up to ~(6e-8)^{1/(α−1)} (2.4e-4 at α = 3) whatever the solver; the
+        # bracket bug this guards against gave 4e-3 (α = 3) and 1.0 (α = 4)
+        assert err <= (1e-5 if alpha <= 2 else 5e-4), (err, alpha, spread, shift)
         assert (sums[..., ~rows, :] == 0).all()
 
     run()
