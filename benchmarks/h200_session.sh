@@ -5,8 +5,11 @@
 # A second call, `bash benchmarks/h200_session.sh attention`, times attention with adasplash v2;
 # `bash benchmarks/h200_session.sh gather`: the gathered dQ against the default (2026-12-06 call);
 # `... asm`: the inline-asm candidate stores (check, GPU tests, stages);
-# `... final`: GPU tests and the N = 16k causal grid rows (written 2026-12-06, not yet run: no
-# device could be started; the index-copy calls of that day are in git history, 924a451).
+# `... final`: GPU tests and the N = 16k causal grid rows (run on 2026-12-06, evening);
+# `... prefix`: validation and the prefix-sum copy (2026-12-06, night);
+# `... breakdown`: the alpha > 2 bracket's validation, the scan with two query blocks per program
+# (since removed), the solve's breakdown; `... breakdown stages2`: the TMA scan option, the N = 16k
+# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night, not yet run: no device time).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
