@@ -498,6 +498,7 @@ def _fwd_scan_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, KD=None, TMA: tl.constexpr = False,
+    # (KD: without TMA the launch passes K again, unused)
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -1859,7 +1860,7 @@ def entmax_attention_fwd(
         kd = _scan_tma(k, varlen, BN, BD)
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
-                               TOP2=_scan_top2(mode), KD=kd, TMA=kd is not None,
+                               TOP2=_scan_top2(mode), KD=k if kd is None else kd, TMA=kd is not None,
                                **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:
