@@ -357,6 +357,15 @@ def _load_kT_tma(KD, b, hk, sk, start_n, BLOCK_N: tl.constexpr, BLOCK_D: tl.cons
 
 
 @triton.jit
+def _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, TMA: tl.constexpr):
+    """The scan's kᵀ tile at ``start_n``: through the descriptor KD with TMA, else pointer loads."""
+    if TMA:
+        return _load_kT_tma(KD, b, hk, sk, start_n, BLOCK_N, BLOCK_D, VARLEN)
+    return _load_kT(K_base, start_n + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
+
+
+@triton.jit
 def _zval(s, c, m):
     """z = c·s − m rounded once (an fma), for a tile (m: (BLOCK_M, 1)) or one value per row: every
     kernel computes the shifted scaled scores this way, so a value the solve's pass 0 takes from
@@ -498,7 +507,6 @@ def _fwd_scan_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, KD=None, TMA: tl.constexpr = False,
-    # (KD: without TMA the launch passes K again, unused)
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -508,7 +516,8 @@ def _fwd_scan_kernel(
     Tile order: the tiles with masks first (for causal attention the diagonal, where the row max
     usually is), then the interior tiles starting from the diagonal one and going down (wrapping
     around): the sooner the running max is final, the tighter the stored tile bounds.  With TMA
-    the key tiles come through the tensor descriptor KD (``_load_kT_tma``)."""
+    the key tiles come through the tensor descriptor KD (``_load_kT_tma``; without it the launch
+    passes K again there, unused)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     tl.store(WORK, 0, mask=(pid_m == 0) & (pid_bh == 0))
@@ -529,10 +538,8 @@ def _fwd_scan_kernel(
     kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
     for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
         cols = start_n + offs_n
-        if TMA:
-            kT = _load_kT_tma(KD, b, hk, sk, start_n, BLOCK_N, BLOCK_D, VARLEN)
-        else:
-            kT = _load_kT(K_base, cols, offs_d, lk, stride_kn, HEAD_DIM)
+        kT = _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM,
+                      BLOCK_N, BLOCK_D, VARLEN, TMA)
         sc = tl.dot(q, kT, input_precision=PREC)
         sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
@@ -541,10 +548,8 @@ def _fwd_scan_kernel(
     for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
         tile = d0 - t
         tile = tl.where(tile < 0, tile + nint, tile)
-        if TMA:
-            kT = _load_kT_tma(KD, b, hk, sk, tile * BLOCK_N, BLOCK_N, BLOCK_D, VARLEN)
-        else:
-            kT = _load_kT(K_base, tile * BLOCK_N + offs_n, offs_d, lk, stride_kn, HEAD_DIM)
+        kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
+                      HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
         sc = tl.dot(q, kT, input_precision=PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
     mrun = mraw * c
