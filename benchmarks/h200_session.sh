@@ -8,7 +8,8 @@
 # `... final`: GPU tests and the N = 16k causal grid rows (run on 2026-12-06, evening);
 # `... prefix`: validation and the prefix-sum copy (2026-12-06, night);
 # `... breakdown`: the alpha > 2 bracket's validation, the scan with two query blocks per program
-# (since removed), the solve's breakdown; `... breakdown stages2`: the TMA scan option, the N = 16k
+# (since removed), the solve's breakdown; `... unroll`: the row-wise streaming tile sweep;
+# `... breakdown stages2`: the TMA scan option, the N = 16k
 # breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night, not yet run: no device time).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
@@ -99,6 +100,22 @@ PY
   done
   SPARSEMAP_ATTN_ASM_STORE=1 timeout $(( SECONDS < 500 ? 570 - SECONDS : 60 )) bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu_asm.txt" 2>&1; echo "pytest (asm stores, all gpu tests) rc $?"; tail -n 3 "$O/pytest_gpu_asm.txt"
+  exit 0
+fi
+if [ "${1:-}" = unroll ]; then
+  # (2026-12-06, late) the streaming row-wise kernel loading U chunks per loop step (U chunk
+  # loads in flight per round trip; hypothesis: 1024x16384 is bound by the chain of 8 dependent
+  # chunk loads per pass with two 8-warp programs per SM, not by HBM): paired table with every
+  # variant checked against float64 first; then every GPU-marked test and the attention check
+  # (also validating the scan launch's KD=k argument of commit 0ed1b9b)
+  timeout 230 python3 benchmarks/gpu_rowwise.py --paired 5 --reps 100 --graph --check \
+    --shapes 1024x16384,256x65536 --out /tmp/pu \
+    --configs "u2:stream_unroll=2;u4:stream_unroll=4;u2pf:stream_unroll=2,stream_prefetch=1;u4pf:stream_unroll=4,stream_prefetch=1;u8r0:stream_unroll=8,stream_maxnreg=0" \
+    > "$O/rowwise_unroll.txt" 2>&1; echo "paired rc $?"; cp /tmp/pu/gpu_rowwise_paired.csv "$O/" 2>/dev/null
+  grep "check" "$O/rowwise_unroll.txt" | awk '{print $2, $3, $4, $7}' | sort | uniq -c | sort -rn | head -3
+  gpu_tests 180
+  check_attn unroll
+  grep "^|" "$O/rowwise_unroll.txt" | cut -d'|' -f2-8
   exit 0
 fi
 if [ "${1:-}" = breakdown ]; then

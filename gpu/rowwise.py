@@ -128,9 +128,12 @@ CHUNK = None
 #: 1.16 → 1.13, α 2 and 1.25 unchanged at 128: occupancy is not what holds 1024×16384 back.
 #: onchip_maxnreg: the same cap for the on-chip kernel (0 = the compiler's choice; only matters
 #: for experiments with wide on-chip rows, e.g. max_onchip=16384 with 64 elements per thread)
+#: stream_unroll: chunks per loop step of the streaming kernel (U: each step loads a [U, CHUNK]
+#: tile, U chunk loads in flight per round trip; the lane maxima and per-lane sums fold the U
+#: chunks in registers, so the solve is the same as with U = 1)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
-              onchip_maxnreg=0)
+              onchip_maxnreg=0, stream_unroll=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -457,28 +460,68 @@ def _upper_bound(alpha, d_eff, F64: tl.constexpr):
 
 
 @triton.jit
+def _tile_cols(start, lane, U: tl.constexpr):
+    """Columns of the [U, CHUNK] tile of a streamed row at ``start``: start + u·CHUNK + lane
+    (U consecutive chunks; every loop step loads all U at once, so U chunk loads are in
+    flight per round trip instead of one)."""
+    CH: tl.constexpr = lane.shape[0]
+    return start + tl.arange(0, U)[:, None] * CH + lane[None, :]
+
+
+@triton.jit
 def _load_chunk(xrow, cols, D, PF: tl.constexpr):
-    """Chunk ``cols`` of a streamed row as a [1, CHUNK] tile (−inf past the end); with PF = 0
-    nothing is loaded (the loop loads its own chunk)."""
+    """The [U, CHUNK] tile at columns ``cols`` of a streamed row (−inf past the end); with
+    PF = 0 nothing is loaded (the loop loads its own tile)."""
     if PF:
-        x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF)
+        x = tl.load(xrow + cols, mask=cols < D, other=-INF)
     else:
-        x = tl.zeros([1, cols.shape[0]], xrow.dtype.element_ty)
+        x = tl.zeros(cols.shape, xrow.dtype.element_ty)
     return x
 
 
 @triton.jit
-def _next_chunk(xrow, start, lane, D, CHUNK: tl.constexpr, xn, PF: tl.constexpr):
-    """(chunk at ``start``, prefetched chunk after it).  PF = 1: the chunk was loaded one
-    iteration earlier and the next one is issued now, before this chunk's arithmetic, so its
-    latency overlaps that work (two chunks in registers); PF = 0: a plain load."""
+def _next_chunk(xrow, start, lane, D, U: tl.constexpr, xn, PF: tl.constexpr):
+    """(tile at ``start``, prefetched tile after it).  PF = 1: the tile was loaded one
+    iteration earlier and the next one is issued now, before this tile's arithmetic, so its
+    latency overlaps that work (two tiles in registers); PF = 0: a plain load."""
+    CH: tl.constexpr = lane.shape[0]
     if PF:
         x = xn
-        xn = _load_chunk(xrow, start + CHUNK + lane, D, PF)
+        xn = _load_chunk(xrow, _tile_cols(start + U * CH, lane, U), D, PF)
     else:
-        cols = start + lane
-        x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF)
+        cols = _tile_cols(start, lane, U)
+        x = tl.load(xrow + cols, mask=cols < D, other=-INF)
     return x, xn
+
+
+@triton.jit
+def _max_nan(a, b):
+    """max that propagates NaN (a reduction's combine function)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _fold_sum(t, U: tl.constexpr):
+    """Sum of a [U, CHUNK] tile's U chunks, per lane ([1, CHUNK]; in-thread adds)."""
+    if U > 1:
+        t = tl.sum(t, 0, keep_dims=True)
+    return t
+
+
+@triton.jit
+def _fold_min(t, U: tl.constexpr):
+    """Per-lane minimum of a [U, CHUNK] tile's U chunks ([1, CHUNK])."""
+    if U > 1:
+        t = tl.min(t, 0, keep_dims=True)
+    return t
+
+
+@triton.jit
+def _fold_max_nan(t, U: tl.constexpr):
+    """Per-lane NaN-propagating maximum of a [U, CHUNK] tile's U chunks ([1, CHUNK])."""
+    if U > 1:
+        t = tl.reduce(t, 0, _max_nan, keep_dims=True)
+    return t
 
 
 # ----------------------------------------------------------------------------------------
@@ -570,7 +613,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                        tol, max_iter, soft_below, alpha_s,
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
                        MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
-                       SCALAR_ALPHA: tl.constexpr = False):
+                       SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
@@ -584,10 +627,11 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
     # ---- pass 1: max, NaN/inf flags and lane maxima ----------------------------------
     vmax = zero2 - INF
-    xn = _load_chunk(xrow, lane, D, PF)
-    for start in range(0, D, CHUNK):
-        x, xn = _next_chunk(xrow, start, lane, D, CHUNK, xn, PF)
-        x = x.to(zero2.dtype)
+    STEP: tl.constexpr = U * CHUNK
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
+    for start in range(0, D, STEP):
+        x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
+        x = _fold_max_nan(x.to(zero2.dtype), U)
         # one NaN-propagating max per entry: a NaN reaches its lane's maximum (an earlier
         # version also counted the finite entries and flagged NaN/inf per entry: 4 more
         # operations per entry, measurably slower on an H100)
@@ -605,10 +649,10 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     alpha = tl.where(soft, 2.0, alpha)
     n_soft = tl.sum(soft.to(tl.int32), 0)
     esum = zero2
-    for start in range(0, D * n_soft, CHUNK):
-        cols = start + lane
-        x = tl.load(xrow + cols[None, :], mask=(cols < D)[None, :], other=-INF).to(zero2.dtype)
-        esum += tl.exp(x - m[:, None])
+    for start in range(0, D * n_soft, STEP):
+        cols = _tile_cols(start, lane, U)
+        x = tl.load(xrow + cols, mask=cols < D, other=-INF).to(zero2.dtype)
+        esum += _fold_sum(tl.exp(x - m[:, None]), U)
     se = tl.sum(esum, 1)
     q = 1.0 / (alpha - 1.0)
     if MODE >= 0:
@@ -642,29 +686,29 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         a2 = zero2
         ak = zero2
         am = zero2 + INF
-        xn = _load_chunk(xrow, lane, D, PF)
-        for start in range(0, D, CHUNK):
-            x, xn = _next_chunk(xrow, start, lane, D, CHUNK, xn, PF)
+        xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
+        for start in range(0, D, STEP):
+            x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
             x = x.to(zero2.dtype)
             zs = (alpha - 1.0)[:, None] * (x - m[:, None])
             t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
-            a0 += t0
-            a1 += t1
-            a2 += t2
-            ak += one
-            am = tl.minimum(am, dm)
+            a0 += _fold_sum(t0, U)
+            a1 += _fold_sum(t1, U)
+            a2 += _fold_sum(t2, U)
+            ak += _fold_sum(one, U)
+            am = tl.minimum(am, _fold_min(dm, U))
         it += (~done).to(tl.int32)
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, tl.sum(a0, 1), tl.sum(a1, 1),
             tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER, F64)
         n += 1
     # ---- output pass ----------------------------------------------------------------
-    supp = (alpha * 0.0).to(tl.int32)
-    xn = _load_chunk(xrow, lane, D, PF)
-    for start in range(0, D, CHUNK):
-        cols = start + lane
-        cm = (cols < D)[None, :]
-        x, xn = _next_chunk(xrow, start, lane, D, CHUNK, xn, PF)
+    cnt = zero2.to(tl.int32)         # per-lane support counts, reduced once after the loop
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
+    for start in range(0, D, STEP):
+        cols = _tile_cols(start, lane, U)
+        cm = cols < D
+        x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
         x = x.to(zero2.dtype)
         zs = (alpha - 1.0)[:, None] * (x - m[:, None])
         zs = tl.where(bad[:, None], 0.0, zs)
@@ -673,8 +717,9 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
             p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
         p = tl.where(bad[:, None], INF - INF, p)
         pout = p.to(P.dtype.element_ty)
-        supp += tl.sum(((pout > 0) & cm).to(tl.int32), 1)
-        tl.store(prow + cols[None, :], pout, mask=cm)
+        cnt += _fold_sum(((pout > 0) & cm).to(tl.int32), U)
+        tl.store(prow + cols, pout, mask=cm)
+    supp = tl.sum(cnt, 1)
     tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
@@ -846,6 +891,15 @@ def _prefetch(R: int, cfg: dict) -> int:
     return int(R <= 512) if pf < 0 else int(pf > 0)
 
 
+def _unroll(D: int, chunk: int, cfg: dict) -> int:
+    """Chunks per streaming loop step (``CONFIG["stream_unroll"]``, a power of two), no more
+    than the row needs."""
+    u = int(cfg["stream_unroll"])
+    if u < 1 or u & (u - 1):
+        raise ValueError(f"stream_unroll must be a power of two >= 1, got {u}")
+    return max(1, min(u, next_pow2(cdiv(D, chunk))))
+
+
 def _onchip_blocks(R: int, D: int, cfg: dict) -> tuple[int, int]:
     block_d = next_pow2(D)
     block_r = max(1, min(cfg["tile_elems"] // block_d, next_pow2(R)))
@@ -959,7 +1013,8 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
-            LEV=cfg["stream_levels"], num_warps=_num_warps(ch, cfg, stream=True),
+            LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg),
+            num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res
 

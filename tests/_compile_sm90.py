@@ -159,6 +159,11 @@ def cases():
                    dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                         SCALAR_ALPHA=scalar), 8,
                    R._maxnreg(R.CONFIG["stream_maxnreg"]))
+        for u in (2, 4):
+            yield (f"rowwise stream mode {mode} unroll {u}", R._fwd_stream_kernel,
+                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=0, LEV=16,
+                        SCALAR_ALPHA=scalar, U=u), 8,
+                   R._maxnreg(R.CONFIG["stream_maxnreg"]))
         yield (f"rowwise backward mode {mode}", R._bwd_kernel,
                dict(BLOCK_R=1, BLOCK_D=1024, ONE_PASS=True, NEED_ALPHA=not scalar, F64=False,
                     MODE=mode, SCALAR_ALPHA=scalar), 1)

@@ -173,12 +173,15 @@ def test_equal_rows_large_alpha(device, alpha, solver, stream):
         assert int(res.iterations.max()) <= 60, res.iterations
 
 
-@pytest.mark.parametrize("prefetch,levels", [(0, 0), (0, 16), (1, 16), (1, 4)])
+@pytest.mark.parametrize("prefetch,levels,unroll", [(0, 0, 1), (0, 16, 1), (1, 16, 1), (1, 4, 1),
+                                                    (0, 16, 2), (0, 16, 4), (1, 16, 2)])
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25, 3.0, "mixed"])
-def test_stream_variants_match_reference(device, prefetch, levels, alpha):
-    """Both streaming loop forms (next chunk prefetched or not: chosen by the row count) and
-    the multi-level start of the subset solve (any level count, or none) give the exact
-    answer, also on rows with −inf entries, ties, a huge shift and NaN/+inf rows."""
+def test_stream_variants_match_reference(device, prefetch, levels, unroll, alpha):
+    """Every streaming loop form (next tile prefetched or not: chosen by the row count; one
+    chunk or U chunks per step, the last step partly past the row's end) and the multi-level
+    start of the subset solve (any level count, or none) give the exact answer and the
+    support count of the stored p, also on rows with −inf entries, ties, a huge shift and
+    NaN/+inf rows."""
     max_onchip, chunk = _cfg(device)["stream"]
     gen = torch.Generator().manual_seed(21)
     D = 3 * chunk + 5
@@ -192,11 +195,13 @@ def test_stream_variants_match_reference(device, prefetch, levels, alpha):
     al = _alpha(alpha, 7, device)
     arg = alpha if isinstance(alpha, float) else al
     res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk,
-                                 config=dict(stream_prefetch=prefetch, stream_levels=levels))
+                                 config=dict(stream_prefetch=prefetch, stream_levels=levels,
+                                             stream_unroll=unroll))
     p = res.p.cpu()
     for r in (4, 5):
         assert bool(torch.isnan(p[r]).all()) and int(res.support_size[r]) == 0
     good = [0, 1, 2, 3, 6]
+    assert torch.equal(res.support_size.cpu()[good], (p[good] > 0).sum(1).to(torch.int32))
     ref = entmax_reference(x[good].double().cpu(), al[good].double().cpu())
     assert (p[good].double() - ref).abs().max() < 2e-6
     assert torch.allclose(p[good].double().sum(1), torch.ones(len(good), dtype=torch.float64), atol=1e-5)
@@ -343,6 +348,9 @@ def test_bad_arguments(device):
         rowwise.entmax_forward(x, torch.full((2,), 1.5, device=device))
     with pytest.raises(ValueError):
         rowwise.entmax_forward(x[0], torch.full((3,), 1.5, device=device))
+    with pytest.raises(ValueError, match="stream_unroll"):
+        rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.5, max_onchip=16, chunk=16,
+                               config=dict(stream_unroll=3))
 
 
 # ------------------------------------------------------------------------------ backward
