@@ -112,7 +112,8 @@ if [ "${1:-}" = unroll ]; then
     --shapes 1024x16384,256x65536 --out /tmp/pu \
     --configs "u2:stream_unroll=2;u4:stream_unroll=4;u2pf:stream_unroll=2,stream_prefetch=1;u4pf:stream_unroll=4,stream_prefetch=1;u8r0:stream_unroll=8,stream_maxnreg=0" \
     > "$O/rowwise_unroll.txt" 2>&1; echo "paired rc $?"; cp /tmp/pu/gpu_rowwise_paired.csv "$O/" 2>/dev/null
-  grep "check" "$O/rowwise_unroll.txt" | awk '{print $2, $3, $4, $7}' | sort | uniq -c | sort -rn | head -3
+  echo "checks passed: $(grep -c 'all converged True' "$O/rowwise_unroll.txt"); max err $(grep -o 'max err [0-9.e+-]*' "$O/rowwise_unroll.txt" | sort -k3 -g | tail -1)"
+  grep -i "error\|wrong\|Traceback" "$O/rowwise_unroll.txt" | head -3
   gpu_tests 180
   check_attn unroll
   grep "^|" "$O/rowwise_unroll.txt" | cut -d'|' -f2-8
