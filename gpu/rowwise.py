@@ -176,13 +176,29 @@ def _sqrt(v, F64: tl.constexpr):
 
 
 @triton.jit
+def _log_b(d, F64: tl.constexpr):
+    """The powers' logarithm: ln d in float64, log2 d in float32 (the fast MUFU base)."""
+    if F64:
+        r = tl.log(d)
+    else:
+        r = tl.log2(d)
+    return r
+
+
+@triton.jit
+def _exp_b(v, F64: tl.constexpr):
+    """The inverse of ``_log_b``: e^v in float64, 2^v in float32."""
+    if F64:
+        r = tl.exp(v)
+    else:
+        r = tl.exp2(v)
+    return r
+
+
+@triton.jit
 def _pow_pos(d, e, F64: tl.constexpr):
     """d^e for d > 0 (caller masks d ≤ 0)."""
-    if F64:
-        r = tl.exp(e * tl.log(d))
-    else:
-        r = tl.exp2(e * tl.log2(d))
-    return r
+    return _exp_b(e * _log_b(d, F64), F64)
 
 
 @triton.jit
@@ -212,23 +228,13 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
         t2 = d2
     else:
         qq = q[:, None]
-        ld = tl.where(pos, d, 1.0)
-        if F64:
-            lg = tl.log(ld)
-            t0 = tl.where(pos, tl.exp(qq * lg), 0.0)
-            t1 = tl.where(pos, tl.exp((qq - 1.0) * lg), 0.0)
-            if NEED_S2:
-                t2 = tl.where(pos, tl.exp((qq - 2.0) * lg), 0.0)
-            else:
-                t2 = dp * 0.0
+        lg = _log_b(tl.where(pos, d, 1.0), F64)
+        t0 = tl.where(pos, _exp_b(qq * lg, F64), 0.0)
+        t1 = tl.where(pos, _exp_b((qq - 1.0) * lg, F64), 0.0)
+        if NEED_S2:
+            t2 = tl.where(pos, _exp_b((qq - 2.0) * lg, F64), 0.0)
         else:
-            lg = tl.log2(ld)
-            t0 = tl.where(pos, tl.exp2(qq * lg), 0.0)
-            t1 = tl.where(pos, tl.exp2((qq - 1.0) * lg), 0.0)
-            if NEED_S2:
-                t2 = tl.where(pos, tl.exp2((qq - 2.0) * lg), 0.0)
-            else:
-                t2 = dp * 0.0
+            t2 = dp * 0.0
     dmin = tl.where(pos, d, INF)
     return t0, t1, t2, one, dmin
 
