@@ -44,16 +44,17 @@ Kernels:
   than rows spread over several warps (docs/benchmarks_gpu_rowwise.md). Optional
   (``CONFIG["group"]``): start from the threshold of the maxima of ``group`` consecutive
   entries (a subset, so its threshold is ≤ τ*), solved on chip first.
-* ``_fwd_stream_kernel`` (longer rows, one program per row, CHUNK columns at a time):
-  pass 1 reads the row once for the lane maxima v_j = max_c x[c·CHUNK + j] (one
+* ``_fwd_stream_kernel`` (longer rows, one program per row, U·CHUNK columns per loop step:
+  U = ``CONFIG["stream_unroll"]`` chunks loaded at once, so a pass is a few long round trips
+  to memory rather than many short dependent ones): pass 1 reads the row once for the lane maxima v_j = max_c x[c·CHUNK + j] (one
   NaN-propagating max per entry, which also flags NaN/+inf rows); the entmax threshold of that
   subset (solved on chip, started from a one-round multi-level lower bound on the maxima of 8
   consecutive lanes, ``_levels_start``) is a lower bound on τ* (adding elements only raises f).
   Each solver iteration is one more read (usually from L2), starting from that bound; when the
   subset already holds the support, a single certifying pass suffices. A last pass writes p.
   Passes: 1 + iterations + 1 reads, 1 write (measured mean iterations on randn rows: 1.0 for
-  α = 2, 1.02 for 1.5, 2.0 for 1.25). With at most 512 rows each chunk's load is issued one
-  chunk ahead (``CONFIG["stream_prefetch"]``). ``iterations`` counts the full-row passes (the
+  α = 2, 1.02 for 1.5, 2.0 for 1.25). With at most 512 rows each step's tile is issued one
+  step ahead (``CONFIG["stream_prefetch"]``). ``iterations`` counts the full-row passes (the
   subset solves are not counted). The bracket's upper end is −d^{1−α} from the row length d
   (rows with −inf entries get a looser one than on chip; the solvers work from below).
 
@@ -103,7 +104,9 @@ _SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
 
 #: rows up to this length are solved fully on chip (one read, one write), one warp per row
 MAX_ONCHIP = 1024
-#: chunk width of the streaming kernel (longer rows); None = 4096 for ≤ 512 rows, else 2048
+#: chunk width of the streaming kernel (longer rows); None = 4096 for ≤ 512 rows, else 1024
+#: (2048 for α tensors, generic powers and float64)
+#: (with ``CONFIG["stream_unroll"]`` = 4 chunks per loop step; docs/benchmarks_gpu_rowwise.md)
 CHUNK = None
 #: launch configuration (module-level so that benchmarks can sweep it):
 #: tile_elems: elements per on-chip program (several short rows per program);
@@ -130,10 +133,16 @@ CHUNK = None
 #: for experiments with wide on-chip rows, e.g. max_onchip=16384 with 64 elements per thread)
 #: stream_unroll: chunks per loop step of the streaming kernel (U: each step loads a [U, CHUNK]
 #: tile, U chunk loads in flight per round trip; the lane maxima and per-lane sums fold the U
-#: chunks in registers, so the solve is the same as with U = 1)
+#: chunks in registers, so the solve is the same as with U = 1).  The streamed passes were bound
+#: by their chain of dependent chunk loads, not by HBM: H200, paired medians, ratio to softmax,
+#: U = 1 → 4 with CHUNK 2048 → 1024 at 1024×16384 (four 4-warp programs per SM instead of two
+#: 8-warp ones): α = 1.5 1.40 → 1.23, α = 2 1.33 → 1.17, α = 1.25 1.54 → 1.41; at 256×65536
+#: (CHUNK 4096, prefetch on) 1.09 → 1.07, 1.01 → 0.97, 1.25 → 1.13.
+#: stream_unroll_generic: the same for α tensors, generic powers and float64 (1: their kernels
+#: spill at the 128-register cap already with U = 1, and U = 4 triples that; not measured)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
-              onchip_maxnreg=0, stream_unroll=1)
+              onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -523,10 +532,17 @@ def _fold_min(t, U: tl.constexpr):
 
 
 @triton.jit
-def _fold_max_nan(t, U: tl.constexpr):
-    """Per-lane NaN-propagating maximum of a [U, CHUNK] tile's U chunks ([1, CHUNK])."""
+def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
+    """Per-lane NaN-propagating maximum of a [U, CHUNK] tile's U chunks ([1, CHUNK]).
+    REDUCE (compiled launches): one ``tl.reduce`` with a NaN-propagating max; else (the
+    interpreter, whose generic reduce calls the combine function per element in Python, 10×
+    slower on 10⁶-entry rows) ``tl.max`` and a NaN test: the same values."""
     if U > 1:
-        t = tl.reduce(t, 0, _max_nan, keep_dims=True)
+        if REDUCE:
+            t = tl.reduce(t, 0, _max_nan, keep_dims=True)
+        else:
+            isnan = tl.max((t != t).to(tl.int32), 0, keep_dims=True) > 0
+            t = tl.where(isnan, INF - INF, tl.max(t, 0, keep_dims=True))
     return t
 
 
@@ -619,7 +635,8 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                        tol, max_iter, soft_below, alpha_s,
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
                        MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
-                       SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1):
+                       SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1,
+                       REDUCE_NAN: tl.constexpr = True):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
@@ -637,7 +654,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-        x = _fold_max_nan(x.to(zero2.dtype), U)
+        x = _fold_max_nan(x.to(zero2.dtype), U, REDUCE_NAN)
         # one NaN-propagating max per entry: a NaN reaches its lane's maximum (an earlier
         # version also counted the finite entries and flagged NaN/inf per entry: 4 more
         # operations per entry, measurably slower on an H100)
@@ -882,13 +899,21 @@ def _maxnreg(cap: int) -> dict:
     return {"maxnreg": int(cap)}
 
 
-def _chunk(R: int, chunk: int | None) -> int:
-    """Streaming chunk width: wider chunks (more warps per row) when rows are few."""
+def _fast_mode(mode: int, f64: bool) -> bool:
+    """Whether a launch runs a compile-time power branch without pow (α ∈ {2, 1.5, 1.25} as a
+    python float) in float32: the launches the streaming defaults were measured with."""
+    return mode in (0, 1, 3) and not f64
+
+
+def _chunk(R: int, chunk: int | None, fast: bool = True) -> int:
+    """Streaming chunk width: wider chunks (more warps per row) when rows are few; above 512
+    rows 1024 (4 warps, U chunks per step) for the fast modes, 2048 (8 warps) for the others
+    (α tensors and generic powers keep the layout they were measured with)."""
     if chunk is not None:
         return int(chunk)
     if CHUNK is not None:
         return int(CHUNK)
-    return 4096 if R <= 512 else 2048
+    return 4096 if R <= 512 else (1024 if fast else 2048)
 
 
 def _prefetch(R: int, cfg: dict) -> int:
@@ -897,12 +922,15 @@ def _prefetch(R: int, cfg: dict) -> int:
     return int(R <= 512) if pf < 0 else int(pf > 0)
 
 
-def _unroll(D: int, chunk: int, cfg: dict) -> int:
-    """Chunks per streaming loop step (``CONFIG["stream_unroll"]``, a power of two), no more
-    than the row needs."""
-    u = int(cfg["stream_unroll"])
+def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
+    """Chunks per streaming loop step, a power of two, no more than the row needs:
+    ``CONFIG["stream_unroll"]`` for the fast modes, ``CONFIG["stream_unroll_generic"]`` for α
+    tensors, generic powers and float64 (their kernels already spill at the register cap with
+    U = 1: more chunks per step were not measured for them)."""
+    key = "stream_unroll" if fast else "stream_unroll_generic"
+    u = int(cfg[key])
     if u < 1 or u & (u - 1):
-        raise ValueError(f"stream_unroll must be a power of two >= 1, got {u}")
+        raise ValueError(f"{key} must be a power of two >= 1, got {u}")
     return max(1, min(u, next_pow2(cdiv(D, chunk))))
 
 
@@ -1014,12 +1042,13 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
             **_maxnreg(cfg["onchip_maxnreg"]))
     else:
-        ch = _chunk(R, chunk)
+        fast = _fast_mode(mode, f64)
+        ch = _chunk(R, chunk, fast)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
-            LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg),
+            LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res
@@ -1056,7 +1085,7 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
     if one_pass:
         block_r, block_d = _onchip_blocks(R, D, cfg)
     else:
-        block_r, block_d = 1, _chunk(R, chunk)
+        block_r, block_d = 1, _chunk(R, chunk, _fast_mode(mode, f64))
     grid = (cdiv(R, block_r),)
     _bwd_kernel[grid](
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,

@@ -159,10 +159,15 @@ def cases():
                    dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                         SCALAR_ALPHA=scalar), 8,
                    R._maxnreg(R.CONFIG["stream_maxnreg"]))
-        for u in (2, 4):
-            yield (f"rowwise stream mode {mode} unroll {u}", R._fwd_stream_kernel,
-                   dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=0, LEV=16,
-                        SCALAR_ALPHA=scalar, U=u), 8,
+        fast = R._fast_mode(mode, False)
+        for ch, u, pf, nw in ((1024, 4, 0, 4), (4096, 4, 1, 16), (2048, 2, 0, 8)) if fast else ():
+            if mode != 1 and u == 2:
+                continue
+            # the fast modes' defaults (more than 512 rows / at most 512), one other unroll
+            yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf}",
+                   R._fwd_stream_kernel,
+                   dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
+                        SCALAR_ALPHA=scalar, U=u), nw,
                    R._maxnreg(R.CONFIG["stream_maxnreg"]))
         yield (f"rowwise backward mode {mode}", R._bwd_kernel,
                dict(BLOCK_R=1, BLOCK_D=1024, ONE_PASS=True, NEED_ALPHA=not scalar, F64=False,

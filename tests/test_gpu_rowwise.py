@@ -351,6 +351,27 @@ def test_bad_arguments(device):
     with pytest.raises(ValueError, match="stream_unroll"):
         rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.5, max_onchip=16, chunk=16,
                                config=dict(stream_unroll=3))
+    with pytest.raises(ValueError, match="stream_unroll_generic"):
+        rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.7, max_onchip=16, chunk=16,
+                               config=dict(stream_unroll_generic=0))
+
+
+def test_stream_launch_rule():
+    """The streaming layout by launch: above 512 rows the fast modes (α ∈ {2, 1.5, 1.25} as a
+    python float, float32) take 1024-wide chunks, 4 per step; α tensors, generic powers and
+    float64 keep 2048-wide chunks one per step; the step never spans more chunks than the row
+    has (rounded up to a power of two)."""
+    cfg = rowwise.CONFIG
+    fast = [rowwise._fast_mode(m, f64) for m, f64 in ((0, False), (1, False), (3, False),
+                                                      (2, False), (-1, False), (1, True))]
+    assert fast == [True, True, True, False, False, False]
+    assert rowwise._chunk(1024, None, True) == 1024 and rowwise._chunk(1024, None, False) == 2048
+    assert rowwise._chunk(256, None, True) == rowwise._chunk(256, None, False) == 4096
+    assert rowwise._chunk(1024, 64, True) == 64
+    assert rowwise._unroll(16384, 1024, cfg, True) == 4
+    assert rowwise._unroll(16384, 2048, cfg, False) == 1
+    assert rowwise._unroll(1500, 1024, cfg, True) == 2
+    assert rowwise._unroll(3000, 1024, cfg, True) == 4
 
 
 # ------------------------------------------------------------------------------ backward
