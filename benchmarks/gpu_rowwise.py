@@ -99,8 +99,10 @@ def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),))
             ts, tsb = [], []
             to = {label: [] for label, _ in variants}
             tob = {label: [] for label, _ in variants}
+            al = torch.full((shape[0],), a, device="cuda")
+            arg_of = {label: (al if cfg.get("tensor_alpha") else a) for label, cfg in variants}
             for label, cfg in variants:
-                r = rowwise.entmax_forward(x, a, **_launch(cfg))
+                r = rowwise.entmax_forward(x, arg_of[label], **_launch(cfg))
                 if ref is not None:  # every variant's output against the float64 answer first
                     err = (r.p.double() - ref).abs().max().item()
                     ok = bool(r.converged.all())
@@ -113,12 +115,13 @@ def _paired(shapes, alphas, args, gen, rowwise, variants=(("ours (auto)", {}),))
                 tsb.append(_bench(lambda: torch.autograd.grad(torch.softmax(xg, -1), xg, dy), args.reps))
                 for label, cfg in variants:
                     kw = _launch(cfg)
+                    aa = arg_of[label]  # python float, or with tensor_alpha=1 the per-row tensor
 
-                    def ours_fb(kw=kw):
-                        rr = rowwise.entmax_forward(x, a, **kw)
-                        return rowwise.entmax_backward(rr.p, dy, a, False, **kw)
+                    def ours_fb(kw=kw, aa=aa):
+                        rr = rowwise.entmax_forward(x, aa, **kw)
+                        return rowwise.entmax_backward(rr.p, dy, aa, False, **kw)
 
-                    to[label].append(_bench(lambda: rowwise.entmax_forward(x, a, **kw), args.reps))
+                    to[label].append(_bench(lambda: rowwise.entmax_forward(x, aa, **kw), args.reps))
                     tob[label].append(_bench(ours_fb, args.reps))
             med = statistics.median
             for label, _ in variants:
