@@ -9,7 +9,8 @@
 # `... prefix`: validation and the prefix-sum copy (2026-12-06, night);
 # `... breakdown`: the alpha > 2 bracket's validation, the scan with two query blocks per program
 # (since removed), the solve's breakdown; `... unroll`: the row-wise streaming tile sweep
-# (run 2026-12-06 late); `... unroll2`: its follow-up (GPU tests, generic and tensor alpha, table);
+# (run 2026-12-06 late); `... unroll2`: its follow-up (GPU tests, generic and tensor alpha, the
+# backward's bwd_unroll), `... table`: the full paired table;
 # `... breakdown stages2`: the TMA scan option, the N = 16k
 # breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night, not yet run: no device time).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
@@ -124,18 +125,26 @@ if [ "${1:-}" = unroll2 ]; then
   # (written 2026-12-06 late, for the next device call) every GPU-marked test with the new
   # streaming defaults (CHUNK 1024 / U 4 for the fast modes); then the launches those defaults do
   # not cover yet: a generic alpha (1.3, exp2/log2) and a per-row alpha tensor (run-time power
-  # branch) with U 4 and CHUNK 1024; then the full paired table for the record
+  # branch) with U 4 and CHUNK 1024; the backward with U 2 / 4 (about 7 minutes in all)
   gpu_tests 200
-  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
+  timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
     --shapes 1024x16384,256x65536 --out /tmp/pg1 \
     --configs "g4:stream_unroll_generic=4;g4c1k:stream_unroll_generic=4,chunk=1024" \
     > "$O/rowwise_generic.txt" 2>&1; echo "generic rc $?"
-  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5 \
+  timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5 \
     --shapes 1024x16384,256x65536 --out /tmp/pg2 \
     --configs "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024" \
     > "$O/rowwise_tensor.txt" 2>&1; echo "tensor rc $?"
-  grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" | cut -d'|' -f2-8,12
-  timeout 200 python3 benchmarks/gpu_rowwise.py --paired 5 --reps 100 --graph --check --out /tmp/pg \
+  # the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
+  timeout 120 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
+    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4" \
+    > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
+  grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
+  exit 0
+fi
+if [ "${1:-}" = table ]; then
+  # the full paired table (all three shapes, alpha 1.5 / 2 / 1.25, 5 rounds) for the record
+  timeout 280 python3 benchmarks/gpu_rowwise.py --paired 5 --reps 100 --graph --check --out /tmp/pg \
     > "$O/rowwise_paired_graph.txt" 2>&1; echo "paired rc $?"; cp /tmp/pg/gpu_rowwise_paired.csv /tmp/pg/*.png "$O/" 2>/dev/null
   grep "^|" "$O/rowwise_paired_graph.txt" | cut -d'|' -f2-8,12
   exit 0

@@ -140,9 +140,11 @@ CHUNK = None
 #: (CHUNK 4096, prefetch on) 1.09 → 1.07, 1.01 → 0.97, 1.25 → 1.13.
 #: stream_unroll_generic: the same for α tensors, generic powers and float64 (1: their kernels
 #: spill at the 128-register cap already with U = 1, and U = 4 triples that; not measured)
+#: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U > 1 not yet
+#: measured; forward+backward is 0.83–1.00× softmax's with 1)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
-              onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1)
+              onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -789,7 +791,7 @@ def _plog2(p, h, F64: tl.constexpr):
 def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, near_one, alpha_s,
                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ONE_PASS: tl.constexpr,
                 NEED_ALPHA: tl.constexpr, F64: tl.constexpr, MODE: tl.constexpr,
-                SCALAR_ALPHA: tl.constexpr = False):
+                SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -830,21 +832,23 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, 
         ahy = zero2
         ag = zero2
         agy = zero2
-        for start in range(0, D, BLOCK_D):
-            cols = start + cols0
-            m2 = rmask[:, None] & (cols < D)[None, :]
-            p = tl.load(P + r64[:, None] * stride_p + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
-            dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+        # streamed rows (BLOCK_R = 1): U chunks of BLOCK_D per step as a [U, BLOCK_D] tile, folded
+        # into per-lane sums (as in the forward's streaming kernel)
+        for start in range(0, D, U * BLOCK_D):
+            cols = _tile_cols(start, cols0, U)
+            m2 = rmask[:, None] & (cols < D)
+            p = tl.load(P + r64[:, None] * stride_p + cols, mask=m2, other=0.0).to(zero2.dtype)
+            dy = tl.load(DY + r64[:, None] * stride_dy + cols, mask=m2, other=0.0).to(zero2.dtype)
             u, h = _bwd_terms(p, dy, alpha, mode, F64)
-            au += u
-            auy += u * dy
+            au += _fold_sum(u, U)
+            auy += _fold_sum(u * dy, U)
             if NEED_ALPHA:
-                apy += p * dy
-                ah += h
-                ahy += h * dy
+                apy += _fold_sum(p * dy, U)
+                ah += _fold_sum(h, U)
+                ahy += _fold_sum(h * dy, U)
                 g = _plog2(p, h, F64)
-                ag += g
-                agy += g * dy
+                ag += _fold_sum(g, U)
+                agy += _fold_sum(g * dy, U)
         su = tl.sum(au, 1)
         suy = tl.sum(auy, 1)
         c = suy / su
@@ -853,14 +857,14 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, 
         shy = tl.sum(ahy, 1)
         sg = tl.sum(ag, 1)
         sgy = tl.sum(agy, 1)
-        for start in range(0, D, BLOCK_D):
-            cols = start + cols0
-            m2 = rmask[:, None] & (cols < D)[None, :]
-            p = tl.load(P + r64[:, None] * stride_p + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
-            dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=m2, other=0.0).to(zero2.dtype)
+        for start in range(0, D, U * BLOCK_D):
+            cols = _tile_cols(start, cols0, U)
+            m2 = rmask[:, None] & (cols < D)
+            p = tl.load(P + r64[:, None] * stride_p + cols, mask=m2, other=0.0).to(zero2.dtype)
+            dy = tl.load(DY + r64[:, None] * stride_dy + cols, mask=m2, other=0.0).to(zero2.dtype)
             u, h = _bwd_terms(p, dy, alpha, mode, F64)
             dx = u * dy - u * c[:, None]
-            tl.store(DX + r64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=m2)
+            tl.store(DX + r64[:, None] * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=m2)
     if NEED_ALPHA:
         # Σ ∂p/∂α·dy = (Σp·dy − Σs·dy)/(α−1)² − (Σh·dy − (Σs·dy)Σh)/(α−1),  Σs·dy = c
         am1 = alpha - 1.0
@@ -927,7 +931,12 @@ def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
     ``CONFIG["stream_unroll"]`` for the fast modes, ``CONFIG["stream_unroll_generic"]`` for α
     tensors, generic powers and float64 (their kernels already spill at the register cap with
     U = 1: more chunks per step were not measured for them)."""
-    key = "stream_unroll" if fast else "stream_unroll_generic"
+    return _steps(D, chunk, cfg, "stream_unroll" if fast else "stream_unroll_generic")
+
+
+def _steps(D: int, chunk: int, cfg: dict, key: str) -> int:
+    """``cfg[key]`` chunks per loop step (a power of two, checked), at most the row's chunk
+    count rounded up to a power of two."""
     u = int(cfg[key])
     if u < 1 or u & (u - 1):
         raise ValueError(f"{key} must be a power of two >= 1, got {u}")
@@ -1091,5 +1100,7 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
         p, grad, alpha, dx, dalpha if dalpha is not None else dx, R, D,
         p.stride(0), grad.stride(0), dx.stride(0), _NEAR_ONE[f64], alpha_s,
         BLOCK_R=block_r, BLOCK_D=block_d, ONE_PASS=one_pass, NEED_ALPHA=need_alpha_grad,
-        F64=f64, MODE=mode, SCALAR_ALPHA=scalar, num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
+        F64=f64, MODE=mode, SCALAR_ALPHA=scalar,
+        U=1 if one_pass else _steps(D, block_d, cfg, "bwd_unroll"),
+        num_warps=_num_warps(block_d * block_r, cfg, stream=not one_pass, block_d=block_d))
     return dx, dalpha

@@ -172,6 +172,10 @@ def cases():
         yield (f"rowwise backward mode {mode}", R._bwd_kernel,
                dict(BLOCK_R=1, BLOCK_D=1024, ONE_PASS=True, NEED_ALPHA=not scalar, F64=False,
                     MODE=mode, SCALAR_ALPHA=scalar), 1)
+        if mode == 1:
+            yield ("rowwise backward streamed unroll 4", R._bwd_kernel,
+                   dict(BLOCK_R=1, BLOCK_D=1024, ONE_PASS=False, NEED_ALPHA=False, F64=False,
+                        MODE=mode, SCALAR_ALPHA=scalar, U=4), 4)
     yield ("rowwise stream float64", R._fwd_stream_kernel,
            dict(CHUNK=1024, SOLVER=0, F64=True, MODE=-1, PF=0, LEV=16), 8)
     yield ("rowwise onchip bisect", R._fwd_onchip_kernel,

@@ -351,6 +351,9 @@ def test_bad_arguments(device):
     with pytest.raises(ValueError, match="stream_unroll"):
         rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.5, max_onchip=16, chunk=16,
                                config=dict(stream_unroll=3))
+    with pytest.raises(ValueError, match="bwd_unroll"):
+        rowwise.entmax_backward(torch.rand(2, 40, device=device), torch.randn(2, 40, device=device),
+                                1.5, False, max_onchip=16, chunk=16, config=dict(bwd_unroll=6))
     with pytest.raises(ValueError, match="stream_unroll_generic"):
         rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.7, max_onchip=16, chunk=16,
                                config=dict(stream_unroll_generic=0))
@@ -377,11 +380,12 @@ def test_stream_launch_rule():
 # ------------------------------------------------------------------------------ backward
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_backward_matches_autograd_reference(device, stream):
-    """dx and dα of the kernel vs torch.autograd through the float64 reference."""
+@pytest.mark.parametrize("stream,unroll", [(False, 1), (True, 1), (True, 2), (True, 4)])
+def test_backward_matches_autograd_reference(device, stream, unroll):
+    """dx and dα of the kernel vs torch.autograd through the float64 reference (streamed rows
+    also with 2 and 4 chunks per loop step, the last step partly past the row's end)."""
     max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
-    D = 70 if stream else 23
+    D = 3 * chunk + 5 if stream else 23   # streamed: 4 chunks, the last one mostly past the end
     gen = torch.Generator().manual_seed(11)
     x64 = torch.randn(6, D, generator=gen, dtype=torch.float64)
     x64[2, :5] = -float("inf")
@@ -397,13 +401,15 @@ def test_backward_matches_autograd_reference(device, stream):
         al = al64.float().to(device)
         res = rowwise.entmax_forward(x, al, max_onchip=max_onchip, chunk=chunk)
         dx, da = rowwise.entmax_backward(res.p, dy.to(dtype).to(device), al, True,
-                                         max_onchip=max_onchip, chunk=chunk)
+                                         max_onchip=max_onchip, chunk=chunk,
+                                         config=dict(bwd_unroll=unroll))
         assert dx.dtype == dtype
         scale = gx.abs().max().item()
         assert (dx.double().cpu() - gx).abs().max().item() <= tol * max(1.0, scale)
         assert (da.double().cpu() - ga).abs().max().item() <= tol * max(1.0, ga.abs().max().item()) * 10
         dx2, none = rowwise.entmax_backward(res.p, dy.to(dtype).to(device), al, False,
-                                            max_onchip=max_onchip, chunk=chunk)
+                                            max_onchip=max_onchip, chunk=chunk,
+                                            config=dict(bwd_unroll=unroll))
         assert none is None and torch.allclose(dx2, dx)
 
 
