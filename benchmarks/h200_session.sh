@@ -136,8 +136,9 @@ if [ "${1:-}" = unroll2 ]; then
     --configs "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024" \
     > "$O/rowwise_tensor.txt" 2>&1; echo "tensor rc $?"
   # the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
+  # and the forward writing p at the lane-maxima subset's root first (stream_write_first)
   timeout 120 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4" \
+    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4;wf:stream_write_first=1" \
     > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
   grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
   exit 0

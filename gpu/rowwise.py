@@ -55,7 +55,8 @@ Kernels:
   Passes: 1 + iterations + 1 reads, 1 write (measured mean iterations on randn rows: 1.0 for
   α = 2, 1.02 for 1.5, 2.0 for 1.25). With at most 512 rows each step's tile is issued one
   step ahead (``CONFIG["stream_prefetch"]``). ``iterations`` counts the full-row passes (the
-  subset solves are not counted). The bracket's upper end is −d^{1−α} from the row length d
+  subset solves are not counted; 0 for a row whose write at the subset's root certified it,
+  ``CONFIG["stream_write_first"]``). The bracket's upper end is −d^{1−α} from the row length d
   (rows with −inf entries get a looser one than on chip; the solvers work from below).
 
 Powers: α = 2, 1.5 and 1.25 (q = 1, 2, 4) run without pow. A python-float α fixes the branch
@@ -140,11 +141,17 @@ CHUNK = None
 #: (CHUNK 4096, prefetch on) 1.09 → 1.07, 1.01 → 0.97, 1.25 → 1.13.
 #: stream_unroll_generic: the same for α tensors, generic powers and float64 (1: their kernels
 #: spill at the 128-register cap already with U = 1, and U = 4 triples that; not measured)
+#: stream_write_first: 1 = streamed rows with α ∈ {2, 1.5} (python float, solver auto) write p at
+#: the lane-maxima subset's root in the first pass after pass 1 and certify it there by a
+#: support count (2 reads when it holds: on randn rows of 16384 always at α = 2, 73 % of rows
+#: at α = 1.5 with 1024 lanes; else 4 reads, 2 writes).  0 (default): not measured since the
+#: passes were shortened (a first version lost in November, when every pass was chain-bound)
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U > 1 not yet
 #: measured; forward+backward is 0.83–1.00× softmax's with 1)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
-              onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1)
+              onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
+              stream_write_first=0)
 
 INF = tl.constexpr(float("inf"))
 
@@ -548,6 +555,35 @@ def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
     return t
 
 
+@triton.jit
+def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_soft, zero2,
+                  U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr):
+    """The output pass of a streamed row: p = [zs − τ]_+^q (softmax rows: exp(x − m)/Σ; bad
+    rows: NaN) stored in P's dtype, U chunks per step.  Returns (entries with p > 0 as stored,
+    entries with zs > τ), per row."""
+    CH: tl.constexpr = lane.shape[0]
+    STEP: tl.constexpr = U * CH
+    cnt = zero2.to(tl.int32)         # per-lane counts, reduced once after the loop
+    kpos = zero2.to(tl.int32)
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
+    for start in range(0, D, STEP):
+        cols = _tile_cols(start, lane, U)
+        cm = cols < D
+        x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
+        x = x.to(zero2.dtype)
+        zs = (alpha - 1.0)[:, None] * (x - m[:, None])
+        zs = tl.where(bad[:, None], 0.0, zs)
+        p, pos = _p_from_tau(zs, tau, q, mode, F64)
+        if n_soft > 0:
+            p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
+        p = tl.where(bad[:, None], INF - INF, p)
+        pout = p.to(prow.dtype.element_ty)
+        cnt += _fold_sum(((pout > 0) & cm).to(tl.int32), U)
+        kpos += _fold_sum((pos & cm).to(tl.int32), U)
+        tl.store(prow + cols, pout, mask=cm)
+    return tl.sum(cnt, 1), tl.sum(kpos, 1)
+
+
 # ----------------------------------------------------------------------------------------
 # forward kernels
 # ----------------------------------------------------------------------------------------
@@ -638,7 +674,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
                        MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
                        SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1,
-                       REDUCE_NAN: tl.constexpr = True):
+                       REDUCE_NAN: tl.constexpr = True, WRITE_FIRST: tl.constexpr = False):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
@@ -696,11 +732,26 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     tsub, csub, isub = _solve_tile(zsv, tau0, neg1, hsub, bad | soft, alpha, q, mode, tol,
                                    max_iter, SOLVER, F64)
     tau = _start_from_subset(tsub, csub, hi, F64)
+    fixed = bad | soft
+    cert = fixed
+    if WRITE_FIRST:
+        # p written at the subset's own root τ_g, certified when the row has as many entries
+        # above τ_g as the subset: the lane maxima are row entries, so the two supports are
+        # then the same set, f_row = f_sub around τ_g and τ_g is the row's root (as exact as
+        # the subset solve).  The zs of a lane maximum is computed by the same operations in
+        # both places, so the comparisons agree bitwise.  Otherwise the solver passes and a
+        # second write follow (4 reads, 2 writes for that row).
+        tg = tl.where(csub, tsub, tau)
+        ksub = tl.sum((zsv > tg[:, None]).to(tl.int32), 1)
+        supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tg, q, mode, bad, soft, se,
+                                   n_soft, zero2, U, PF, F64)
+        cert = fixed | (csub & (krow == ksub))
+        tau = tl.where(cert & ~fixed, tg, tau)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
-    done = bad | soft
-    conv = bad | soft
+    done = cert
+    conv = cert
     fprev = alpha * 0.0 + INF
     nprev = bad & False
     it = (alpha * 0.0).to(tl.int32)
@@ -728,23 +779,13 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
             tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER, F64)
         n += 1
     # ---- output pass ----------------------------------------------------------------
-    cnt = zero2.to(tl.int32)         # per-lane support counts, reduced once after the loop
-    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
-    for start in range(0, D, STEP):
-        cols = _tile_cols(start, lane, U)
-        cm = cols < D
-        x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-        x = x.to(zero2.dtype)
-        zs = (alpha - 1.0)[:, None] * (x - m[:, None])
-        zs = tl.where(bad[:, None], 0.0, zs)
-        p, pos = _p_from_tau(zs, tau, q, mode, F64)
-        if n_soft > 0:
-            p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
-        p = tl.where(bad[:, None], INF - INF, p)
-        pout = p.to(P.dtype.element_ty)
-        cnt += _fold_sum(((pout > 0) & cm).to(tl.int32), U)
-        tl.store(prow + cols, pout, mask=cm)
-    supp = tl.sum(cnt, 1)
+    if WRITE_FIRST:
+        if tl.sum((~cert).to(tl.int32), 0) > 0:
+            supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
+                                       se, n_soft, zero2, U, PF, F64)
+    else:
+        supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se,
+                                   n_soft, zero2, U, PF, F64)
     tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
@@ -1058,6 +1099,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
+            WRITE_FIRST=bool(cfg["stream_write_first"]) and mode in (0, 1) and sid == 0,
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res

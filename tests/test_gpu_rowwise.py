@@ -173,15 +173,19 @@ def test_equal_rows_large_alpha(device, alpha, solver, stream):
         assert int(res.iterations.max()) <= 60, res.iterations
 
 
-@pytest.mark.parametrize("prefetch,levels,unroll", [(0, 0, 1), (0, 16, 1), (1, 16, 1), (1, 4, 1),
-                                                    (0, 16, 2), (0, 16, 4), (1, 16, 2)])
+@pytest.mark.parametrize("prefetch,levels,unroll,first", [
+    (0, 0, 1, 0), (0, 16, 1, 0), (1, 16, 1, 0), (1, 4, 1, 0), (0, 16, 2, 0), (0, 16, 4, 0),
+    (1, 16, 2, 0), (0, 16, 4, 1), (1, 16, 2, 1)])
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25, 3.0, "mixed"])
-def test_stream_variants_match_reference(device, prefetch, levels, unroll, alpha):
+def test_stream_variants_match_reference(device, prefetch, levels, unroll, first, alpha):
     """Every streaming loop form (next tile prefetched or not: chosen by the row count; one
     chunk or U chunks per step, the last step partly past the row's end) and the multi-level
     start of the subset solve (any level count, or none) give the exact answer and the
     support count of the stored p, also on rows with −inf entries, ties, a huge shift and
-    NaN/+inf rows."""
+    NaN/+inf rows.  ``first``: p written at the subset's root and certified by a support count
+    (α ∈ {2, 1.5} floats): certified rows take no solver pass, the tie row (equal entries
+    sharing lanes: more row entries above the subset's root than lane maxima) falls back to
+    the solver passes and a second write."""
     max_onchip, chunk = _cfg(device)["stream"]
     gen = torch.Generator().manual_seed(21)
     D = 3 * chunk + 5
@@ -196,12 +200,17 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, alpha
     arg = alpha if isinstance(alpha, float) else al
     res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk,
                                  config=dict(stream_prefetch=prefetch, stream_levels=levels,
-                                             stream_unroll=unroll))
+                                             stream_unroll=unroll, stream_write_first=first))
     p = res.p.cpu()
     for r in (4, 5):
         assert bool(torch.isnan(p[r]).all()) and int(res.support_size[r]) == 0
     good = [0, 1, 2, 3, 6]
     assert torch.equal(res.support_size.cpu()[good], (p[good] > 0).sum(1).to(torch.int32))
+    if first and alpha in (1.5, 2.0):
+        its = res.iterations.cpu()
+        assert int(its[3]) >= 1                       # the tie row: not certified, solved
+        if alpha == 2.0:
+            assert int(its[0]) == 0 and int(its[6]) == 0   # small supports: certified at write
     ref = entmax_reference(x[good].double().cpu(), al[good].double().cpu())
     assert (p[good].double() - ref).abs().max() < 2e-6
     assert torch.allclose(p[good].double().sum(1), torch.ones(len(good), dtype=torch.float64), atol=1e-5)
