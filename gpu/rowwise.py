@@ -139,8 +139,9 @@ CHUNK = None
 #: U = 1 → 4 with CHUNK 2048 → 1024 at 1024×16384 (four 4-warp programs per SM instead of two
 #: 8-warp ones): α = 1.5 1.40 → 1.23, α = 2 1.33 → 1.17, α = 1.25 1.54 → 1.41; at 256×65536
 #: (CHUNK 4096, prefetch on) 1.09 → 1.07, 1.01 → 0.97, 1.25 → 1.13.
-#: stream_unroll_generic: the same for α tensors, generic powers and float64 (1: their kernels
-#: spill at the 128-register cap already with U = 1, and U = 4 triples that; not measured)
+#: stream_unroll_generic: the same for α tensors, generic powers and float64 (1: not measured
+#: with more; at the 128-register cap the α-tensor kernel spills 832 B with U = 1 and 1952 B
+#: with U = 4, a generic float α 52 B / 272 B; sm_90 ptxas, CHUNK 2048)
 #: stream_write_first: 1 = streamed rows with α ∈ {2, 1.5} (python float, solver auto) write p at
 #: the lane-maxima subset's root in the first pass after pass 1 and certify it there by a
 #: support count (2 reads when it holds: on randn rows of 16384 always at α = 2, 73 % of rows
@@ -970,8 +971,8 @@ def _prefetch(R: int, cfg: dict) -> int:
 def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
     """Chunks per streaming loop step, a power of two, no more than the row needs:
     ``CONFIG["stream_unroll"]`` for the fast modes, ``CONFIG["stream_unroll_generic"]`` for α
-    tensors, generic powers and float64 (their kernels already spill at the register cap with
-    U = 1: more chunks per step were not measured for them)."""
+    tensors, generic powers and float64 (more chunks per step were not measured for them, and
+    their kernels spill more with them)."""
     return _steps(D, chunk, cfg, "stream_unroll" if fast else "stream_unroll_generic")
 
 
