@@ -46,7 +46,8 @@ Kernels:
   entries (a subset, so its threshold is ≤ τ*), solved on chip first.
 * ``_fwd_stream_kernel`` (longer rows, one program per row, U·CHUNK columns per loop step:
   U = ``CONFIG["stream_unroll"]`` chunks loaded at once, so a pass is a few long round trips
-  to memory rather than many short dependent ones): pass 1 reads the row once for the lane maxima v_j = max_c x[c·CHUNK + j] (one
+  to memory rather than many short dependent ones): pass 1 reads the row once for the lane
+  maxima v_j = max_c x[c·CHUNK + j] (one
   NaN-propagating max per entry, which also flags NaN/+inf rows); the entmax threshold of that
   subset (solved on chip, started from a one-round multi-level lower bound on the maxima of 8
   consecutive lanes, ``_levels_start``) is a lower bound on τ* (adding elements only raises f).
