@@ -126,6 +126,12 @@ if [ "${1:-}" = unroll2 ]; then
   # streaming defaults (CHUNK 1024 / U 4 for the fast modes); then the launches those defaults do
   # not cover yet: a generic alpha (1.3, exp2/log2) and a per-row alpha tensor (run-time power
   # branch) with U 4 and CHUNK 1024; the backward with U 2 / 4 (about 7 minutes in all)
+  # the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
+  # and the forward writing p at the lane-maxima subset's root first (stream_write_first)
+  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
+    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4;wf:stream_write_first=1;wf2k:stream_write_first=1,chunk=2048" \
+    > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
+  grep "^|" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
   gpu_tests 200
   timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
     --shapes 1024x16384,256x65536 --out /tmp/pg1 \
@@ -135,11 +141,6 @@ if [ "${1:-}" = unroll2 ]; then
     --shapes 1024x16384,256x65536 --out /tmp/pg2 \
     --configs "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024" \
     > "$O/rowwise_tensor.txt" 2>&1; echo "tensor rc $?"
-  # the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
-  # and the forward writing p at the lane-maxima subset's root first (stream_write_first)
-  timeout 120 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4;wf:stream_write_first=1" \
-    > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
   grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
   exit 0
 fi
