@@ -132,6 +132,13 @@ if [ "${1:-}" = unroll2 ]; then
     --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4;wf:stream_write_first=1;wf2k:stream_write_first=1,chunk=2048" \
     > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
   grep "^|" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
+  # the on-chip kernel (rows <= 1024) with a register cap: 112-120 registers give 18 one-warp
+  # programs per SM; 96 / 80 give 21 / 25 (sm_90 ptxas, triton 3.6: alpha = 2 no spill at 96,
+  # 12 B at 80; alpha = 1.5 56 / 120 B)
+  timeout 90 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
+    --shapes 16384x1024 --out /tmp/pg4 --configs "r96:onchip_maxnreg=96;r80:onchip_maxnreg=80" \
+    > "$O/rowwise_onchip_regs.txt" 2>&1; echo "onchip regs rc $?"
+  grep "^|" "$O/rowwise_onchip_regs.txt" | cut -d'|' -f2-8,12
   gpu_tests 200
   timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
     --shapes 1024x16384,256x65536 --out /tmp/pg1 \
