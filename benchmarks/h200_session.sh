@@ -122,11 +122,7 @@ if [ "${1:-}" = unroll ]; then
   exit 0
 fi
 if [ "${1:-}" = unroll2 ]; then
-  # (written 2026-12-06 late, for the next device call) every GPU-marked test with the new
-  # streaming defaults (CHUNK 1024 / U 4 for the fast modes); then the launches those defaults do
-  # not cover yet: a generic alpha (1.3, exp2/log2) and a per-row alpha tensor (run-time power
-  # branch) with U 4 and CHUNK 1024; the backward with U 2 / 4 (about 7 minutes in all)
-  # the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
+  # (written 2026-12-06 late, for the next device call; about 7 minutes) the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
   # and the forward writing p at the lane-maxima subset's root first (stream_write_first)
   timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
     --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b2:bwd_unroll=2;b4:bwd_unroll=4;wf:stream_write_first=1;wf2k:stream_write_first=1,chunk=2048" \
@@ -139,7 +135,13 @@ if [ "${1:-}" = unroll2 ]; then
     --shapes 16384x1024 --out /tmp/pg4 --configs "r96:onchip_maxnreg=96;r80:onchip_maxnreg=80" \
     > "$O/rowwise_onchip_regs.txt" 2>&1; echo "onchip regs rc $?"
   grep "^|" "$O/rowwise_onchip_regs.txt" | cut -d'|' -f2-8,12
+  # every GPU-marked test with the new streaming defaults (CHUNK 1024 / U 4 for the fast modes)
   gpu_tests 200
+  exit 0
+fi
+if [ "${1:-}" = generic ]; then
+  # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
+  # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024
   timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
     --shapes 1024x16384,256x65536 --out /tmp/pg1 \
     --configs "g4:stream_unroll_generic=4;g4c1k:stream_unroll_generic=4,chunk=1024" \
@@ -148,7 +150,7 @@ if [ "${1:-}" = unroll2 ]; then
     --shapes 1024x16384,256x65536 --out /tmp/pg2 \
     --configs "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024" \
     > "$O/rowwise_tensor.txt" 2>&1; echo "tensor rc $?"
-  grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
+  grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" | cut -d'|' -f2-8,12
   exit 0
 fi
 if [ "${1:-}" = table ]; then
