@@ -147,7 +147,8 @@ CHUNK = None
 #: the lane-maxima subset's root in the first pass after pass 1 and certify it there by a
 #: support count (2 reads when it holds: on randn rows of 16384 always at α = 2, 73 % of rows
 #: at α = 1.5 with 1024 lanes; else 4 reads, 2 writes).  0 (default): not measured since the
-#: passes were shortened (a first version lost in November, when every pass was chain-bound)
+#: passes were shortened (a first version lost in November, when every pass was chain-bound);
+#: 2 = only for α = 2 (whose small supports the subset holds on random rows)
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U > 1 not yet
 #: measured; forward+backward is 0.83–1.00× softmax's with 1)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
@@ -977,6 +978,16 @@ def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
     return _steps(D, chunk, cfg, "stream_unroll" if fast else "stream_unroll_generic")
 
 
+def _write_first(mode: int, sid: int, cfg: dict) -> bool:
+    """Whether a streamed launch writes p first at the lane-maxima subset's root
+    (``CONFIG["stream_write_first"]``: 0 never, 1 for α ∈ {2, 1.5}, 2 for α = 2; only with a
+    python-float α, whose compile-time mode is 0 / 1 there, and the auto solver)."""
+    wf = cfg["stream_write_first"]
+    if isinstance(wf, bool) or not isinstance(wf, int) or wf not in (0, 1, 2):
+        raise ValueError(f"stream_write_first must be 0, 1 or 2, got {wf!r}")
+    return sid == 0 and ((wf == 1 and mode in (0, 1)) or (wf == 2 and mode == 0))
+
+
 def _steps(D: int, chunk: int, cfg: dict, key: str) -> int:
     """``cfg[key]`` chunks per loop step (a power of two, checked), at most the row's chunk
     count rounded up to a power of two."""
@@ -1101,7 +1112,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
-            WRITE_FIRST=bool(cfg["stream_write_first"]) and mode in (0, 1) and sid == 0,
+            WRITE_FIRST=_write_first(mode, sid, cfg),
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res

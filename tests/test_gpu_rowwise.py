@@ -236,7 +236,7 @@ def test_hypothesis_stream_layouts(device, data):
     alpha = data.draw(st.sampled_from([1.5, 2.0, 1.25]), label="alpha")
     cfg = dict(stream_unroll=data.draw(st.sampled_from([1, 2, 4]), label="unroll"),
                stream_prefetch=data.draw(st.sampled_from([0, 1]), label="prefetch"),
-               stream_write_first=data.draw(st.sampled_from([0, 1]), label="write_first"))
+               stream_write_first=data.draw(st.sampled_from([0, 1, 2]), label="write_first"))
     shift = data.draw(st.sampled_from([0.0, 1e3, -1e4]), label="shift")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     if kind == "grid":
@@ -402,6 +402,10 @@ def test_bad_arguments(device):
     with pytest.raises(ValueError, match="stream_unroll_generic"):
         rowwise.entmax_forward(torch.randn(2, 40, device=device), 1.7, max_onchip=16, chunk=16,
                                config=dict(stream_unroll_generic=0))
+    for wf in (3, -1, True, 1.0):
+        with pytest.raises(ValueError, match="stream_write_first"):
+            rowwise.entmax_forward(torch.randn(2, 40, device=device), 2.0, max_onchip=16,
+                                   chunk=16, config=dict(stream_write_first=wf))
 
 
 def test_stream_launch_rule():
@@ -420,6 +424,11 @@ def test_stream_launch_rule():
     assert rowwise._unroll(16384, 2048, cfg, False) == 1
     assert rowwise._unroll(1500, 1024, cfg, True) == 2
     assert rowwise._unroll(3000, 1024, cfg, True) == 4
+    # write-first: 1 for α ∈ {2, 1.5} (modes 0, 1), 2 for α = 2 only; auto solver only
+    for wf, want in ((0, [False, False, False]), (1, [True, True, False]), (2, [True, False, False])):
+        c = dict(cfg, stream_write_first=wf)
+        assert [rowwise._write_first(m, 0, c) for m in (0, 1, 3)] == want
+        assert not rowwise._write_first(0, 1, c)
 
 
 # ------------------------------------------------------------------------------ backward
