@@ -141,6 +141,17 @@ if [ "${1:-}" = unroll2 ]; then
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
   exit 0
 fi
+if [ "${1:-}" = wfdefault ]; then
+  # (2026-12-07) write-first as the default (alpha = 2, and alpha = 1.5 above 512 rows, with
+  # 2048-wide chunks above 512 rows) against the previous default (old), then the row-wise GPU tests
+  timeout 120 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
+    --shapes 1024x16384,256x65536 --out /tmp/pg5 --configs "old:stream_write_first=0" \
+    > "$O/rowwise_wfdefault.txt" 2>&1; echo "wfdefault rc $?"
+  grep "^|" "$O/rowwise_wfdefault.txt" | cut -d'|' -f2-8,12
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'not attention'" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  exit 0
+fi
 if [ "${1:-}" = generic ]; then
   # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
   # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024

@@ -154,7 +154,7 @@ CHUNK = None
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
-              stream_write_first=0)
+              stream_write_first=-1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -953,15 +953,16 @@ def _fast_mode(mode: int, f64: bool) -> bool:
     return mode in (0, 1, 3) and not f64
 
 
-def _chunk(R: int, chunk: int | None, fast: bool = True) -> int:
+def _chunk(R: int, chunk: int | None, fast: bool = True, write_first: bool = False) -> int:
     """Streaming chunk width: wider chunks (more warps per row) when rows are few; above 512
     rows 1024 (4 warps, U chunks per step) for the fast modes, 2048 (8 warps) for the others
-    (α tensors and generic powers keep the layout they were measured with)."""
+    (α tensors and generic powers keep the layout they were measured with) and for the
+    write-first launches (whose 2048 lane maxima hold the support more often)."""
     if chunk is not None:
         return int(chunk)
     if CHUNK is not None:
         return int(CHUNK)
-    return 4096 if R <= 512 else (1024 if fast else 2048)
+    return 4096 if R <= 512 else (1024 if fast and not write_first else 2048)
 
 
 def _prefetch(R: int, cfg: dict) -> int:
@@ -978,13 +979,16 @@ def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
     return _steps(D, chunk, cfg, "stream_unroll" if fast else "stream_unroll_generic")
 
 
-def _write_first(mode: int, sid: int, cfg: dict) -> bool:
+def _write_first(mode: int, sid: int, cfg: dict, R: int) -> bool:
     """Whether a streamed launch writes p first at the lane-maxima subset's root
-    (``CONFIG["stream_write_first"]``: 0 never, 1 for α ∈ {2, 1.5}, 2 for α = 2; only with a
-    python-float α, whose compile-time mode is 0 / 1 there, and the auto solver)."""
+    (``CONFIG["stream_write_first"]``: 0 never, 1 for α ∈ {2, 1.5}, 2 for α = 2, −1 (default)
+    for α = 2 and for α = 1.5 above 512 rows, as measured; only with a python-float α, whose
+    compile-time mode is 0 / 1 there, and the auto solver)."""
     wf = cfg["stream_write_first"]
-    if isinstance(wf, bool) or not isinstance(wf, int) or wf not in (0, 1, 2):
-        raise ValueError(f"stream_write_first must be 0, 1 or 2, got {wf!r}")
+    if isinstance(wf, bool) or not isinstance(wf, int) or wf not in (-1, 0, 1, 2):
+        raise ValueError(f"stream_write_first must be -1, 0, 1 or 2, got {wf!r}")
+    if wf == -1:
+        return sid == 0 and (mode == 0 or (mode == 1 and R > 512))
     return sid == 0 and ((wf == 1 and mode in (0, 1)) or (wf == 2 and mode == 0))
 
 
@@ -1106,13 +1110,14 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             **_maxnreg(cfg["onchip_maxnreg"]))
     else:
         fast = _fast_mode(mode, f64)
-        ch = _chunk(R, chunk, fast)
+        wf = _write_first(mode, sid, cfg, R)
+        ch = _chunk(R, chunk, fast, wf)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
-            WRITE_FIRST=_write_first(mode, sid, cfg),
+            WRITE_FIRST=wf,
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res
