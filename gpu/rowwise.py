@@ -54,7 +54,10 @@ Kernels:
   Each solver iteration is one more read (usually from L2), starting from that bound; when the
   subset already holds the support, a single certifying pass suffices. A last pass writes p.
   Passes: 1 + iterations + 1 reads, 1 write (measured mean iterations on randn rows: 1.0 for
-  α = 2, 1.02 for 1.5, 2.0 for 1.25). With at most 512 rows each step's tile is issued one
+  α = 2, 1.02 for 1.5, 2.0 for 1.25).  Write-first (default for α = 2, and for α = 1.5 above
+  512 rows): the pass after pass 1 writes p at the subset's root and counts the row's entries
+  above it; as many as the subset's means the same support, so the row is done in 2 reads and
+  1 write; otherwise the solver passes and a second write follow. With at most 512 rows each step's tile is issued one
   step ahead (``CONFIG["stream_prefetch"]``). ``iterations`` counts the full-row passes (the
   subset solves are not counted; 0 for a row whose write at the subset's root certified it,
   ``CONFIG["stream_write_first"]``). The bracket's upper end is −d^{1−α} from the row length d
@@ -107,7 +110,7 @@ _SOLVER_ID = {"auto": 0, "bisect": 1, "newton": 2, "halley": 3}
 #: rows up to this length are solved fully on chip (one read, one write), one warp per row
 MAX_ONCHIP = 1024
 #: chunk width of the streaming kernel (longer rows); None = 4096 for ≤ 512 rows, else 1024
-#: (2048 for α tensors, generic powers and float64)
+#: (2048 for α tensors, generic powers, float64 and the write-first launches)
 #: (with ``CONFIG["stream_unroll"]`` = 4 chunks per loop step; docs/benchmarks_gpu_rowwise.md)
 CHUNK = None
 #: launch configuration (module-level so that benchmarks can sweep it):
@@ -146,11 +149,16 @@ CHUNK = None
 #: stream_write_first: 1 = streamed rows with α ∈ {2, 1.5} (python float, solver auto) write p at
 #: the lane-maxima subset's root in the first pass after pass 1 and certify it there by a
 #: support count (2 reads when it holds: on randn rows of 16384 always at α = 2, 73 % of rows
-#: at α = 1.5 with 1024 lanes; else 4 reads, 2 writes).  0 (default): not measured since the
-#: passes were shortened (a first version lost in November, when every pass was chain-bound);
-#: 2 = only for α = 2 (whose small supports the subset holds on random rows)
-#: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U > 1 not yet
-#: measured; forward+backward is 0.83–1.00× softmax's with 1)
+#: at α = 1.5 with 1024 lanes, 91 % with 2048; else 4 reads, 2 writes); 2 = only for α = 2;
+#: 0 = never; −1 (default) = α = 2, and α = 1.5 above 512 rows, those launches above 512 rows
+#: with 2048-wide chunks (``_chunk``).  H100, paired medians of 3 rounds, ratio to softmax,
+#: previous default (1024-wide chunks, no write-first) → write-first: 1024×16384 α = 2 1.37 →
+#: 1.17 (2048-wide; 1.44 with 1024-wide chunks), α = 1.5 1.39 → 1.31 (1.65 with 1024-wide);
+#: 256×65536 α = 2 0.86 → 0.75, α = 1.5 1.01 → 1.04 (so not taken there).  Not measured on
+#: an H200, where the previous default was 1.23 / 1.17 at 1024×16384.
+#: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
+#: different on an H100, forward+backward 0.93 / 0.92 / 0.84 / 0.78× softmax's with either at
+#: 1024×16384 and 256×65536, α = 1.5 / 2)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
