@@ -9,10 +9,12 @@
 # `... prefix`: validation and the prefix-sum copy (2026-12-06, night);
 # `... breakdown`: the alpha > 2 bracket's validation, the scan with two query blocks per program
 # (since removed), the solve's breakdown; `... unroll`: the row-wise streaming tile sweep
-# (run 2026-12-06 late); `... unroll2`: its follow-up (GPU tests, generic and tensor alpha, the
-# backward's bwd_unroll), `... table`: the full paired table;
+# (run 2026-12-06 late); `... unroll2`: its follow-up (write-first, bwd_unroll, on-chip register
+# caps, row-wise GPU tests; run 2026-12-07 on an H100); next, not yet run (no device time):
+# `... wfdefault`: the write-first default against the previous one and the row-wise GPU tests
+# with it; `... generic`: generic and tensor alpha with U 4; `... table`: the full paired table;
 # `... breakdown stages2`: the TMA scan option, the N = 16k
-# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night, not yet run: no device time).
+# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
