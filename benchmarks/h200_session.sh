@@ -145,9 +145,12 @@ if [ "${1:-}" = unroll2 ]; then
 fi
 if [ "${1:-}" = wfdefault ]; then
   # (2026-12-07) write-first as the default (alpha = 2, and alpha = 1.5 above 512 rows, with
-  # 2048-wide chunks above 512 rows) against the previous default (old), then the row-wise GPU tests
-  timeout 120 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg5 --configs "old:stream_write_first=0" \
+  # 2048-wide chunks above 512 rows) against the previous default (old), the two-per-lane subset
+  # (t2; t2c1k with 1024-wide chunks), write-first for alpha = 1.5 at <= 512 rows too (wf1),
+  # then the row-wise GPU tests (about 4 minutes)
+  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
+    --shapes 1024x16384,256x65536 --out /tmp/pg5 \
+    --configs "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1" \
     > "$O/rowwise_wfdefault.txt" 2>&1; echo "wfdefault rc $?"
   grep "^|" "$O/rowwise_wfdefault.txt" | cut -d'|' -f2-8,12
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'not attention'" \

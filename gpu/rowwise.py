@@ -57,7 +57,9 @@ Kernels:
   α = 2, 1.02 for 1.5, 2.0 for 1.25).  Write-first (default for α = 2, and for α = 1.5 above
   512 rows): the pass after pass 1 writes p at the subset's root and counts the row's entries
   above it; as many as the subset's means the same support, so the row is done in 2 reads and
-  1 write; otherwise the solver passes and a second write follow. With at most 512 rows each step's tile is issued one
+  1 write; otherwise the solver passes and a second write follow (optional,
+  ``CONFIG["stream_top2"]``: the subset holds each lane's two largest entries, so it misses the
+  support only where three support entries share a lane). With at most 512 rows each step's tile is issued one
   step ahead (``CONFIG["stream_prefetch"]``). ``iterations`` counts the full-row passes (the
   subset solves are not counted; 0 for a row whose write at the subset's root certified it,
   ``CONFIG["stream_write_first"]``). The bracket's upper end is −d^{1−α} from the row length d
@@ -149,20 +151,26 @@ CHUNK = None
 #: stream_write_first: 1 = streamed rows with α ∈ {2, 1.5} (python float, solver auto) write p at
 #: the lane-maxima subset's root in the first pass after pass 1 and certify it there by a
 #: support count (2 reads when it holds: on randn rows of 16384 always at α = 2, 73 % of rows
-#: at α = 1.5 with 1024 lanes, 91 % with 2048; else 4 reads, 2 writes); 2 = only for α = 2;
+#: at α = 1.5 with 1024 lanes, 86–91 % with 2048; else 4 reads, 2 writes); 2 = only for α = 2;
 #: 0 = never; −1 (default) = α = 2, and α = 1.5 above 512 rows, those launches above 512 rows
 #: with 2048-wide chunks (``_chunk``).  H100, paired medians of 3 rounds, ratio to softmax,
 #: previous default (1024-wide chunks, no write-first) → write-first: 1024×16384 α = 2 1.37 →
 #: 1.17 (2048-wide; 1.44 with 1024-wide chunks), α = 1.5 1.39 → 1.31 (1.65 with 1024-wide);
 #: 256×65536 α = 2 0.86 → 0.75, α = 1.5 1.01 → 1.04 (so not taken there).  Not measured on
 #: an H200, where the previous default was 1.23 / 1.17 at 1024×16384.
+#: stream_top2: 1 = the streamed subset holds every lane's two largest entries instead of one
+#: (2·CHUNK values: it holds the support unless three support entries share a lane, so more
+#: rows certify at the write-first pass — α = 1.5 on 256 randn rows of 16384, float64
+#: supports: 73 % → 99.6 % of rows with 1024 lanes, 86 % → 100 % with 2048; the subset solve
+#: works on twice the values and pass 1 does a few more operations per entry).  0 (default):
+#: not measured on a GPU.
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
 #: different on an H100, forward+backward 0.93 / 0.92 / 0.84 / 0.78× softmax's with either at
 #: 1024×16384 and 256×65536, α = 1.5 / 2)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
-              stream_write_first=-1)
+              stream_write_first=-1, stream_top2=0)
 
 INF = tl.constexpr(float("inf"))
 
@@ -552,6 +560,22 @@ def _fold_min(t, U: tl.constexpr):
 
 
 @triton.jit
+def _fold_top2(t, U: tl.constexpr):
+    """Per-lane largest and second largest of a [U, CHUNK] tile's U chunks, as a multiset (a
+    value held twice in a lane is both; −inf where a lane has one entry).  Two distinct entries
+    of the row per lane, whatever the ties."""
+    if U > 1:
+        m1 = tl.max(t, 0, keep_dims=True)
+        eq = t == m1
+        m2 = tl.max(tl.where(eq, -INF, t), 0, keep_dims=True)
+        m2 = tl.where(tl.sum(eq.to(tl.int32), 0, keep_dims=True) >= 2, m1, m2)
+    else:
+        m1 = t
+        m2 = t * 0.0 - INF
+    return m1, m2
+
+
+@triton.jit
 def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
     """Per-lane NaN-propagating maximum of a [U, CHUNK] tile's U chunks ([1, CHUNK]).
     REDUCE (compiled launches): one ``tl.reduce`` with a NaN-propagating max; else (the
@@ -685,7 +709,8 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                        CHUNK: tl.constexpr, SOLVER: tl.constexpr, F64: tl.constexpr,
                        MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
                        SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1,
-                       REDUCE_NAN: tl.constexpr = True, WRITE_FIRST: tl.constexpr = False):
+                       REDUCE_NAN: tl.constexpr = True, WRITE_FIRST: tl.constexpr = False,
+                       TOP2: tl.constexpr = False):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
@@ -699,11 +724,17 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
     # ---- pass 1: max, NaN/inf flags and lane maxima ----------------------------------
     vmax = zero2 - INF
+    vsec = zero2 - INF      # TOP2: per-lane second largest entries (the subset doubles)
     STEP: tl.constexpr = U * CHUNK
     xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-        x = _fold_max_nan(x.to(zero2.dtype), U, REDUCE_NAN)
+        x = x.to(zero2.dtype)
+        if TOP2:
+            # top two of {vmax, vsec} ∪ {s1, s2} (vmax ≥ vsec, s1 ≥ s2), before vmax moves
+            s1, s2 = _fold_top2(x, U)
+            vsec = tl.maximum(tl.minimum(vmax, s1), tl.maximum(vsec, s2))
+        x = _fold_max_nan(x, U, REDUCE_NAN)
         # one NaN-propagating max per entry: a NaN reaches its lane's maximum (an earlier
         # version also counted the finite entries and flagged NaN/inf per entry: 4 more
         # operations per entry, measurably slower on an H100)
@@ -736,7 +767,14 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     # ---- lower bound from the subset of lane maxima (solved on chip) ----------------
     zsv = (alpha - 1.0)[:, None] * (vmax - m[:, None])
     zsv = tl.where(bad[:, None], 0.0, zsv)
-    hsub = _upper_bound(alpha, tl.sum((vmax > -INF).to(zero2.dtype), 1), F64)
+    if TOP2:
+        # the subset: every lane's two largest entries, interleaved ([1, 2·CHUNK])
+        zs2 = (alpha - 1.0)[:, None] * (vsec - m[:, None])
+        zs2 = tl.where(bad[:, None] | (vsec != vsec), -INF, zs2)
+        zsv = tl.reshape(tl.join(zsv, zs2), [1, 2 * CHUNK])
+        hsub = _upper_bound(alpha, tl.sum((zsv > -INF).to(zero2.dtype), 1), F64)
+    else:
+        hsub = _upper_bound(alpha, tl.sum((vmax > -INF).to(zero2.dtype), 1), F64)
     tau0 = neg1
     if LEV > 0:
         tau0 = tl.where(bad | soft, neg1, _levels_start(zsv, hsub, alpha, q, mode, LEV, 8, F64))
@@ -1125,7 +1163,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
-            WRITE_FIRST=wf,
+            WRITE_FIRST=wf, TOP2=bool(cfg["stream_top2"]),
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res

@@ -160,7 +160,8 @@ def cases():
                         SCALAR_ALPHA=scalar), 8,
                    R._maxnreg(R.CONFIG["stream_maxnreg"]))
         fast = R._fast_mode(mode, False)
-        for ch, u, pf, nw in ((1024, 4, 0, 4), (4096, 4, 1, 16), (2048, 2, 0, 8)) if fast else ():
+        for ch, u, pf, nw in ((1024, 4, 0, 4), (2048, 4, 0, 8), (4096, 4, 1, 16),
+                              (2048, 2, 0, 8)) if fast else ():
             if mode != 1 and u == 2:
                 continue
             if mode in (0, 1) and u == 4:
@@ -168,6 +169,12 @@ def cases():
                        R._fwd_stream_kernel,
                        dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                             SCALAR_ALPHA=scalar, U=u, WRITE_FIRST=True), nw,
+                       R._maxnreg(R.CONFIG["stream_maxnreg"]))
+                # the two-per-lane subset (CONFIG stream_top2)
+                yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf} write first top2",
+                       R._fwd_stream_kernel,
+                       dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
+                            SCALAR_ALPHA=scalar, U=u, WRITE_FIRST=True, TOP2=True), nw,
                        R._maxnreg(R.CONFIG["stream_maxnreg"]))
             # the fast modes' defaults (more than 512 rows / at most 512), one other unroll
             yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf}",

@@ -245,7 +245,8 @@ def test_hypothesis_stream_layouts(device, data):
     alpha = data.draw(st.sampled_from([1.5, 2.0, 1.25]), label="alpha")
     cfg = dict(stream_unroll=data.draw(st.sampled_from([1, 2, 4]), label="unroll"),
                stream_prefetch=data.draw(st.sampled_from([0, 1]), label="prefetch"),
-               stream_write_first=data.draw(st.sampled_from([-1, 0, 1, 2]), label="write_first"))
+               stream_write_first=data.draw(st.sampled_from([-1, 0, 1, 2]), label="write_first"),
+               stream_top2=data.draw(st.sampled_from([0, 1]), label="top2"))
     shift = data.draw(st.sampled_from([0.0, 1e3, -1e4]), label="shift")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     if kind == "grid":
@@ -260,6 +261,38 @@ def test_hypothesis_stream_layouts(device, data):
     assert (p - ref).abs().max().item() < 2e-6
     assert (p.sum(1) - 1.0).abs().max().item() < 1e-5
     assert torch.equal(res.support_size.cpu(), (res.p.cpu() > 0).sum(1).to(torch.int32))
+
+
+@pytest.mark.parametrize("alpha", [2.0, 1.5])
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_stream_top2_subset(device, alpha, unroll):
+    """The two-per-lane subset (``stream_top2``): a row whose two support entries share a lane
+    (columns j and j + CHUNK) is not certified by the lane maxima (its write is redone after a
+    solver pass) but is certified by the lane top two (no solver pass); a lane with a value
+    held twice keeps both; both give the exact answer, as do rows of every other kind."""
+    max_onchip, chunk = _cfg(device)["stream"]
+    gen = torch.Generator().manual_seed(5)
+    D = 3 * chunk + 7
+    x = 0.01 * _rows("randn", 4, D, gen) - 5.0       # far below the top: outside the support
+    x[0, 3], x[0, 3 + chunk] = 1.0, 0.9              # support {3, 3 + CHUNK}: one lane
+    x[1, 5] = x[1, 5 + 2 * chunk] = 1.0              # a value held twice in one lane
+    x[2] = _rows("randn", 1, D, gen)[0]
+    x[3, :] = -float("inf")
+    x[3, 7], x[3, 7 + chunk] = 0.5, 0.25             # a lane with two finite entries, rest −inf
+    x = x.to(device)
+    ref = entmax_reference(x.double().cpu(), torch.full((4,), alpha, dtype=torch.float64))
+    its = {}
+    for top2 in (0, 1):
+        res = rowwise.entmax_forward(x, alpha, max_onchip=max_onchip, chunk=chunk,
+                                     config=dict(stream_write_first=1, stream_top2=top2,
+                                                 stream_unroll=unroll))
+        p = res.p.cpu().double()
+        assert bool(res.converged.all())
+        assert (p - ref).abs().max().item() < 2e-6
+        assert torch.equal(res.support_size.cpu(), (res.p.cpu() > 0).sum(1).to(torch.int32))
+        its[top2] = res.iterations.cpu()
+    for r in (0, 1, 3):
+        assert int(its[0][r]) >= 1 and int(its[1][r]) == 0, (r, its)
 
 
 @pytest.mark.parametrize("group", [0, 2, 4])
