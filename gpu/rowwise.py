@@ -124,7 +124,10 @@ CHUNK = None
 #: group / group_min_d: optional on-chip subset lower bound from maxima of `group`
 #: consecutive entries, used when the row block is at least group_min_d wide (0 disables;
 #: it cuts full-row passes to ~1 for α ∈ {1.5, 2} but its second solve loop cost more than
-#: it saved on an H100, so it is off by default)
+#: it saved on an H100, so it is off by default.  As compiled for sm_90 (triton 3.6, 1024-wide
+#: rows) group 32 takes 255 registers and spills 1.6 kB: the re-read 3-D tile gives the row
+#: tile a replicated layout (256 entries per thread); a reshape of the row tile instead
+#: crashes triton 3.6's layout pass.  Fix that before timing it again)
 #: stream_prefetch: 1 / 0 = always / never issue the load of a streamed row's next chunk before
 #: the current chunk's arithmetic (two chunks in registers), −1 = only when there are at most
 #: 512 rows (measured on an H100: 256×65536 1.41 → 1.16× softmax at α = 1.5, 1.22 → 1.04× at
