@@ -31,6 +31,15 @@ print("cases", len(rows), "max rel out/dq/dk/dv (fp32, alpha<=2):",
       "all det:", all(r["det"] for r in rows))
 PY
 }
+paired() {  # TIMEOUT TAG SHAPES ALPHAS CONFIGS: paired row-wise timings (3 rounds), table printed
+  timeout $1 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas $4 \
+    --shapes $3 --out /tmp/p_$2 --configs "$5" > "$O/rowwise_$2.txt" 2>&1; echo "$2 rc $?"
+  grep "^|" "$O/rowwise_$2.txt" | cut -d'|' -f2-8,12
+}
+rowwise_tests() {  # TIMEOUT: the row-wise GPU-marked tests (not the attention ones), 8 workers
+  timeout $1 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'not attention'" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+}
 gpu_tests() {  # TIMEOUT: every GPU-marked test (attention and row-wise), 8 workers
   timeout $1 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 3 "$O/pytest_gpu.txt"
@@ -124,23 +133,19 @@ if [ "${1:-}" = unroll ]; then
   exit 0
 fi
 if [ "${1:-}" = unroll2 ]; then
-  # (written 2026-12-06 late, for the next device call; about 5 minutes) the backward's streamed passes with 2 / 4 chunks per step (CONFIG bwd_unroll; f+b columns)
-  # and the forward writing p at the lane-maxima subset's root first (stream_write_first)
-  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg3 --configs "b4:bwd_unroll=4;wf:stream_write_first=1;wf2k:stream_write_first=1,chunk=2048" \
-    > "$O/rowwise_bwd.txt" 2>&1; echo "bwd rc $?"
-  grep "^|" "$O/rowwise_bwd.txt" | cut -d'|' -f2-8,12
+  # (written 2026-12-06 late; run 2026-12-07 on an H100, about 5 minutes, with write-first still
+  # off by default) the backward's streamed passes with 4 chunks per step (CONFIG bwd_unroll;
+  # f+b columns) and the forward writing p at the lane-maxima subset's root first
+  # (stream_write_first), also with 2048-wide chunks
+  paired 150 bwd 1024x16384,256x65536 1.5,2.0 \
+    "b4:bwd_unroll=4;wf:stream_write_first=1;wf2k:stream_write_first=1,chunk=2048"
   # the on-chip kernel (rows <= 1024) with a register cap: 112-120 registers give 18 one-warp
   # programs per SM; 96 / 80 give 21 / 25 (sm_90 ptxas, triton 3.6: alpha = 2 no spill at 96,
   # 12 B at 80; alpha = 1.5 56 / 120 B)
-  timeout 90 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 16384x1024 --out /tmp/pg4 --configs "r96:onchip_maxnreg=96;r80:onchip_maxnreg=80" \
-    > "$O/rowwise_onchip_regs.txt" 2>&1; echo "onchip regs rc $?"
-  grep "^|" "$O/rowwise_onchip_regs.txt" | cut -d'|' -f2-8,12
+  paired 90 onchip_regs 16384x1024 1.5,2.0 "r96:onchip_maxnreg=96;r80:onchip_maxnreg=80"
   # the row-wise GPU-marked tests with the new streaming defaults (CHUNK 1024 / U 4 for the fast
   # modes; the attention code has not changed since its last GPU run)
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'not attention'" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  rowwise_tests 150
   exit 0
 fi
 if [ "${1:-}" = wfdefault ]; then
@@ -148,13 +153,9 @@ if [ "${1:-}" = wfdefault ]; then
   # 2048-wide chunks above 512 rows) against the previous default (old), the two-per-lane subset
   # (t2; t2c1k with 1024-wide chunks), write-first for alpha = 1.5 at <= 512 rows too (wf1),
   # then the row-wise GPU tests (about 4 minutes)
-  timeout 150 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5,2.0 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg5 \
-    --configs "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1" \
-    > "$O/rowwise_wfdefault.txt" 2>&1; echo "wfdefault rc $?"
-  grep "^|" "$O/rowwise_wfdefault.txt" | cut -d'|' -f2-8,12
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'not attention'" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1"
+  rowwise_tests 150
   exit 0
 fi
 if [ "${1:-}" = generic ]; then
