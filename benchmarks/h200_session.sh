@@ -161,15 +161,10 @@ fi
 if [ "${1:-}" = generic ]; then
   # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
   # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024
-  timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.3 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg1 \
-    --configs "g4:stream_unroll_generic=4;g4c1k:stream_unroll_generic=4,chunk=1024" \
-    > "$O/rowwise_generic.txt" 2>&1; echo "generic rc $?"
-  timeout 130 python3 benchmarks/gpu_rowwise.py --paired 3 --reps 100 --graph --check --alphas 1.5 \
-    --shapes 1024x16384,256x65536 --out /tmp/pg2 \
-    --configs "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024" \
-    > "$O/rowwise_tensor.txt" 2>&1; echo "tensor rc $?"
-  grep "^|" "$O/rowwise_generic.txt" "$O/rowwise_tensor.txt" | cut -d'|' -f2-8,12
+  paired 130 generic 1024x16384,256x65536 1.3 \
+    "g4:stream_unroll_generic=4;g4c1k:stream_unroll_generic=4,chunk=1024"
+  paired 130 tensor 1024x16384,256x65536 1.5 \
+    "t1:tensor_alpha=1;t4:tensor_alpha=1,stream_unroll_generic=4;t4c1k:tensor_alpha=1,stream_unroll_generic=4,chunk=1024"
   exit 0
 fi
 if [ "${1:-}" = table ]; then
