@@ -574,7 +574,7 @@ def _fold_top2(t, U: tl.constexpr):
         m2 = tl.where(tl.sum(eq.to(tl.int32), 0, keep_dims=True) >= 2, m1, m2)
     else:
         m1 = t
-        m2 = t * 0.0 - INF
+        m2 = tl.zeros_like(t) - INF      # (not t·0 − ∞: NaN for t = ±∞)
     return m1, m2
 
 

@@ -277,8 +277,8 @@ def test_stream_top2_subset(device, alpha, unroll):
     x[0, 3], x[0, 3 + chunk] = 1.0, 0.9              # support {3, 3 + CHUNK}: one lane
     x[1, 5] = x[1, 5 + 2 * chunk] = 1.0              # a value held twice in one lane
     x[2] = _rows("randn", 1, D, gen)[0]
-    x[3, :] = -float("inf")
-    x[3, 7], x[3, 7 + chunk] = 0.5, 0.25             # a lane with two finite entries, rest −inf
+    x[3, :] = -float("inf")                          # a lane whose first entry is −inf and
+    x[3, 7 + chunk], x[3, 7 + 2 * chunk] = 0.5, 0.25 # two finite ones follow, rest −inf
     x = x.to(device)
     ref = entmax_reference(x.double().cpu(), torch.full((4,), alpha, dtype=torch.float64))
     its = {}
