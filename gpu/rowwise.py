@@ -563,19 +563,17 @@ def _fold_min(t, U: tl.constexpr):
 
 
 @triton.jit
-def _fold_top2(t, U: tl.constexpr):
-    """Per-lane largest and second largest of a [U, CHUNK] tile's U chunks, as a multiset (a
-    value held twice in a lane is both; −inf where a lane has one entry).  Two distinct entries
-    of the row per lane, whatever the ties."""
+def _fold_second(t, m1, U: tl.constexpr):
+    """Per-lane second largest of a [U, CHUNK] tile's U chunks given their per-lane maximum
+    ``m1`` (``_fold_max_nan``), as a multiset (a value held twice in a lane is both; −inf where
+    a lane has one entry): with m1, two distinct entries of the row per lane, whatever the ties."""
     if U > 1:
-        m1 = tl.max(t, 0, keep_dims=True)
         eq = t == m1
         m2 = tl.max(tl.where(eq, -INF, t), 0, keep_dims=True)
         m2 = tl.where(tl.sum(eq.to(tl.int32), 0, keep_dims=True) >= 2, m1, m2)
     else:
-        m1 = t
         m2 = tl.zeros_like(t) - INF      # (not t·0 − ∞: NaN for t = ±∞)
-    return m1, m2
+    return m2
 
 
 @triton.jit
@@ -733,15 +731,14 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     for start in range(0, D, STEP):
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
         x = x.to(zero2.dtype)
+        s1 = _fold_max_nan(x, U, REDUCE_NAN)
         if TOP2:
             # top two of {vmax, vsec} ∪ {s1, s2} (vmax ≥ vsec, s1 ≥ s2), before vmax moves
-            s1, s2 = _fold_top2(x, U)
-            vsec = tl.maximum(tl.minimum(vmax, s1), tl.maximum(vsec, s2))
-        x = _fold_max_nan(x, U, REDUCE_NAN)
+            vsec = tl.maximum(tl.minimum(vmax, s1), tl.maximum(vsec, _fold_second(x, s1, U)))
         # one NaN-propagating max per entry: a NaN reaches its lane's maximum (an earlier
         # version also counted the finite entries and flagged NaN/inf per entry: 4 more
         # operations per entry, measurably slower on an H100)
-        vmax = tl.maximum(vmax, x, propagate_nan=tl.PropagateNan.ALL)
+        vmax = tl.maximum(vmax, s1, propagate_nan=tl.PropagateNan.ALL)
     lnan = vmax != vmax
     vmax = tl.where(lnan, -INF, vmax)
     m = tl.max(vmax, 1)
