@@ -132,7 +132,7 @@ def test_forward_stream_matches_reference(device, alpha):
         al = _alpha(a, 4, device)
         arg = _alpha_arg(alpha, al)
         res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk)
-        mode = {2.0: 0, 1.5: 1}.get(arg, 3) if isinstance(arg, float) else -1
+        mode = rowwise._mode_of(arg, True, x.dtype) if isinstance(arg, float) else -1
         wf = rowwise._write_first(mode, 0, rowwise.CONFIG, x.shape[0])
         assert wf == (isinstance(arg, float) and arg == 2.0)  # default: α = 2; 1.5 above 512 rows
         _check_forward(x, al, res, min_iters=0 if wf else 1)
