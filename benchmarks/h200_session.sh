@@ -158,6 +158,18 @@ if [ "${1:-}" = wfdefault ]; then
   rowwise_tests 150
   exit 0
 fi
+if [ "${1:-}" = wft2 ]; then
+  # (2026-12-07) wfdefault, then the row-wise GPU tests again with the two-per-lane subset on
+  # for every launch (a pytest plugin sets CONFIG["stream_top2"] = 1), so that it can become the
+  # default on the numbers of the same call (about 7 minutes)
+  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1"
+  rowwise_tests 150
+  mkdir -p /tmp/plug && printf 'from sparsemap_tools.gpu import rowwise\nrowwise.CONFIG["stream_top2"] = 1\n' > /tmp/plug/top2_on.py
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; export PYTHONPATH=/tmp/plug:\$PYTHONPATH; run_gpu_tests -q -n 8 -p top2_on -k 'not attention'" \
+    > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
+  exit 0
+fi
 if [ "${1:-}" = generic ]; then
   # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
   # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024
