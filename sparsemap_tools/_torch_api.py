@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _ops
 from . import _validate as V
 from ._numpy_api import paper_tau, rows_backend, warn_unconverged
 from .solvers import resolve_solver
@@ -153,13 +154,41 @@ def backward_rows(
     return dx, (dpda * dp).sum(dim=1)
 
 
+def _forward_p(x2d: torch.Tensor, alpha_rows: torch.Tensor | None, solver: str, backend: str,
+               tol, max_iter, alpha_value: float | None) -> torch.Tensor:
+    """p (R, d) in x2d's dtype: :func:`forward_rows`, or under ``torch.compile`` the custom
+    operator wrapping it (:mod:`sparsemap_tools._ops`)."""
+    if _ops.OPS is not None and _ops.compiling():
+        return _ops.OPS[0](x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value)
+    p = forward_rows(x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value)[0]
+    return p if p.dtype == x2d.dtype else p.to(x2d.dtype)
+
+
+def backward_kernels(p: torch.Tensor, dp: torch.Tensor, alpha_rows: torch.Tensor | None,
+                     alpha_value: float | None, need_alpha: bool,
+                     triton: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx, dα or None) for rows p of the forward: the Triton kernel for Triton forwards
+    (python-number α passed as such unless dα is needed), :func:`backward_rows` otherwise (the
+    CPU paths always have a per-row α tensor from :func:`prepare`).  dα in alpha_rows' dtype."""
+    if triton:
+        from .gpu import rowwise
+
+        a = alpha_rows if (need_alpha or alpha_value is None) else alpha_value
+        dx, da = rowwise.entmax_backward(p, dp.contiguous(), a, need_alpha)
+    else:
+        dx, da = backward_rows(p, dp, alpha_rows, need_alpha)
+    if da is not None:
+        da = da.to(alpha_rows.dtype)
+    return dx, da
+
+
 class EntmaxFunction(torch.autograd.Function):
-    """Row-wise alpha-entmax on (R, d) rows with per-row alpha (R,)."""
+    """Row-wise alpha-entmax on (R, d) rows with per-row alpha (R,).  Under ``torch.compile``
+    both passes go through the custom operators of :mod:`sparsemap_tools._ops`."""
 
     @staticmethod
     def forward(ctx, x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value=None):  # type: ignore[override]
-        p, _ = forward_rows(x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value)
-        p = p.to(x2d.dtype)
+        p = _forward_p(x2d, alpha_rows, solver, backend, tol, max_iter, alpha_value)
         ctx.triton = _use_triton(x2d, backend)
         ctx.alpha_value = alpha_value
         if alpha_rows is None:  # a python-number α (then alpha_value holds it)
@@ -172,16 +201,13 @@ class EntmaxFunction(torch.autograd.Function):
     def backward(ctx, dp):  # type: ignore[override]
         # a tensor α is saved (and needed for dα); a python-number α is ctx.alpha_value
         p, *rest = ctx.saved_tensors
-        need_alpha = ctx.needs_input_grad[1]
-        if ctx.triton:
-            from .gpu import rowwise
-
-            a = rest[0] if (need_alpha or ctx.alpha_value is None) else ctx.alpha_value
-            dx, da = rowwise.entmax_backward(p, dp.contiguous(), a, need_alpha)
-        else:  # the CPU paths always get a per-row α tensor from prepare()
-            dx, da = backward_rows(p, dp, rest[0], need_alpha)
-        if da is not None:
-            da = da.to(rest[0].dtype)
+        a_rows = rest[0] if rest else None
+        need_alpha = bool(ctx.needs_input_grad[1])
+        if _ops.OPS is not None and _ops.compiling():
+            dx, da = _ops.OPS[1](p, dp, a_rows, ctx.alpha_value, need_alpha, ctx.triton)
+            da = da if need_alpha else None
+        else:
+            dx, da = backward_kernels(p, dp, a_rows, ctx.alpha_value, need_alpha, ctx.triton)
         return dx, da, None, None, None, None, None
 
 
@@ -204,9 +230,7 @@ def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, to
     if torch.is_grad_enabled() and (x2d.requires_grad or grad_alpha):
         p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter, hint)
     else:  # no autograd graph to build: skip the Function's bookkeeping (~20 µs a call)
-        p2d = forward_rows(x2d, a_rows, solver, backend, tol, max_iter, hint)[0]
-        if p2d.dtype != x2d.dtype:
-            p2d = p2d.to(x2d.dtype)
+        p2d = _forward_p(x2d, a_rows, solver, backend, tol, max_iter, hint)
     out = p2d if p2d.shape == moved_shape else p2d.reshape(moved_shape)
     if ax != x.dim() - 1:
         out = out.movedim(-1, ax)
@@ -241,4 +265,5 @@ def as_numpy_result(res: Any) -> TauResult:
     )
 
 
-__all__ = ["EntmaxFunction", "entmax", "threshold", "backward_rows", "forward_rows", "paper_tau"]
+__all__ = ["EntmaxFunction", "entmax", "threshold", "backward_kernels", "backward_rows", "forward_rows",
+           "paper_tau"]

@@ -89,8 +89,9 @@ def resolve_axis(axis: Any, dim: Any) -> Any:
 
 
 def check_alpha_scalar(alpha: float) -> None:
-    """The scalar case of :func:`check_alpha_values` without NumPy (hot path of every call)."""
-    if not math.isfinite(alpha):
+    """The scalar case of :func:`check_alpha_values` without NumPy (hot path of every call;
+    comparisons only, so that TorchDynamo can trace it with a symbolic float)."""
+    if not -math.inf < alpha < math.inf:  # False for NaN and ±inf
         raise ValueError("alpha must be finite (got NaN or inf)")
     if alpha < 1.0:
         raise ValueError(

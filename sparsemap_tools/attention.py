@@ -212,6 +212,23 @@ class _EntmaxAttentionFn(torch.autograd.Function):
         return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
 
+def _compiler_disable(fn):
+    """``torch.compiler.disable`` where torch has it: TorchDynamo runs ``fn`` eagerly (a graph
+    break) instead of tracing into the Triton launchers' host logic, which it cannot follow."""
+    compiler = getattr(torch, "compiler", None)
+    return compiler.disable(fn) if compiler is not None and hasattr(compiler, "disable") else fn
+
+
+@_compiler_disable
+def _fused(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
+    """The fused kernels with autograd: out, or (out, AttentionStats).  Under ``torch.compile``
+    this runs eagerly between compiled graphs (so ``fullgraph=True`` cannot hold it)."""
+    holder: list = []
+    out = _EntmaxAttentionFn.apply(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, holder,
+                                   _grad_needed(q, k, v, alpha))
+    return (out, _make_stats(holder[0])) if return_stats else out
+
+
 def _make_stats(res) -> AttentionStats:
     # absolute τ = τ' + m (m is already (α−1)·scale·max s); 0 for rows without keys
     m, tau_rel = res["m"], res["tau"]
@@ -281,10 +298,7 @@ def entmax_attention(
         return out
     if q.device.type != "cuda":
         _require_interpreter()
-    holder: list = []
-    out = _EntmaxAttentionFn.apply(q, k, v, alpha, sc, bool(is_causal), None, None, 0, 0, holder,
-                                   _grad_needed(q, k, v, alpha))
-    return (out, _make_stats(holder[0])) if return_stats else out
+    return _fused(q, k, v, alpha, sc, bool(is_causal), None, None, 0, 0, return_stats)
 
 
 def entmax_attention_varlen(
@@ -349,10 +363,8 @@ def entmax_attention_varlen(
         _require_interpreter()
     cq = cu_seqlens_q.to(device=q.device, dtype=torch.int32).contiguous()
     ck = cu_seqlens_k.to(device=q.device, dtype=torch.int32).contiguous()
-    holder: list = []
-    out = _EntmaxAttentionFn.apply(q, k, v, alpha, sc, bool(is_causal), cq, ck,
-                                   int(max_seqlen_q), int(max_seqlen_k), holder, _grad_needed(q, k, v, alpha))
-    return (out, _make_stats(holder[0])) if return_stats else out
+    return _fused(q, k, v, alpha, sc, bool(is_causal), cq, ck, int(max_seqlen_q), int(max_seqlen_k),
+                  return_stats)
 
 
 def entmax_attention_reference(
