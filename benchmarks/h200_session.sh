@@ -165,6 +165,8 @@ if [ "${1:-}" = wft2 ]; then
   paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
     "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1"
   rowwise_tests 150
+  timeout 100 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 4 -k \"test_attention_fullgraph or test_attention_alpha_tensor\"" \
+    > "$O/pytest_gpu_compile.txt" 2>&1; echo "pytest (torch.compile) rc $?"; tail -n 3 "$O/pytest_gpu_compile.txt"
   mkdir -p /tmp/plug && printf 'from sparsemap_tools.gpu import rowwise\nrowwise.CONFIG["stream_top2"] = 1\n' > /tmp/plug/top2_on.py
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; export PYTHONPATH=/tmp/plug:\$PYTHONPATH; run_gpu_tests -q -n 8 -p top2_on -k 'not attention'" \
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"

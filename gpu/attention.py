@@ -73,7 +73,6 @@ kernels: the padded layout is "varlen with batch strides".
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional, Tuple
 
@@ -1757,35 +1756,18 @@ def _layout(x: torch.Tensor, varlen: bool):
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def entmax_attention_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    alpha_h: torch.Tensor,
-    mode: int,
-    scale: float,
-    causal: bool,
-    need_o2: bool,
-    cu_seqlens_q: Optional[torch.Tensor] = None,
-    cu_seqlens_k: Optional[torch.Tensor] = None,
-    max_seqlen_q: int = 0,
-    max_seqlen_k: int = 0,
-    tol: float = 2e-6,
-    max_iter: int = 64,
-    need_dalpha: bool = False,
-):
-    """Launch the forward pipeline.
+#: ``forward_state``'s python values and its buffers (in the order the launcher unpacks them)
+_STATE_PARAMS = ("varlen", "B", "H", "D", "G", "Nq", "Nk", "tiles", "BM", "BN", "BD", "NQB", "NKB",
+                 "prec", "need_o2", "runs", "n_work", "gather", "persist", "nprog", "cap", "keep", "S")
+_STATE_BUFFERS = ("o", "o2", "o3", "m", "tau", "tmax", "tmin", "live", "hsum", "iters", "work", "lst",
+                  "lcnt", "cand", "gdone", "sup", "ns")
 
-    Padded layout: q (B, H, Nq, D), k/v (B, Hkv, Nk, D).  Varlen: q (Tq, H, D), k/v (Tk, Hkv, D)
-    with int32 ``cu_seqlens_*`` (B+1,).  ``alpha_h``: float32 (H,) on the device.
-    Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config, and
-    ``gathered`` ((B·H, NQB) int32, 1 for the query blocks whose output the solve kernel gathered;
-    None when the gathered output is off).
-    """
-    out_dtype = q.dtype
-    if INTERPRET and q.dtype == torch.bfloat16:
-        # triton 3.9's interpreter mis-computes tl.dot on bfloat16 operands: interpret in float32
-        q, k, v = q.float(), k.float(), v.float()
+
+def forward_geometry(q: torch.Tensor, k: torch.Tensor, cu_seqlens_q: Optional[torch.Tensor] = None,
+                     max_seqlen_q: int = 0, max_seqlen_k: int = 0) -> dict:
+    """Sizes and tiles of a forward (no allocation): varlen, B, H, D, G (query heads per key
+    head), Nq, Nk, stat_shape (the per-row statistics' shape), tiles (``_tiles``), BM, BN, BD,
+    NQB, NKB, prec, and ``cfg``, the tuple the tile lists and the backward take."""
     varlen = cu_seqlens_q is not None
     if varlen:
         Tq, H, D = q.shape
@@ -1793,18 +1775,39 @@ def entmax_attention_fwd(
         B = cu_seqlens_q.numel() - 1
         Nq, Nk = max_seqlen_q, max_seqlen_k
         stat_shape = (Tq, H)
+        ss = (0, 1, H)  # stats (T, H)
     else:
         B, H, Nq, D = q.shape
         Hkv, Nk = k.shape[1], k.shape[2]
         stat_shape = (B, H, Nq)
+        ss = (H * Nq, Nq, 1)
     G = H // Hkv
-    dev = q.device
     tiles = _tiles(D, q.dtype)
-    BM, BN, nw, ns = tiles["BM"], tiles["BN"], tiles["scan.nw"], tiles["scan.ns"]
+    BM, BN = tiles["BM"], tiles["BN"]
     BD = max(16, next_pow2(D))
     NQB = max(1, cdiv(Nq, BM))
     NKB = max(1, cdiv(Nk, BN))
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    cfg = (BM, BN, tiles["scan.nw"], tiles["scan.ns"], BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
+    return dict(varlen=varlen, B=B, H=H, D=D, G=G, Nq=Nq, Nk=Nk, stat_shape=stat_shape, tiles=tiles,
+                BM=BM, BN=BN, BD=BD, NQB=NQB, NKB=NKB, prec=prec, cfg=cfg)
+
+
+def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, need_dalpha: bool,
+                  cu_seqlens_q: Optional[torch.Tensor] = None, max_seqlen_q: int = 0,
+                  max_seqlen_k: int = 0) -> dict:
+    """The forward's geometry (tiles, block counts, which solve layout) and every buffer it
+    writes, allocated and not yet written (``_STATE_PARAMS`` / ``_STATE_BUFFERS``): shared by the
+    launcher and by the shape-only (fake) forward that ``torch.compile`` traces
+    (``sparsemap_tools._ops``).  ``q``/``k`` in the dtype the kernels compute on (``o`` too: the
+    launcher converts it to the input dtype at the end).  Buffers a launch does not need alias
+    another one (o2 / o3 → o, hsum → m, gdone / sup / ns → lcnt).  Also every key of
+    :func:`forward_geometry`."""
+    geo = forward_geometry(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k)
+    varlen, B, H, D, G, Nq, Nk, stat_shape, tiles, BM, BN, BD, NQB, NKB, prec = (
+        geo[k_] for k_ in ("varlen", "B", "H", "D", "G", "Nq", "Nk", "stat_shape", "tiles", "BM",
+                           "BN", "BD", "NQB", "NKB", "prec"))
+    dev = q.device
     o = torch.empty(q.shape, dtype=q.dtype, device=dev)
     need_o2 = need_o2 or need_dalpha
     o2 = torch.empty(q.shape, dtype=torch.float32, device=dev) if need_o2 else o
@@ -1846,11 +1849,50 @@ def entmax_attention_fwd(
     S = _KEEP_SUPPORT
     sup = torch.empty((n_work, BM, S), dtype=torch.int32, device=dev) if keep else lcnt
     ns = torch.empty((n_work, BM), dtype=torch.int32, device=dev) if keep else lcnt
+    return dict(geo, need_o2=need_o2, runs=runs, n_work=n_work,
+                gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
+                o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
+                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns)
+
+
+def entmax_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha_h: torch.Tensor,
+    mode: int,
+    scale: float,
+    causal: bool,
+    need_o2: bool,
+    cu_seqlens_q: Optional[torch.Tensor] = None,
+    cu_seqlens_k: Optional[torch.Tensor] = None,
+    max_seqlen_q: int = 0,
+    max_seqlen_k: int = 0,
+    tol: float = 2e-6,
+    max_iter: int = 64,
+    need_dalpha: bool = False,
+):
+    """Launch the forward pipeline.
+
+    Padded layout: q (B, H, Nq, D), k/v (B, Hkv, Nk, D).  Varlen: q (Tq, H, D), k/v (Tk, Hkv, D)
+    with int32 ``cu_seqlens_*`` (B+1,).  ``alpha_h``: float32 (H,) on the device.
+    Returns a dict with o, o2 (or None), m, tau (shifted τ'), tmax, tmin, live, iters, config, and
+    ``gathered`` ((B·H, NQB) int32, 1 for the query blocks whose output the solve kernel gathered;
+    None when the gathered output is off).
+    """
+    out_dtype = q.dtype
+    if INTERPRET and q.dtype == torch.bfloat16:
+        # triton 3.9's interpreter mis-computes tl.dot on bfloat16 operands: interpret in float32
+        q, k, v = q.float(), k.float(), v.float()
+    st = forward_state(q, k, mode, need_o2, need_dalpha, cu_seqlens_q, max_seqlen_q, max_seqlen_k)
+    (varlen, B, H, D, G, Nq, Nk, tiles, BM, BN, BD, NQB, NKB, prec, need_o2, runs, n_work, gather,
+     persist, nprog, cap, keep, S) = (st[k_] for k_ in _STATE_PARAMS)
+    (o, o2, o3, m, tau, tmax, tmin, live, hsum, iters, work, lst, lcnt, cand, gdone, sup,
+     ns) = (st[k_] for k_ in _STATE_BUFFERS)
+    cfg, ss = st["cfg"], st["cfg"][8]
     if varlen:
-        ss = (0, 1, H)  # stats (T, H)
         cq, ck = cu_seqlens_q, cu_seqlens_k
     else:
-        ss = (H * Nq, Nq, 1)
         cq = ck = alpha_h  # unused placeholders
     sqs = _layout(q, varlen)
     sks = _layout(k, varlen)
@@ -1859,7 +1901,6 @@ def entmax_attention_fwd(
     grid = (NQB, B * H)
     common = dict(HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, VARLEN=varlen,
                   PREC=prec)
-    cfg = (BM, BN, nw, ns, BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     if runs and _PROFILE_STAGES >= 1:
         # the scan leaves each block's pass-0 threshold in tmin
         kd = _scan_tma(k, varlen, BN, BD)

@@ -28,7 +28,7 @@ row-wise reductions only (``gpu.attention.entmax_attention_dalpha``).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -219,10 +219,40 @@ def _compiler_disable(fn):
     return compiler.disable(fn) if compiler is not None and hasattr(compiler, "disable") else fn
 
 
-@_compiler_disable
 def _fused(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
     """The fused kernels with autograd: out, or (out, AttentionStats).  Under ``torch.compile``
-    this runs eagerly between compiled graphs (so ``fullgraph=True`` cannot hold it)."""
+    through the custom operators of :mod:`sparsemap_tools._ops` (no graph break)."""
+    from sparsemap_tools import _ops
+
+    if _ops.ATTN is not None and _ops.compiling():
+        return _fused_op(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats)
+    return _fused_eager(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats)
+
+
+def _fused_op(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
+    """``_fused`` as TorchDynamo traces it: the forward operator, autograd registered on it."""
+    from sparsemap_tools import _ops
+    from sparsemap_tools.gpu.attention import alpha_mode
+
+    H = q.shape[-2] if cu_q is not None else q.shape[1]
+    if torch.is_tensor(alpha):  # differentiable: the operator's backward returns ∂/∂α_h
+        alpha_h = alpha.to(device=q.device, dtype=torch.float32)
+    else:
+        alpha_h = torch.full((H,), float(alpha), dtype=torch.float32, device=q.device)
+    need_grad = _grad_needed(q, k, v, alpha)
+    need_dalpha = need_grad and torch.is_tensor(alpha) and alpha.requires_grad
+    qc, kc, vc = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    outs = _ops.ATTN[0](qc, kc, vc, alpha_h, cu_q, cu_k, alpha_mode(alpha), scale, causal, need_grad,
+                        need_dalpha, max_q, max_k)
+    if not return_stats:
+        return outs[0]
+    return outs[0], _make_stats(_ops.attention_state(outs, qc, kc, cu_q, max_q, max_k))
+
+
+@_compiler_disable
+def _fused_eager(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
+    """``_fused`` in eager mode (and, on torch without custom operators, eagerly inside compiled
+    code: a graph break)."""
     holder: list = []
     out = _EntmaxAttentionFn.apply(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, holder,
                                    _grad_needed(q, k, v, alpha))

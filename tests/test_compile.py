@@ -2,8 +2,8 @@
 
 The row-wise entmax goes through the custom operators of ``sparsemap_tools._ops`` (so a python-
 number α compiles with ``fullgraph=True``: no graph break); an α tensor validates its values on the
-host (a graph break, still correct); the fused attention runs eagerly between compiled graphs
-(``torch.compiler.disable``).  Without a GPU the Triton paths run under ``TRITON_INTERPRET=1``
+host (a graph break, still correct); the fused attention likewise goes through operators (its
+autograd registered on the forward one).  Without a GPU the Triton paths run under ``TRITON_INTERPRET=1``
 (small shapes); with one, the ``gpu``-marked cases run on CUDA tensors.
 """
 from __future__ import annotations
@@ -149,26 +149,75 @@ def test_triton_fullgraph(device, alpha):
     _assert_same(eager, compiled, 1e-6, 1e-6)
 
 
+def _attn_run(fn, inputs, backward=True):
+    """(outputs..., grads of the float inputs) of fn(*inputs) (leaf copies; (o·o).sum() as loss)."""
+    xs = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
+    outs = fn(*xs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    if backward:
+        (outs[0] * outs[0]).sum().backward()
+    return [o.detach() for o in outs] + [t.grad for t in xs if t.requires_grad]
+
+
+def _close_all(a, b, tol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=tol, atol=tol, equal_nan=True)
+
+
 @pytest.mark.parametrize("device", _TRITON_DEVICES)
-def test_attention_under_compile(device):
-    """The fused attention inside a compiled function (it runs eagerly there: a graph break):
-    output and dq, dk, dv as in eager, and the same as the float64 dense reference."""
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25])
+def test_attention_fullgraph(device, alpha):
+    """The fused attention inside a fullgraph compile (the forward and backward operators of
+    ``sparsemap_tools._ops``): GQA, causal with Nq < Nk, scaled q; output and dq, dk, dv as in
+    eager, the output as the float64 dense reference; no-grad inference too."""
     from sparsemap_tools.attention import entmax_attention, entmax_attention_reference
 
     gen = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(1, 2, 17, 16, generator=gen).to(device) for _ in range(3))
+    q = torch.randn(1, 4, 17, 16, generator=gen).to(device).requires_grad_(True)
+    k, v = (torch.randn(1, 2, 21, 16, generator=gen).to(device).requires_grad_(True) for _ in range(2))
 
     def f(q, k, v):
-        return 2.0 * entmax_attention(q * 1.5, k, v, alpha=1.5, is_causal=True, backend="triton")
+        return 2.0 * entmax_attention(q * 1.5, k, v, alpha=alpha, is_causal=True, enable_gqa=True,
+                                      backend="triton")
 
-    res = []
-    for fn in (f, torch.compile(f, backend="aot_eager")):
-        xs = [t.clone().requires_grad_(True) for t in (q, k, v)]
-        o = fn(*xs)
-        (o * o).sum().backward()
-        res.append([o.detach()] + [t.grad for t in xs])
-    for a, b in zip(*res):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
-    ref = 2.0 * entmax_attention_reference(1.5 * q.double(), k.double(), v.double(), alpha=1.5,
-                                           is_causal=True)
-    torch.testing.assert_close(res[1][0].double(), ref, rtol=1e-4, atol=1e-5)
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    eager = _attn_run(f, (q, k, v))
+    _close_all(eager, _attn_run(compiled, (q, k, v)), 1e-6)
+    ref = 2.0 * entmax_attention_reference(1.5 * q.double(), k.double(), v.double(), alpha=alpha,
+                                           is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(eager[0].double(), ref, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(q, k, v), eager[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", _TRITON_DEVICES)
+def test_attention_alpha_tensor_and_varlen(device):
+    """A learnable per-head α (validated on the host: a graph break; ∂/∂α from the operator's
+    backward), and the packed variable-length layout with an empty sequence and statistics in a
+    fullgraph compile: the same values and gradients as eager."""
+    from sparsemap_tools.attention import entmax_attention, entmax_attention_varlen
+
+    gen = torch.Generator().manual_seed(6)
+    alpha = torch.tensor([1.3, 1.5, 2.0, 1.7]).to(device).requires_grad_(True)
+    q = torch.randn(2, 4, 9, 16, generator=gen).to(device).requires_grad_(True)
+    k, v = (torch.randn(2, 2, 12, 16, generator=gen).to(device).requires_grad_(True) for _ in range(2))
+
+    def f(q, k, v, a):
+        return entmax_attention(q, k, v, alpha=a, enable_gqa=True, backend="triton")
+
+    eager = _attn_run(f, (q, k, v, alpha))
+    assert eager[-1].abs().sum() > 0
+    _close_all(eager, _attn_run(torch.compile(f, backend="aot_eager"), (q, k, v, alpha)), 1e-5)
+
+    cu = torch.tensor([0, 5, 5, 17], dtype=torch.int32, device=device)
+    qv = torch.randn(17, 4, 16, generator=gen).to(device).requires_grad_(True)
+    kv, vv = (torch.randn(17, 2, 16, generator=gen).to(device).requires_grad_(True) for _ in range(2))
+
+    def g(q, k, v):
+        o, st = entmax_attention_varlen(q, k, v, cu, cu, 12, 12, alpha=1.25, is_causal=True,
+                                        backend="triton", return_stats=True, check_cu_seqlens=False)
+        return o, st.tau, st.live_tiles, st.visible_tiles
+
+    eager = _attn_run(g, (qv, kv, vv))
+    _close_all(eager, _attn_run(torch.compile(g, backend="aot_eager", fullgraph=True), (qv, kv, vv)), 1e-5)
