@@ -73,15 +73,12 @@ _OPTIONAL = ("o2", "o3", "hsum", "gathered", "sup", "ns")
 
 
 def _kernel_dtype(q: torch.Tensor) -> torch.dtype:
-    from .gpu import attention as A
-
-    return torch.float32 if A.INTERPRET and q.dtype == torch.bfloat16 else q.dtype
+    return torch.float32 if _gpu_attention().INTERPRET and q.dtype == torch.bfloat16 else q.dtype
 
 
 def attention_state(outs, q, k, cu_q, max_q: int, max_k: int) -> dict:
     """The forward's dict (as ``entmax_attention_fwd`` returns it) from the operator's list."""
-    from .gpu import attention as A
-
+    A = _gpu_attention()
     # absent ones are 1-D placeholders (every real one of these keys has 2 or more dims)
     res = {key: None if key in _OPTIONAL and t.dim() == 1 else t for key, t in zip(ATTN_STATE, outs)}
     sup, ns = res.pop("sup"), res.pop("ns")
@@ -91,9 +88,15 @@ def attention_state(outs, q, k, cu_q, max_q: int, max_k: int) -> dict:
     return res
 
 
-def _define_attention():
-    from .gpu import attention as A
+def _gpu_attention():
+    """The Triton attention module, imported on first use (importing the toolkit must not import
+    Triton: CPU users may not have it)."""
+    from .gpu import attention
 
+    return attention
+
+
+def _define_attention():
     def empty(like):
         return like.new_empty((0,))
 
@@ -109,7 +112,7 @@ def _define_attention():
                       scale: float, causal: bool, need_grad: bool, need_dalpha: bool, max_q: int,
                       max_k: int) -> list[torch.Tensor]:
         q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-        res = A.entmax_attention_fwd(q, k, v, alpha_h.detach(), mode, scale, causal, need_grad, cu_q,
+        res = _gpu_attention().entmax_attention_fwd(q, k, v, alpha_h.detach(), mode, scale, causal, need_grad, cu_q,
                                      cu_k, max_q, max_k, need_dalpha=need_dalpha)
         outs = pack(res)
         outs[ATTN_STATE.index("iters")] = outs[ATTN_STATE.index("iters")].clone()  # a view
@@ -118,7 +121,7 @@ def _define_attention():
     @attention_fwd.register_fake
     def _(q, k, v, alpha_h, cu_q, cu_k, mode, scale, causal, need_grad, need_dalpha, max_q, max_k):
         kd = _kernel_dtype(q)
-        st = A.forward_state(q.to(kd), k.to(kd), mode, need_grad, need_dalpha, cu_q, max_q, max_k)
+        st = _gpu_attention().forward_state(q.to(kd), k.to(kd), mode, need_grad, need_dalpha, cu_q, max_q, max_k)
         res = dict(o=torch.empty(q.shape, dtype=q.dtype, device=q.device),
                    o2=st["o2"] if st["need_o2"] else None, o3=st["o3"] if need_dalpha else None,
                    hsum=st["hsum"] if need_dalpha else None, m=st["m"], tau=st["tau"],
@@ -134,7 +137,7 @@ def _define_attention():
                       cu_k: Optional[torch.Tensor], mode: int, scale: float, causal: bool,
                       max_q: int, max_k: int, state: list[torch.Tensor]) -> list[torch.Tensor]:
         res = attention_state(state, q, k, cu_q, max_q, max_k)
-        dq, dk, dv = A.entmax_attention_bwd(do, q, k, v, res["o2"], alpha_h, mode, scale, causal,
+        dq, dk, dv = _gpu_attention().entmax_attention_bwd(do, q, k, v, res["o2"], alpha_h, mode, scale, causal,
                                             res, cu_q, cu_k)
         return [dq, dk, dv]
 
@@ -156,7 +159,7 @@ def _define_attention():
         dalpha = None
         if need_dalpha and ctx.needs_input_grad[3]:
             res = attention_state(state, q, k, cu_q, max_q, max_k)
-            dalpha = A.entmax_attention_dalpha(do, alpha_h, res, cu_q is not None)
+            dalpha = _gpu_attention().entmax_attention_dalpha(do, alpha_h, res, cu_q is not None)
         return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None, None
 
     attention_fwd.register_autograd(backward, setup_context=setup_context)

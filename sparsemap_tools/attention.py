@@ -212,21 +212,16 @@ class _EntmaxAttentionFn(torch.autograd.Function):
         return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
 
-def _compiler_disable(fn):
-    """``torch.compiler.disable`` where torch has it: TorchDynamo runs ``fn`` eagerly (a graph
-    break) instead of tracing into the Triton launchers' host logic, which it cannot follow."""
-    compiler = getattr(torch, "compiler", None)
-    return compiler.disable(fn) if compiler is not None and hasattr(compiler, "disable") else fn
-
-
 def _fused(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
     """The fused kernels with autograd: out, or (out, AttentionStats).  Under ``torch.compile``
-    through the custom operators of :mod:`sparsemap_tools._ops` (no graph break)."""
+    through the custom operators of :mod:`sparsemap_tools._ops` (no graph break); on torch
+    without them, eagerly between compiled graphs (``torch.compiler.disable``: a graph break)."""
     from sparsemap_tools import _ops
 
-    if _ops.ATTN is not None and _ops.compiling():
-        return _fused_op(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats)
-    return _fused_eager(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats)
+    args = (q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats)
+    if _ops.compiling():
+        return _fused_op(*args) if _ops.ATTN is not None else torch.compiler.disable(_fused_eager)(*args)
+    return _fused_eager(*args)
 
 
 def _fused_op(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
@@ -249,10 +244,8 @@ def _fused_op(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_st
     return outs[0], _make_stats(_ops.attention_state(outs, qc, kc, cu_q, max_q, max_k))
 
 
-@_compiler_disable
 def _fused_eager(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return_stats):
-    """``_fused`` in eager mode (and, on torch without custom operators, eagerly inside compiled
-    code: a graph break)."""
+    """``_fused`` in eager mode."""
     holder: list = []
     out = _EntmaxAttentionFn.apply(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, holder,
                                    _grad_needed(q, k, v, alpha))

@@ -53,6 +53,28 @@ def test_import_does_not_import_torch_or_triton():
     assert abs(out["s"] - 1.0) < 1e-15
 
 
+def test_cpu_tensors_do_not_import_triton():
+    """The torch path on CPU tensors (forward, backward, the torch.compile operators' module and
+    the attention reference) does not import Triton: CPU users may not have it."""
+    out = _py(
+        """
+        import json, sys
+        import torch
+        from sparsemap_tools import entmax, _ops
+        from sparsemap_tools.attention import entmax_attention_reference
+        x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+        entmax(x, 1.5).sum().backward()
+        q = torch.randn(1, 1, 4, 8)
+        entmax_attention_reference(q, q, q, alpha=1.5)
+        print(json.dumps(dict(triton="triton" in sys.modules, ops=_ops.OPS is not None,
+                              g=float(x.grad.abs().sum()))))
+        """
+    )
+    assert out["triton"] is False
+    assert out["ops"] is True
+    assert out["g"] > 0
+
+
 def test_works_without_torch_installed():
     """Simulate a NumPy-only environment: importing torch or triton raises ImportError."""
     out = _py(
