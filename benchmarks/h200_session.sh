@@ -175,8 +175,8 @@ if [ "${1:-}" = wft2 ]; then
 fi
 if [ "${1:-}" = wfmin ]; then
   # wft2 without the top-2 test run, shorter time limits (for a session with little device time)
-  paired 140 wfdefault 1024x16384,256x65536 1.5,2.0 \
-    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1"
+  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024"
   rowwise_tests 130
   timeout 70 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 4 -k \"test_attention_fullgraph or test_attention_alpha_tensor\"" \
     > "$O/pytest_gpu_compile.txt" 2>&1; echo "pytest (torch.compile attention) rc $?"; tail -n 3 "$O/pytest_gpu_compile.txt"
