@@ -182,6 +182,14 @@ if [ "${1:-}" = wfmin ]; then
     > "$O/pytest_gpu_compile.txt" 2>&1; echo "pytest (torch.compile attention) rc $?"; tail -n 3 "$O/pytest_gpu_compile.txt"
   exit 0
 fi
+if [ "${1:-}" = wftiny ]; then
+  # wfmin in one test run (row-wise and the torch.compile tests, attention's included): ~5 min
+  paired 140 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024"
+  timeout 130 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k \"not attention or test_attention_fullgraph or test_attention_alpha_tensor\"" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise and compile) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  exit 0
+fi
 if [ "${1:-}" = generic ]; then
   # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
   # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024
