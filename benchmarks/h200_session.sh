@@ -190,6 +190,15 @@ if [ "${1:-}" = wftiny ]; then
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise and compile) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
   exit 0
 fi
+if [ "${1:-}" = wflast ]; then
+  # the least a short device window should do: the row-wise and torch.compile GPU tests under
+  # the write-first default, then (time permitting) the top-2 subset at 1024x16384 (~3.5 min)
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k \"not attention or test_attention_fullgraph or test_attention_alpha_tensor\"" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (row-wise and compile) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  [ $SECONDS -gt 140 ] && exit 0
+  paired 70 wflast 1024x16384 1.5,2.0 "old:stream_write_first=0;t2:stream_top2=1"
+  exit 0
+fi
 if [ "${1:-}" = generic ]; then
   # (split off unroll2, 2026-12-06 night, to keep that call short) a generic alpha (1.3,
   # exp2/log2) and a per-row alpha tensor (run-time power branch) with U 4 and CHUNK 1024
