@@ -221,3 +221,33 @@ def test_attention_alpha_tensor_and_varlen(device):
 
     eager = _attn_run(g, (qv, kv, vv))
     _close_all(eager, _attn_run(torch.compile(g, backend="aot_eager", fullgraph=True), (qv, kv, vv)), 1e-5)
+
+
+@pytest.mark.parametrize("device", _TRITON_DEVICES)
+def test_export(device):
+    """``torch.export``: the exported programs hold the custom operators and give eager's values
+    (row-wise on the CPU backend and on Triton, and the fused attention)."""
+    from sparsemap_tools.attention import entmax_attention
+
+    class Rows(torch.nn.Module):
+        def __init__(self, backend):
+            super().__init__()
+            self.backend = backend
+
+        def forward(self, x):
+            return entmax(2.0 * x, alpha=1.5, dim=0, backend=self.backend)
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return entmax_attention(q, k, v, alpha=2.0, is_causal=True, backend="triton")
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(7, 3, generator=gen)
+    q, k, v = (torch.randn(1, 2, 9, 16, generator=gen).to(device) for _ in range(3))
+    cases = [(Rows("auto"), (x,), "entmax_rows"), (Rows("triton"), (x.to(device),), "entmax_rows"),
+             (Attn(), (q, k, v), "entmax_attention_fwd")]
+    for module, args, op in cases:
+        ep = torch.export.export(module, args)
+        targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+        assert any(f"sparsemap_tools.{op}" in t for t in targets), targets
+        torch.testing.assert_close(ep.module()(*args), module(*args), rtol=1e-6, atol=1e-6)
