@@ -83,7 +83,7 @@ def _check_alpha(alpha, H: int, device) -> Union[float, torch.Tensor]:
         raise TypeError("alpha must be a float or a tensor, not bool")
     if isinstance(alpha, (int, float)):
         a = float(alpha)
-        if not math.isfinite(a) or a < 1.0:
+        if not -math.inf < a < math.inf or a < 1.0:  # comparisons only: traceable by TorchDynamo
             raise ValueError(f"alpha must be a finite number >= 1, got {alpha!r}")
         return a
     if torch.is_tensor(alpha):

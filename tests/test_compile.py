@@ -251,3 +251,26 @@ def test_export(device):
         targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
         assert any(f"sparsemap_tools.{op}" in t for t in targets), targets
         torch.testing.assert_close(ep.module()(*args), module(*args), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", _TRITON_DEVICES)
+def test_alpha_changing_between_calls(device):
+    """α as a python number that changes from call to call (an annealing schedule): TorchDynamo
+    recompiles with α as a symbolic float, which the argument checks must trace (they did not
+    with ``math.isfinite``); every value gives eager's result, row-wise and in the attention."""
+    from sparsemap_tools.attention import entmax_attention
+
+    def rows(x, a):
+        return entmax(x, alpha=a, dim=-1, backend="triton")
+
+    def attn(q, k, v, a):
+        return entmax_attention(q, k, v, alpha=a, is_causal=True, backend="triton")
+
+    gen = torch.Generator().manual_seed(8)
+    x = 3.0 * torch.randn(5, 11, generator=gen).to(device)
+    q, k, v = (torch.randn(1, 2, 9, 16, generator=gen).to(device) for _ in range(3))
+    c_rows = torch.compile(rows, backend="aot_eager", fullgraph=True)
+    c_attn = torch.compile(attn, backend="aot_eager", fullgraph=True)
+    for a in (1.5, 1.6, 1.75, 2.0, 1.3):
+        torch.testing.assert_close(c_rows(x, a), rows(x, a), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(c_attn(q, k, v, a), attn(q, k, v, a), rtol=1e-6, atol=1e-6)
