@@ -1849,10 +1849,24 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     S = _KEEP_SUPPORT
     sup = torch.empty((n_work, BM, S), dtype=torch.int32, device=dev) if keep else lcnt
     ns = torch.empty((n_work, BM), dtype=torch.int32, device=dev) if keep else lcnt
-    return dict(geo, need_o2=need_o2, runs=runs, n_work=n_work,
+    return dict(geo, need_o2=need_o2, need_dalpha=need_dalpha, runs=runs, n_work=n_work,
                 gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
                 o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
                 work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns)
+
+
+def forward_result(st: dict, o: torch.Tensor) -> dict:
+    """What the forward returns, from its ``forward_state`` and its output o (in the input
+    dtype): o, o2 (None for inference), o3 and hsum (None unless ∂/∂α is needed), m, tau, tmax,
+    tmin, live, lst, lcnt, gathered (None when the gathered output is off), support ((sup, ns, S)
+    or None), iters and cfg."""
+    d = st["need_dalpha"]
+    return dict(o=o, o2=st["o2"] if st["need_o2"] else None, o3=st["o3"] if d else None,
+                hsum=st["hsum"] if d else None, m=st["m"], tau=st["tau"], tmax=st["tmax"],
+                tmin=st["tmin"], live=st["live"], lst=st["lst"], lcnt=st["lcnt"],
+                gathered=st["gdone"] if st["gather"] else None,
+                support=(st["sup"], st["ns"], st["S"]) if st["keep"] else None,
+                iters=st["iters"], cfg=st["cfg"])
 
 
 def entmax_attention_fwd(
@@ -1931,11 +1945,7 @@ def entmax_attention_fwd(
                                  **_regs("output_o2" if need_o2 else "output", mode))
     if o.dtype != out_dtype:
         o = o.to(out_dtype)
-    return dict(o=o, o2=o2 if need_o2 else None, o3=o3 if need_dalpha else None,
-                hsum=hsum if need_dalpha else None, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live,
-                lst=lst, lcnt=lcnt, gathered=gdone if gather else None,
-                support=(sup, ns, S) if keep else None,
-                iters=iters, cfg=cfg)
+    return forward_result(st, o)
 
 
 def entmax_attention_bwd(

@@ -120,15 +120,10 @@ def _define_attention():
 
     @attention_fwd.register_fake
     def _(q, k, v, alpha_h, cu_q, cu_k, mode, scale, causal, need_grad, need_dalpha, max_q, max_k):
-        kd = _kernel_dtype(q)
-        st = _gpu_attention().forward_state(q.to(kd), k.to(kd), mode, need_grad, need_dalpha, cu_q, max_q, max_k)
-        res = dict(o=torch.empty(q.shape, dtype=q.dtype, device=q.device),
-                   o2=st["o2"] if st["need_o2"] else None, o3=st["o3"] if need_dalpha else None,
-                   hsum=st["hsum"] if need_dalpha else None, m=st["m"], tau=st["tau"],
-                   tmax=st["tmax"], tmin=st["tmin"], live=st["live"], lst=st["lst"],
-                   lcnt=st["lcnt"], gathered=st["gdone"] if st["gather"] else None,
-                   support=(st["sup"], st["ns"], st["S"]) if st["keep"] else None,
-                   iters=st["iters"].clone())
+        A, kd = _gpu_attention(), _kernel_dtype(q)
+        st = A.forward_state(q.to(kd), k.to(kd), mode, need_grad, need_dalpha, cu_q, max_q, max_k)
+        res = A.forward_result(st, torch.empty(q.shape, dtype=q.dtype, device=q.device))
+        res["iters"] = res["iters"].clone()
         return pack(res)
 
     @torch.library.custom_op("sparsemap_tools::entmax_attention_bwd", mutates_args=())
