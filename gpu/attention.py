@@ -1764,10 +1764,12 @@ _STATE_BUFFERS = ("o", "o2", "o3", "m", "tau", "tmax", "tmin", "live", "hsum", "
 
 
 def forward_geometry(q: torch.Tensor, k: torch.Tensor, cu_seqlens_q: Optional[torch.Tensor] = None,
-                     max_seqlen_q: int = 0, max_seqlen_k: int = 0) -> dict:
+                     max_seqlen_q: int = 0, max_seqlen_k: int = 0,
+                     dtype: Optional[torch.dtype] = None) -> dict:
     """Sizes and tiles of a forward (no allocation): varlen, B, H, D, G (query heads per key
     head), Nq, Nk, stat_shape (the per-row statistics' shape), tiles (``_tiles``), BM, BN, BD,
-    NQB, NKB, prec, and ``cfg``, the tuple the tile lists and the backward take."""
+    NQB, NKB, prec, and ``cfg``, the tuple the tile lists and the backward take.  ``dtype``: the
+    dtype the kernels compute on, if not q's."""
     varlen = cu_seqlens_q is not None
     if varlen:
         Tq, H, D = q.shape
@@ -1782,12 +1784,13 @@ def forward_geometry(q: torch.Tensor, k: torch.Tensor, cu_seqlens_q: Optional[to
         stat_shape = (B, H, Nq)
         ss = (H * Nq, Nq, 1)
     G = H // Hkv
-    tiles = _tiles(D, q.dtype)
+    dtype = q.dtype if dtype is None else dtype
+    tiles = _tiles(D, dtype)
     BM, BN = tiles["BM"], tiles["BN"]
     BD = max(16, next_pow2(D))
     NQB = max(1, cdiv(Nq, BM))
     NKB = max(1, cdiv(Nk, BN))
-    prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    prec = "ieee" if dtype == torch.float32 else "tf32"
     cfg = (BM, BN, tiles["scan.nw"], tiles["scan.ns"], BD, NQB, NKB, prec, ss, G, B, H, Nq, Nk)
     return dict(varlen=varlen, B=B, H=H, D=D, G=G, Nq=Nq, Nk=Nk, stat_shape=stat_shape, tiles=tiles,
                 BM=BM, BN=BN, BD=BD, NQB=NQB, NKB=NKB, prec=prec, cfg=cfg)

@@ -83,8 +83,7 @@ def attention_state(outs, q, k, cu_q, max_q: int, max_k: int) -> dict:
     res = {key: None if key in _OPTIONAL and t.dim() == 1 else t for key, t in zip(ATTN_STATE, outs)}
     sup, ns = res.pop("sup"), res.pop("ns")
     res["support"] = None if ns is None else (sup, ns, A._KEEP_SUPPORT)
-    qk = q.to(_kernel_dtype(q)) if q.dtype != _kernel_dtype(q) else q
-    res["cfg"] = A.forward_geometry(qk, k, cu_q, max_q, max_k)["cfg"]
+    res["cfg"] = A.forward_geometry(q, k, cu_q, max_q, max_k, dtype=_kernel_dtype(q))["cfg"]
     return res
 
 
@@ -112,8 +111,9 @@ def _define_attention():
                       scale: float, causal: bool, need_grad: bool, need_dalpha: bool, max_q: int,
                       max_k: int) -> list[torch.Tensor]:
         q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-        res = _gpu_attention().entmax_attention_fwd(q, k, v, alpha_h.detach(), mode, scale, causal, need_grad, cu_q,
-                                     cu_k, max_q, max_k, need_dalpha=need_dalpha)
+        res = _gpu_attention().entmax_attention_fwd(q, k, v, alpha_h.detach(), mode, scale, causal,
+                                                    need_grad, cu_q, cu_k, max_q, max_k,
+                                                    need_dalpha=need_dalpha)
         outs = pack(res)
         outs[ATTN_STATE.index("iters")] = outs[ATTN_STATE.index("iters")].clone()  # a view
         return outs
@@ -132,8 +132,8 @@ def _define_attention():
                       cu_k: Optional[torch.Tensor], mode: int, scale: float, causal: bool,
                       max_q: int, max_k: int, state: list[torch.Tensor]) -> list[torch.Tensor]:
         res = attention_state(state, q, k, cu_q, max_q, max_k)
-        dq, dk, dv = _gpu_attention().entmax_attention_bwd(do, q, k, v, res["o2"], alpha_h, mode, scale, causal,
-                                            res, cu_q, cu_k)
+        dq, dk, dv = _gpu_attention().entmax_attention_bwd(do, q, k, v, res["o2"], alpha_h, mode,
+                                                           scale, causal, res, cu_q, cu_k)
         return [dq, dk, dv]
 
     @attention_bwd.register_fake
