@@ -173,6 +173,19 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = wfall ]; then
+  # (2026-12-07, second session) wft2 with every GPU-marked test (attention's too: its launcher
+  # was split into forward_geometry / forward_state / forward_result for torch.compile since its
+  # last GPU run), then the row-wise tests with the two-per-lane subset on (about 7.5 minutes)
+  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024;wf1:stream_write_first=1"
+  gpu_tests 170
+  [ $SECONDS -gt 400 ] && { echo "no time left for the top-2 tests ($SECONDS s)"; exit 0; }
+  mkdir -p /tmp/plug && printf 'from sparsemap_tools.gpu import rowwise\nrowwise.CONFIG["stream_top2"] = 1\n' > /tmp/plug/top2_on.py
+  timeout 100 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; export PYTHONPATH=/tmp/plug:\$PYTHONPATH; run_gpu_tests -q -n 8 -p top2_on -k 'not attention'" \
+    > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
+  exit 0
+fi
 if [ "${1:-}" = wfmin ]; then
   # wft2 without the top-2 test run, shorter time limits (for a session with little device time)
   paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
