@@ -192,7 +192,7 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     support count of the stored p, also on rows with −inf entries, ties, a huge shift and
     NaN/+inf rows.  ``first``: p written at the subset's root and certified by a support count
     (α ∈ {2, 1.5} floats): certified rows take no solver pass, the tie row (equal entries
-    sharing lanes: more row entries above the subset's root than lane maxima) falls back to
+    sharing lanes: more row entries above the subset's root than the subset holds) falls back to
     the solver passes and a second write."""
     max_onchip, chunk = _cfg(device)["stream"]
     gen = torch.Generator().manual_seed(21)
@@ -200,10 +200,11 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     x = _rows("randn", 7, D, gen)
     x[1, ::3] = -float("inf")
     x[2] = 0.1 * x[2] + 1e4
-    # a tie at the top spanning every chunk (the rest clamped below it: on the GPU's 3077-wide
-    # rows some randn entries exceed 2.5, and the tie would not be the top)
+    # a tie at the top spanning every chunk, three entries in every lane (the rest clamped below
+    # it: on the GPU's 3077-wide rows some randn entries exceed 2.5, and the tie would not be
+    # the top): neither the one- nor the two-per-lane subset holds it
     x[3] = x[3].clamp(max=2.0)
-    x[3, : D // 2] = 2.5
+    x[3, : 3 * chunk] = 2.5
     x[4, 5] = float("nan")
     x[5, D - 1] = float("inf")
     x = x.to(device)
