@@ -1334,10 +1334,14 @@ def _fwd_output_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     NEED_O2: tl.constexpr, NEED_DALPHA: tl.constexpr, GATHER: tl.constexpr = False,
+    WIDE_U: tl.constexpr = False,
 ):
     """out = Σ p v on live tiles; with NEED_O2 also O2 = Σ u v / Σ u (for δ in the backward); with
     NEED_DALPHA also O3 = Σ h v and HS = Σ h, h = p log p (for ∂L/∂α, see ``entmax_attention_dalpha``).
-    With GATHER, blocks the solve kernel already wrote (GDONE) only record their tile counts."""
+    With GATHER, blocks the solve kernel already wrote (GDONE) only record their tile counts.
+    WIDE_U: the Σ u v product on float32 operands (float16 inputs with a generic α: for α > 2,
+    u = p^{2−α} is unbounded near the threshold and passes float16's 65504 while float32 holds
+    it; bfloat16 has float32's range)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     (b, h, hk, sq, lq, sk, lk, alpha, c, qexp, start_m, rows, rmask, srow, offs_d, q, K_base, V_base,
@@ -1365,7 +1369,10 @@ def _fwd_output_kernel(
         p, u = _pow_pu(z - tau[:, None], qexp, MODE)
         acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
         if NEED_O2:
-            acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
+            if WIDE_U:
+                acc2 += tl.dot(u, v.to(tl.float32), input_precision=PREC)
+            else:
+                acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
             su += tl.sum(u, axis=1)
         if NEED_DALPHA:
             d = z - tau[:, None]
@@ -1943,6 +1950,7 @@ def entmax_attention_fwd(
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, gdone,
                                  cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, GATHER=gather,
+                                 WIDE_U=need_o2 and mode == MODE_GENERIC and v.dtype == torch.float16,
                                  **common,
                                  **_launch("output", tiles),
                                  **_regs("output_o2" if need_o2 else "output", mode))

@@ -122,6 +122,9 @@ def cases():
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC,
                     GATHER=mode != A.MODE_GENERIC), 4)
+        if mode == A.MODE_GENERIC:  # Σ u v on float32 operands (float16 inputs, generic α)
+            yield (f"attention output mode {mode} wide u", A._fwd_output_kernel,
+                   dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=False, WIDE_U=True), 4)
         yield f"attention dq mode {mode}", A._bwd_dq_kernel, dict(ATT, MODE=mode), 4
         if mode in A._GATHER_MODES:  # the gathered dQ (on by default for these modes)
             yield (f"attention dq mode {mode} gathered", A._bwd_dq_kernel,
