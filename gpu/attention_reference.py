@@ -148,6 +148,9 @@ def entmax_attention_dense(
     if scale is None:
         scale = 1.0 / math.sqrt(D)
     s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if Nk == 0:  # no keys: zero rows and τ = 0, still part of the autograd graph (zero gradients)
+        out = torch.matmul(s.to(v.dtype), v)
+        return (out, s.new_zeros(B, H, Nq)) if return_tau else out
     vis = causal_visibility(Nq, Nk, device=q.device) if is_causal else torch.ones(Nq, Nk, dtype=torch.bool, device=q.device)
     # rows whose visible scores hold NaN or +inf, or are all −inf: NaN (the row convention of
     # the rest of the library; a row with no visible key is not one of them: it gives zeros)
@@ -184,25 +187,28 @@ def entmax_attention_varlen_dense(
     alpha: Union[float, torch.Tensor] = 1.5,
     is_causal: bool = False,
     scale: Optional[float] = None,
-) -> torch.Tensor:
+    return_tau: bool = False,
+):
     """Packed variable-length version: q (Tq, H, D), k/v (Tk, Hkv, D), one sequence per
     consecutive pair of ``cu_seqlens``; each sequence is attended independently (loop over
-    sequences, calling :func:`entmax_attention_dense`)."""
+    sequences, calling :func:`entmax_attention_dense`).  Returns ``out`` (Tq, H, Dv) or
+    ``(out, tau)`` with τ of shape (Tq, H)."""
     cq = [int(x) for x in (cu_seqlens_q.tolist() if torch.is_tensor(cu_seqlens_q) else cu_seqlens_q)]
     ck = [int(x) for x in (cu_seqlens_k.tolist() if torch.is_tensor(cu_seqlens_k) else cu_seqlens_k)]
-    outs = []
+    outs, taus = [], []
     for b in range(len(cq) - 1):
         qs = q[cq[b]:cq[b + 1]].transpose(0, 1).unsqueeze(0)
         ks = k[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0)
         vs = v[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0)
         if qs.shape[2] == 0:
             continue
-        if ks.shape[2] == 0:
-            outs.append(torch.zeros(qs.shape[2], q.shape[1], v.shape[2], dtype=v.dtype, device=v.device)
-                        + 0.0 * qs.sum() )
-            continue
-        o = entmax_attention_dense(qs, ks, vs, alpha=alpha, is_causal=is_causal, scale=scale)
+        o, t = entmax_attention_dense(qs, ks, vs, alpha=alpha, is_causal=is_causal, scale=scale,
+                                      return_tau=True)
         outs.append(o[0].transpose(0, 1))
-    if not outs:
-        return q.new_zeros(0, q.shape[1], v.shape[2])
-    return torch.cat(outs, 0)
+        taus.append(t[0].transpose(0, 1))
+    # (no query rows at all: empty, and still part of the autograd graph)
+    out = torch.cat(outs, 0) if outs else q.new_zeros(0, q.shape[1], v.shape[2]) + 0 * q.sum()
+    if not return_tau:
+        return out
+    tau = torch.cat(taus, 0) if taus else q.new_zeros(0, q.shape[1])
+    return out, tau

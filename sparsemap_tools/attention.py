@@ -252,6 +252,13 @@ def _fused_eager(q, k, v, alpha, scale, causal, cu_q, cu_k, max_q, max_k, return
     return (out, _make_stats(holder[0])) if return_stats else out
 
 
+def _reference_stats(tau: torch.Tensor) -> AttentionStats:
+    """The dense reference's statistics: τ, and no tiles (NaN / −1)."""
+    nan = torch.tensor(float("nan"))
+    return AttentionStats(tau=tau, tile_sparsity=nan, live_tiles=torch.tensor(-1),
+                          visible_tiles=torch.tensor(-1), solve_iters=torch.tensor(-1), gathered=nan)
+
+
 def _make_stats(res) -> AttentionStats:
     # absolute τ = τ' + m (m is already (α−1)·scale·max s); 0 for rows without keys
     m, tau_rel = res["m"], res["tau"]
@@ -289,8 +296,8 @@ def entmax_attention(
 
     p_ij = [(α−1)·s_ij − τ_i]_+^{1/(α−1)} with s = scale·q·kᵀ and τ_i such that Σ_j p_ij = 1;
     out = p·v.  See the module docstring for α, causal alignment, GQA, zero rows and backends.
-    Returns ``out`` or ``(out, AttentionStats)`` when ``return_stats`` (triton backend only; the
-    reference backend returns τ and NaN tile statistics).
+    Returns ``out`` or ``(out, AttentionStats)`` when ``return_stats`` (the reference backend
+    returns τ with NaN / −1 tile statistics; α = 1, softmax through SDPA, returns ``None``).
     """
     _check_common(q, k, v, scale, backend)
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -313,12 +320,7 @@ def entmax_attention(
         return out
     if backend == "reference":
         out, tau = entmax_attention_dense(q, k, v, alpha=alpha, is_causal=is_causal, scale=sc, return_tau=True)
-        if return_stats:
-            nan = torch.tensor(float("nan"))
-            return out, AttentionStats(tau=tau, tile_sparsity=nan, live_tiles=torch.tensor(-1),
-                                       visible_tiles=torch.tensor(-1), solve_iters=torch.tensor(-1),
-                                       gathered=nan)
-        return out
+        return (out, _reference_stats(tau)) if return_stats else out
     if q.device.type != "cuda":
         _require_interpreter()
     return _fused(q, k, v, alpha, sc, bool(is_causal), None, None, 0, 0, return_stats)
@@ -378,10 +380,14 @@ def entmax_attention_varlen(
     alpha = _check_alpha(alpha, H, q.device)
     sc = float(scale) if scale is not None else 1.0 / math.sqrt(D)
     backend = _resolve_backend(backend, q.device)
-    if isinstance(alpha, float) and alpha == 1.0 or backend == "reference":
+    if isinstance(alpha, float) and alpha == 1.0:
         out = entmax_attention_varlen_dense(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha=alpha,
                                             is_causal=is_causal, scale=sc)
         return (out, None) if return_stats else out
+    if backend == "reference":
+        out, tau = entmax_attention_varlen_dense(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha=alpha,
+                                                 is_causal=is_causal, scale=sc, return_tau=True)
+        return (out, _reference_stats(tau)) if return_stats else out
     if q.device.type != "cuda":
         _require_interpreter()
     cq = cu_seqlens_q.to(device=q.device, dtype=torch.int32).contiguous()
@@ -423,8 +429,8 @@ def _softmax_attention(q, k, v, is_causal, scale, G):
         if Nq > Nk:  # rows with no visible key: zero output (SDPA gives NaN there)
             out = out.masked_fill(~vis.any(-1)[:, None], 0.0)
         return out
-    if Nk == 0:
-        return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
+    if Nk == 0:  # zero rows, still part of the autograd graph (zero gradients)
+        return torch.matmul(torch.matmul(q, k.transpose(-1, -2)), v)
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
 
 

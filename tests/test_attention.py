@@ -252,6 +252,46 @@ def test_reference_alpha_one_is_sdpa_and_zero_rows():
         assert o[:, :, 3:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 3.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_no_keys_give_zero_rows_and_zero_gradients(alpha, causal):
+    """Nk = 0 (padded) and a varlen sequence with no keys: zero output rows, zero gradients
+    (not an error, and not an output cut off from autograd), τ = 0 in the statistics."""
+    q = torch.randn(1, 2, 5, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 2, 0, 16, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 0, 16, dtype=torch.float64, requires_grad=True)
+    res = entmax_attention(q, k, v, alpha=alpha, is_causal=causal, return_stats=True,
+                           backend="reference")
+    out, st = res
+    assert out.shape == (1, 2, 5, 16) and torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert torch.equal(q.grad, torch.zeros_like(q))
+    if alpha != 1.0:
+        assert torch.equal(st.tau, torch.zeros(1, 2, 5, dtype=torch.float64))
+    else:
+        assert st is None
+    # varlen: a sequence with queries and no keys, between two ordinary ones
+    cq = torch.tensor([0, 3, 7, 9])
+    ck = torch.tensor([0, 4, 4, 9])
+    qv = torch.randn(9, 2, 16, dtype=torch.float64, requires_grad=True)
+    kv = torch.randn(9, 2, 16, dtype=torch.float64)
+    vv = torch.randn(9, 2, 16, dtype=torch.float64)
+    out, st = entmax_attention_varlen(qv, kv, vv, cq, ck, 4, 5, alpha=alpha, is_causal=causal,
+                                      return_stats=True, backend="reference")
+    assert torch.equal(out[3:7], torch.zeros_like(out[3:7])) and out[:3].abs().sum() > 0
+    out.sum().backward()
+    assert torch.equal(qv.grad[3:7], torch.zeros_like(qv.grad[3:7]))
+    if alpha != 1.0:
+        assert st.tau.shape == (9, 2) and torch.equal(st.tau[3:7], torch.zeros_like(st.tau[3:7]))
+        # the other rows' τ is the padded reference's, sequence by sequence
+        for a, b, c, d in ((0, 3, 0, 4), (7, 9, 4, 9)):
+            _, st1 = entmax_attention(qv[a:b].transpose(0, 1)[None], kv[c:d].transpose(0, 1)[None],
+                                      vv[c:d].transpose(0, 1)[None], alpha=alpha, is_causal=causal,
+                                      return_stats=True, backend="reference")
+            torch.testing.assert_close(st.tau[a:b], st1.tau[0].transpose(0, 1))
+        assert bool(torch.isnan(st.tile_sparsity)) and int(st.live_tiles) == -1
+
+
 def test_reference_alpha_near_two_limits():
     # α = 2 reference: sparsemax attention equals the projection onto the simplex
     q, k, v = (x.double() for x in _qkv(N=5))
@@ -483,6 +523,29 @@ def test_half_precision(dtype):
     _assert_close(out, ref, tol, tol, "out")
     for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), g[:3]):
         _assert_close(x.grad, r, 4 * tol, 4 * tol, name)
+
+
+@_triton
+def test_half_precision_alpha_above_two_near_threshold():
+    """float16, α = 4: a key just above the threshold (d ≈ 5·10⁻¹³) has u = d^{Q−1} ≈ 10⁸, past
+    float16's range; the O2 = Σ u v / Σ u product must not overflow (it made every dq and dk
+    entry NaN while the output was finite).  8 tied keys, one near the threshold, 3 below."""
+    k = torch.zeros(1, 1, 12, 16, dtype=torch.float16)
+    k[..., 8, 0] = -0.000650882721
+    k[..., 9:, 0] = -1.0
+    q = torch.zeros(1, 1, 1, 16, dtype=torch.float16)
+    q[..., 0] = 1.0
+    v = torch.randn(1, 1, 12, 16, generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    q, k, v = (x.to(DEV).requires_grad_() for x in (q, k, v))
+    out = entmax_attention(q, k, v, alpha=4.0, scale=1.0, backend="triton")
+    do = torch.ones_like(out)
+    out.backward(do)
+    ref, _, g = _ref(q, k, v, 4.0, False, scale=1.0, do=do)
+    _assert_close(out, ref, 4e-3, 4e-3, "out")
+    for name, x, r in zip(("dq", "dk", "dv"), (q, k, v), g[:3]):
+        # the near-threshold key's entry is a difference of ~10⁸-sized terms (float32 rounding):
+        # relative to the gradient's largest entry
+        _assert_close(x.grad, r, 2e-2 * float(r.abs().max()), 2e-2, name)
 
 
 @_triton
