@@ -1063,6 +1063,18 @@ def softmax_below(dtype: torch.dtype) -> float:
     return SOFTMAX_BELOW[torch.float64 if dtype == torch.float64 else torch.float32]
 
 
+def _soft_below_arg(dtype: torch.dtype, scalar: bool, alpha_s: float) -> float:
+    """The kernels' ``soft_below``: rows with α − 1 ≤ it are softmax rows.  A python-float α
+    (``scalar``: float32 computation, passed to the kernel as float32) was decided on the host in
+    float64 (``_mode_of``, as the CPU paths decide); the kernel's float32 re-test could disagree
+    near the threshold (α = 1.0001: 1.0001 − 1 ≤ 10⁻⁴ in float64, not in float32), and would
+    then solve with the softmax stand-in's power.  So it gets the host's answer: always / never."""
+    below = softmax_below(dtype)
+    if scalar:
+        return 1e30 if alpha_s - 1.0 <= below else -1.0
+    return below
+
+
 def _mode_of(alpha: float, forward: bool, dtype: torch.dtype) -> int:
     """Compile-time power mode for a row-uniform α known on the host (see ``_row_mode``); the
     forward treats softmax rows with α = 2 as a stand-in (they skip the solve)."""
@@ -1149,7 +1161,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
         grid = (cdiv(R, block_r),)
         _fwd_onchip_kernel[grid](
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
+            float(tol), int(max_iter), _soft_below_arg(x.dtype, scalar, alpha_s), alpha_s,
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
             SCALAR_ALPHA=scalar,
             num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
@@ -1160,7 +1172,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
         ch = _chunk(R, chunk, fast, wf)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
-            float(tol), int(max_iter), softmax_below(x.dtype), alpha_s,
+            float(tol), int(max_iter), _soft_below_arg(x.dtype, scalar, alpha_s), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
             WRITE_FIRST=wf, TOP2=bool(cfg["stream_top2"]),

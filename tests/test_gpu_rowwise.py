@@ -398,6 +398,25 @@ def test_special_rows(device, stream):
     assert bool(res.converged.all())
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("solver", ["auto", "bisect"])
+def test_python_alpha_at_the_softmax_threshold(device, stream, solver):
+    """α = 1.0001 (a python float): α − 1 ≤ 10⁻⁴ in float64, the host's decision and the CPU
+    paths' — a softmax row — but not in float32 (1.00010002 − 1 > 9.99999975·10⁻⁵), where the
+    kernel re-tested it and solved with the softmax stand-in's α = 2 power (uniform rows, sums of
+    5 or 40).  Just above the threshold (1.0002) the rows are solved as entmax."""
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 9
+    x = _rows("randn", 4, D, torch.Generator().manual_seed(31)).to(device)
+    for a, ref in ((1.0001, torch.softmax(x.double().cpu(), -1)),
+                   (1.0002, entmax_reference(x.double().cpu(), torch.full((4,), 1.0002, dtype=torch.float64)))):
+        res = rowwise.entmax_forward(x, a, solver=solver, max_onchip=max_onchip, chunk=chunk)
+        err = (res.p.cpu().double() - ref).abs().max().item()
+        # 1.0002: q = 1/(α−1) = 5000 amplifies float32 rounding of the base (~eps·q relative)
+        assert err <= (1e-6 if a == 1.0001 else 1e-3), (a, err)
+        assert bool(res.converged.all())
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_dtypes(device, dtype):
     gen = torch.Generator().manual_seed(9)
