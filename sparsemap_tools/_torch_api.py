@@ -33,11 +33,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"x must be a real floating or integer tensor, got dtype {dtype}")
 
 
-def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True):
+def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True,
+            alpha_f64: bool = False):
     """Validate and flatten: returns (x2d in compute dtype, alpha_rows tensor (R,), axis,
     moved shape, output dtype). ``alpha_rows`` stays differentiable w.r.t. a tensor alpha.
     With ``need_rows=False`` a python-number alpha gives ``alpha_rows=None`` (the Triton
-    kernels take it as a scalar). The common layout (reduce the last axis of a contiguous
+    kernels take it as a scalar).  ``alpha_rows`` is float64 for float64 x and with
+    ``alpha_f64`` (the CPU backends, which compute in float64: a float32 α would be another α),
+    else float32 (the Triton kernels' compute dtype). The common layout (reduce the last axis of a contiguous
     tensor) takes no movedim and, for 2-D input, no reshape: each is an autograd node."""
     if x.layout != torch.strided:
         raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
@@ -57,13 +60,14 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True):
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
     rows = x2d.shape[0]
+    adt = torch.float64 if (comp == torch.float64 or alpha_f64) else torch.float32
     if isinstance(alpha, torch.Tensor):
         if alpha.dtype.is_complex or alpha.dtype == torch.bool:
             raise TypeError(f"alpha must be a real tensor, got dtype {alpha.dtype}")
         if alpha.device != x.device and alpha.dim() > 0:
             raise ValueError(f"alpha is on {alpha.device} but x is on {x.device}")
         V.check_alpha_values(alpha.detach().to("cpu", torch.float64).numpy())
-        a = alpha.to(device=x.device, dtype=comp if comp == torch.float64 else torch.float32)
+        a = alpha.to(device=x.device, dtype=adt)
         if a.dim() == 0:
             a_rows = a.expand(rows)
         else:
@@ -76,12 +80,11 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True):
         # a python number: checked on the host, filled on x's device (no host-to-device copy,
         # which would also synchronise with the device)
         V.check_alpha_scalar(float(alpha))
-        a_rows = (torch.full((rows,), float(alpha), device=x.device,
-                             dtype=comp if comp == torch.float64 else torch.float32)
-                  if need_rows else None)
+        a_rows = torch.full((rows,), float(alpha), device=x.device, dtype=adt) if need_rows else None
     else:
         a_np = V.alpha_rows_numpy(alpha, tuple(x.shape), ax)
-        a_rows = torch.from_numpy(a_np).to(x.device, comp if comp == torch.float64 else torch.float32)
+        # (a copy: a_np may be a read-only broadcast view, which torch.from_numpy warns about)
+        a_rows = torch.tensor(a_np, dtype=adt, device=x.device)
     return x2d, a_rows, ax, moved.shape, out_dtype
 
 
@@ -223,9 +226,10 @@ def entmax(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str, to
     V.check_backend(backend)
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
     hint = _python_alpha(alpha)
+    tri = _use_triton(x, backend)
     # the Triton kernels take a python-number α as a scalar: no per-row α tensor then
     x2d, a_rows, ax, moved_shape, out_dtype = prepare(
-        x, alpha, axis, need_rows=hint is None or not _use_triton(x, backend))
+        x, alpha, axis, need_rows=hint is None or not tri, alpha_f64=not tri)
     grad_alpha = a_rows is not None and a_rows.requires_grad
     if torch.is_grad_enabled() and (x2d.requires_grad or grad_alpha):
         p2d = EntmaxFunction.apply(x2d, a_rows, solver, backend, tol, max_iter, hint)
@@ -243,7 +247,8 @@ def threshold(x: torch.Tensor, alpha: Any, axis: int, solver: str, backend: str,
     V.check_backend(backend)
     tol, max_iter = V.check_tol(tol), V.check_max_iter(max_iter)
     with torch.no_grad():
-        x2d, a_rows, ax, moved_shape, _ = prepare(x, alpha, axis)
+        x2d, a_rows, ax, moved_shape, _ = prepare(x, alpha, axis,
+                                                  alpha_f64=not _use_triton(x, backend))
         _, res = forward_rows(x2d, a_rows, solver, backend, tol, max_iter)
     return x2d, a_rows, res, tuple(moved_shape[:-1])
 

@@ -156,7 +156,8 @@ def _loss_torch(x: Any, target: Any, alpha: Any, axis: int, solver: str, backend
     with torch.no_grad():
         p = entmax(xd, alpha.detach() if isinstance(alpha, torch.Tensor) else alpha, ax,
                    solver=solver, backend=backend)
-    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha), dtype=torch.float64)
+    # a python number, a list or a NumPy array (as entmax takes them; a copy: no read-only view)
+    a = alpha if isinstance(alpha, torch.Tensor) else torch.from_numpy(np.array(alpha, dtype=np.float64))
     return _FYLoss.apply(x, a, p, target, ax)
 
 

@@ -274,6 +274,25 @@ def test_per_row_alpha_loss():
     np.testing.assert_allclose(Lt.numpy(), L, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", ["numpy", "list"])
+def test_torch_scores_with_array_or_list_alpha(kind):
+    """A torch x takes α as a NumPy array or a list, as entmax does (was a TypeError from
+    float(alpha)), with the same loss as a tensor α and no warning."""
+    rng = np.random.default_rng(14)
+    x = torch.tensor(rng.standard_normal((3, 5)))
+    t = torch.tensor([0, 3, 4])
+    a = np.array([[1.5], [1.2], [2.0]])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        L = entmax_loss(x, t, a if kind == "numpy" else a.tolist())
+    ref = entmax_loss(x, t, torch.tensor(a))
+    np.testing.assert_allclose(L.numpy(), ref.numpy(), rtol=1e-12, atol=1e-14)
+    for i in range(3):
+        np.testing.assert_allclose(float(L[i]), fy_loss_ref(x[i].numpy(), one_hot(int(t[i]), 5), a[i, 0]),
+                                   rtol=1e-12, atol=1e-13)
+
+
 # ------------------------------------------------------------------------------------------------
 # alpha just above 1: the loss and dL/dalpha must be continuous at alpha = 1
 # ------------------------------------------------------------------------------------------------

@@ -30,6 +30,19 @@ def _x(*shape, seed=0, dtype=torch.float64, scale=1.0):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("alpha", [1.2, "tensor", "array"])
+def test_float32_tensor_keeps_alpha_in_float64_on_cpu(backend, alpha):
+    """The CPU backends compute float32 input in float64 with the α given (not α rounded to
+    float32: 1.2 → 1.2000000477, ~7e-8 off on p): the same p as for the float32 NumPy array."""
+    xs = np.random.default_rng(0).standard_normal((20, 100)).astype(np.float32)
+    a = {1.2: 1.2, "tensor": torch.full((20, 1), 1.2, dtype=torch.float64),
+         "array": np.full((20, 1), 1.2)}[alpha]
+    got = entmax(torch.from_numpy(xs), a, backend=backend).numpy()
+    want = entmax(xs, np.asarray(a) if alpha != 1.2 else a, backend=backend)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("backend", ["auto"] + BACKENDS)
 @pytest.mark.parametrize("solver", CPU_SOLVERS)
 @pytest.mark.parametrize("alpha", [1.0, 1.01, 1.25, 1.5, 2.0, 3.0])
