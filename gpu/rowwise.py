@@ -279,6 +279,23 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
     return t0, t1, t2, one, dmin
 
 
+#: |Σp − 1| above which the forward kernels divide a row's p by its sum (float32, float64):
+#: converged rows with α ≤ 2 stay far inside (their τ is exact to a few ulps), so they are
+#: written once; rows stopped at ``max_iter`` and α > 2 rows whose Σp jumps across 1 between
+#: neighbouring floats τ (p is only Hölder in τ) are normalised as on the CPU
+NORM_TOL = (1e-5, 1e-12)
+
+
+@triton.jit
+def _needs_renorm(psum, skip, F64: tl.constexpr):
+    """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL`` and can be divided."""
+    if F64:
+        tol = 1e-12
+    else:
+        tol = 1e-5
+    return (tl.abs(psum - 1.0) > tol) & (psum > 0) & (psum < INF) & (~skip)
+
+
 @triton.jit
 def _p_from_tau(zs, tau, q, mode, F64: tl.constexpr):
     """p = [zs − τ]_+^q for a tile (mode 0: d, mode 1: d², else the power)."""
@@ -593,14 +610,15 @@ def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
 
 @triton.jit
 def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_soft, zero2,
-                  U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr):
-    """The output pass of a streamed row: p = [zs − τ]_+^q (softmax rows: exp(x − m)/Σ; bad
-    rows: NaN) stored in P's dtype, U chunks per step.  Returns (entries with p > 0 as stored,
-    entries with zs > τ), per row."""
+                  scale, U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr):
+    """The output pass of a streamed row: p = scale·[zs − τ]_+^q (softmax rows: exp(x − m)/Σ;
+    bad rows: NaN) stored in P's dtype, U chunks per step.  Returns (entries with p > 0 as
+    stored, entries with zs > τ, Σ [zs − τ]_+^q before ``scale``), per row."""
     CH: tl.constexpr = lane.shape[0]
     STEP: tl.constexpr = U * CH
     cnt = zero2.to(tl.int32)         # per-lane counts, reduced once after the loop
     kpos = zero2.to(tl.int32)
+    psum = zero2
     xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         cols = _tile_cols(start, lane, U)
@@ -610,6 +628,8 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
         zs = (alpha - 1.0)[:, None] * (x - m[:, None])
         zs = tl.where(bad[:, None], 0.0, zs)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
+        psum += _fold_sum(p, U)      # (masked-off columns: zs = −inf, p = 0)
+        p = p * scale[:, None]
         if n_soft > 0:
             p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
         p = tl.where(bad[:, None], INF - INF, p)
@@ -617,7 +637,7 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
         cnt += _fold_sum(((pout > 0) & cm).to(tl.int32), U)
         kpos += _fold_sum((pos & cm).to(tl.int32), U)
         tl.store(prow + cols, pout, mask=cm)
-    return tl.sum(cnt, 1), tl.sum(kpos, 1)
+    return tl.sum(cnt, 1), tl.sum(kpos, 1), tl.sum(psum, 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -688,6 +708,9 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     tau, conv, it = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
                                 SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
+    # Σp off by more than NORM_TOL (see the streaming kernel): divided by Σp
+    psum = tl.sum(p, 1)
+    p = tl.where(_needs_renorm(psum, bad | soft, F64)[:, None], p / psum[:, None], p)
     if tl.sum(soft.to(tl.int32), 0) > 0:
         e = tl.exp(zs)  # softmax rows solve with α = 2 as a stand-in, so their zs is x − max
         se = tl.sum(e, 1)
@@ -723,6 +746,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     else:
         alpha = alpha.to(tl.float32)
     zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
+    unit = alpha * 0.0 + 1.0     # (per-row ones: the scale of a first write)
     # ---- pass 1: max, NaN/inf flags and lane maxima ----------------------------------
     vmax = zero2 - INF
     vsec = zero2 - INF      # TOP2: per-lane second largest entries (the subset doubles)
@@ -792,8 +816,8 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         # second write follow (4 reads, 2 writes for that row).
         tg = tl.where(csub, tsub, tau)
         ksub = tl.sum((zsv > tg[:, None]).to(tl.int32), 1)
-        supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tg, q, mode, bad, soft, se,
-                                   n_soft, zero2, U, PF, F64)
+        supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tg, q, mode, bad, soft,
+                                         se, n_soft, zero2, unit, U, PF, F64)
         cert = fixed | (csub & (krow == ksub))
         tau = tl.where(cert & ~fixed, tg, tau)
     # ---- solver passes over the full row --------------------------------------------
@@ -830,11 +854,17 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     # ---- output pass ----------------------------------------------------------------
     if WRITE_FIRST:
         if tl.sum((~cert).to(tl.int32), 0) > 0:
-            supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
-                                       se, n_soft, zero2, U, PF, F64)
+            supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad,
+                                             soft, se, n_soft, zero2, unit, U, PF, F64)
     else:
-        supp, krow = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se,
-                                   n_soft, zero2, U, PF, F64)
+        supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
+                                         se, n_soft, zero2, unit, U, PF, F64)
+    # Σp off by more than NORM_TOL (a row stopped at max_iter, or α > 2 where no float τ gives
+    # Σp = 1: p is only Hölder in τ): written again divided by Σp, as the CPU paths divide
+    renorm = _needs_renorm(psum, bad | soft, F64)
+    if tl.sum(renorm.to(tl.int32), 0) > 0:
+        supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
+                                         se, n_soft, zero2, 1.0 / psum, U, PF, F64)
     tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))

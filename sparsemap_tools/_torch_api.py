@@ -13,6 +13,8 @@ and, for a tensor ``alpha`` that requires grad, with ``s = u/\sum u`` and ``h = 
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import numpy as np
@@ -120,6 +122,15 @@ def forward_rows(
             )
         a = alpha_rows.detach() if alpha_value is None else alpha_value
         r = rowwise.entmax_forward(x2d, a, solver, tol=tol, max_iter=max_iter)
+        if max_iter is not None:
+            # a caller's cap on the passes can stop rows early: said as on the CPU (one host
+            # synchronisation, only then: with the default cap every solver converges)
+            bad = ~r.converged & torch.isfinite(r.tau)
+            if bool(bad.any()):
+                warnings.warn(
+                    f"{int(bad.sum())} row(s) did not converge within max_iter (solver={solver!r}, "
+                    "triton); their output is normalised but may be inexact "
+                    "(see threshold(...).converged)", RuntimeWarning, stacklevel=5)
         return r.p, r
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())

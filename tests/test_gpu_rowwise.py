@@ -447,6 +447,50 @@ def test_max_iter_reports_unconverged(device):
     assert bool(full.converged.all()) and int(full.iterations.min()) > 3
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_are_normalised_where_sum_is_off(device, stream, dtype):
+    """Rows whose Σp at the final τ is off 1 by more than NORM_TOL are divided by it, as on the
+    CPU: rows stopped at a small max_iter (reported unconverged; the API warns), and α = 10 rows
+    whose Σp jumps across 1 between neighbouring floats τ (they summed to 0.988 and 1.158 with
+    converged = True).  Other rows are written once, unchanged."""
+    import warnings
+
+    import sparsemap_tools as smt
+
+    max_onchip, chunk = _cfg(device)["stream"] if stream else (None, None)
+    D = 70 if stream else 9
+    x = _rows("randn", 5, D, torch.Generator().manual_seed(41)).to(device=device, dtype=dtype)
+    res = rowwise.entmax_forward(x, 1.3, solver="bisect", max_iter=2, max_onchip=max_onchip,
+                                 chunk=chunk)
+    assert not bool(res.converged.any())
+    sums = res.p.double().sum(-1).cpu()
+    assert (sums - 1).abs().max() < (1e-5 if dtype == torch.float32 else 1e-12), sums
+    # the Hölder case: one entry 0.1 below the top at α = 10 (its p is d^{1/9}, d ~ 1e-18)
+    h = torch.full((3, D), -0.4, dtype=dtype, device=device)
+    h[:, 0] = 0.0
+    h[:, 1] = -0.1
+    h[1] += 1e4 if dtype == torch.float32 else 0.0
+    h[2, 2] = -0.3
+    res = rowwise.entmax_forward(h, 10.0, max_onchip=max_onchip, chunk=chunk)
+    sums = res.p.double().sum(-1).cpu()
+    assert (sums - 1).abs().max() < (1e-5 if dtype == torch.float32 else 1e-12), sums
+    assert bool((res.p >= 0).all())
+    # a converged α ≤ 2 row is not rewritten: the same p as the solve's τ gives
+    x2 = _rows("randn", 4, D, torch.Generator().manual_seed(42)).to(device=device, dtype=dtype)
+    r2 = rowwise.entmax_forward(x2, 1.5, max_onchip=max_onchip, chunk=chunk)
+    zs = 0.5 * (x2.double() - x2.double().max(-1, keepdim=True).values)
+    want = torch.clamp(zs - r2.tau.double()[:, None], min=0) ** 2
+    assert (r2.p.double() - want).abs().max() < (1e-7 if dtype == torch.float32 else 1e-15)
+    # the API says when a caller's max_iter stopped rows, as the CPU paths do
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        p = smt.entmax(x, 1.3, solver="bisect", backend="triton", max_iter=2)
+    assert any(issubclass(i.category, RuntimeWarning) and "did not converge" in str(i.message)
+               for i in w)
+    assert (p.double().sum(-1) - 1).abs().max() < 1e-5
+
+
 def test_bad_arguments(device):
     x = torch.randn(3, 4, device=device)
     with pytest.raises(ValueError):
