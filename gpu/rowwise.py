@@ -279,20 +279,26 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
     return t0, t1, t2, one, dmin
 
 
-#: |Σp − 1| above which the forward kernels divide a row's p by its sum (float32, float64):
-#: converged rows with α ≤ 2 stay far inside (their τ is exact to a few ulps), so they are
-#: written once; rows stopped at ``max_iter`` and α > 2 rows whose Σp jumps across 1 between
-#: neighbouring floats τ (p is only Hölder in τ) are normalised as on the CPU
-NORM_TOL = (1e-5, 1e-12)
+#: |Σp − 1| above which the forward kernels divide a row's p by its sum: 2 eps of the compute
+#: dtype, except for streamed float32 rows (1e-5), where a division costs one more read and
+#: write of the row.  τ is exact to about an ulp, and one ulp of τ moves Σp by ~q·eps (q =
+#: 1/(α−1): 5e-13 in float64 at α = 1.0001), which the division removes to first order, as on
+#: the CPU (which always divides).  Converged float32 rows with α ≤ 2 stay inside 1e-5, so a
+#: streamed row is written once; rows stopped at ``max_iter`` and α > 2 rows whose Σp jumps
+#: across 1 between neighbouring floats τ (p is only Hölder in τ) are divided in any case.
+NORM_TOL = dict(float32=2.0 * 1.1920929e-07, float64=2.0 * 2.220446049250313e-16,
+                stream_float32=1e-5)
 
 
 @triton.jit
-def _needs_renorm(psum, skip, F64: tl.constexpr):
+def _needs_renorm(psum, skip, F64: tl.constexpr, STREAM: tl.constexpr):
     """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL`` and can be divided."""
     if F64:
-        tol = 1e-12
-    else:
+        tol = 4.440892098500626e-16
+    elif STREAM:
         tol = 1e-5
+    else:
+        tol = 2.3841858e-07
     return (tl.abs(psum - 1.0) > tol) & (psum > 0) & (psum < INF) & (~skip)
 
 
@@ -708,9 +714,9 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     tau, conv, it = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
                                 SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
-    # Σp off by more than NORM_TOL (see the streaming kernel): divided by Σp
+    # Σp off by more than NORM_TOL: divided by Σp
     psum = tl.sum(p, 1)
-    p = tl.where(_needs_renorm(psum, bad | soft, F64)[:, None], p / psum[:, None], p)
+    p = tl.where(_needs_renorm(psum, bad | soft, F64, False)[:, None], p / psum[:, None], p)
     if tl.sum(soft.to(tl.int32), 0) > 0:
         e = tl.exp(zs)  # softmax rows solve with α = 2 as a stand-in, so their zs is x − max
         se = tl.sum(e, 1)
@@ -861,7 +867,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                                          se, n_soft, zero2, unit, U, PF, F64)
     # Σp off by more than NORM_TOL (a row stopped at max_iter, or α > 2 where no float τ gives
     # Σp = 1: p is only Hölder in τ): written again divided by Σp, as the CPU paths divide
-    renorm = _needs_renorm(psum, bad | soft, F64)
+    renorm = _needs_renorm(psum, bad | soft, F64, True)
     if tl.sum(renorm.to(tl.int32), 0) > 0:
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
                                          se, n_soft, zero2, 1.0 / psum, U, PF, F64)
