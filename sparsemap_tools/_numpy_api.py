@@ -31,6 +31,26 @@ def rows_backend(backend: str) -> RowsFn:
     )
 
 
+def solve_rows(fn: RowsFn, x2d: np.ndarray, alpha_rows: np.ndarray, solver: str,
+               tol: float | None, max_iter: int | None) -> tuple[np.ndarray, TauResult]:
+    """Run a backend's ``entmax_rows`` with ``solver`` resolved.  ``"auto"`` (Newton) re-solves
+    any row it leaves unconverged within the default pass cap with the exact ``sort`` solver
+    (rows such as α = 50 with entries 10⁻³⁰ apart, where every breakpoint has an unbounded
+    slope): ``auto`` always returns converged rows.  A caller's ``max_iter`` is left alone."""
+    p2d, res = fn(x2d, alpha_rows, resolve_solver(solver), tol=tol, max_iter=max_iter)
+    if solver != "auto" or max_iter is not None:
+        return p2d, res
+    redo = np.flatnonzero(~res.converged & np.isfinite(res.tau))
+    if redo.size:
+        p_s, r_s = fn(np.ascontiguousarray(x2d[redo]), np.ascontiguousarray(alpha_rows[redo]),
+                      "sort", tol=tol, max_iter=None)
+        p2d[redo] = p_s
+        for name in ("tau", "support_size", "converged", "certified", "residual"):
+            getattr(res, name)[redo] = getattr(r_s, name)
+        res.iterations[redo] += r_s.iterations
+    return p2d, res
+
+
 def as_float_array(x: Any) -> tuple[np.ndarray, np.dtype]:
     """(compute array, output dtype). float64 stays, float32 stays, float16 -> float32 compute,
     integers and bool -> float64; anything else is a TypeError."""
@@ -76,7 +96,7 @@ def run_rows(
     batch_shape = moved.shape[:-1]
     x2d = np.ascontiguousarray(moved.reshape(-1, arr.shape[ax]))
     fn = rows_backend(backend)
-    p2d, res = fn(x2d, V.snap_to_softmax(alpha_rows), resolve_solver(solver), tol=tol, max_iter=max_iter)
+    p2d, res = solve_rows(fn, x2d, V.snap_to_softmax(alpha_rows), solver, tol, max_iter)
     warn_unconverged(res)
     p = np.moveaxis(p2d.reshape(moved.shape), -1, ax).astype(out_dtype, copy=False)
     return p, res, x2d, batch_shape, alpha_rows

@@ -22,8 +22,7 @@ import torch
 
 from . import _ops
 from . import _validate as V
-from ._numpy_api import paper_tau, rows_backend, warn_unconverged
-from .solvers import resolve_solver
+from ._numpy_api import paper_tau, rows_backend, solve_rows, warn_unconverged
 from .solvers.result import TauResult
 
 
@@ -134,7 +133,7 @@ def forward_rows(
         return r.p, r
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
-    p2d, res = fn(x2d.detach().numpy(), a_np, resolve_solver(solver), tol=tol, max_iter=max_iter)
+    p2d, res = solve_rows(fn, x2d.detach().numpy(), a_np, solver, tol, max_iter)
     warn_unconverged(res)
     return torch.from_numpy(p2d), res
 

@@ -468,3 +468,30 @@ def test_unconverged_rows_warn_and_are_flagged():
     with pytest.warns(RuntimeWarning):
         r = threshold(x, 1.25, solver="bisect", max_iter=3)
     assert not r.converged.any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("row", [
+    [-2.10149545e-31, 4.08717977e-32, 1.02787382e-31, -1.99224225e-31, 5.72285194e-32],
+    [-1.342e-30, 9.198e-31, -1.121e-30, 1.151e-30, -3.848e-31]])
+def test_auto_converges_on_large_alpha_tiny_spreads(backend, row):
+    """α = 50 on entries ~10⁻³⁰ apart: every breakpoint of f has an unbounded slope and Newton
+    stopped at max_iter (a warning and p 0.23 off); ``auto`` re-solves such rows with the exact
+    sort solver, so it returns converged rows equal to ``sort``'s, without a warning (NumPy
+    and torch input)."""
+    import warnings
+
+    x = np.array([row])
+    want = entmax(x, 50.0, solver="sort", backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = entmax(x, 50.0, backend=backend)
+        res = threshold(x, 50.0, backend=backend)
+    np.testing.assert_allclose(got, want, atol=1e-15)
+    assert bool(res.converged.all())
+    np.testing.assert_allclose(got.sum(), 1.0, atol=1e-15)
+    try:
+        import torch
+    except ImportError:
+        return
+    np.testing.assert_allclose(entmax(torch.tensor(x), 50.0, backend=backend).numpy(), want, atol=1e-15)
