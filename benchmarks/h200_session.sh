@@ -186,6 +186,14 @@ if [ "${1:-}" = wfall ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = wfmid ]; then
+  # wfall without the top-2 test run (about 5.5 minutes): the paired timings, then every
+  # GPU-marked test (the sum normalisation, the float16 alpha > 2 fix and torch.compile included)
+  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+    "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024"
+  gpu_tests 170
+  exit 0
+fi
 if [ "${1:-}" = wfmin ]; then
   # wft2 without the top-2 test run, shorter time limits (for a session with little device time)
   paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
