@@ -189,7 +189,7 @@ fi
 if [ "${1:-}" = wfmid ]; then
   # wfall without the top-2 test run (about 5.5 minutes): the paired timings, then every
   # GPU-marked test (the sum normalisation, the float16 alpha > 2 fix and torch.compile included)
-  paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
+  paired 190 wfdefault 1024x16384,256x65536,16384x1024 1.5,2.0 \
     "old:stream_write_first=0;t2:stream_top2=1;t2c1k:stream_top2=1,chunk=1024"
   gpu_tests 170
   exit 0
