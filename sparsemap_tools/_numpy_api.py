@@ -102,6 +102,20 @@ def run_rows(
     return p, res, x2d, batch_shape, alpha_rows
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the caller's line: the first frame outside
+    this package and torch (the NumPy and torch paths, autograd included, differ in depth)."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    skip = (pkg, os.path.dirname(pkg) + os.sep + "solvers", os.sep + "torch" + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(s in frame.f_code.co_filename for s in skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_unconverged(res: TauResult) -> None:
     """A ``RuntimeWarning`` naming how many (non-NaN) rows stopped at ``max_iter``."""
     bad = ~res.converged & np.isfinite(res.tau)
@@ -110,7 +124,7 @@ def warn_unconverged(res: TauResult) -> None:
             f"{int(bad.sum())} row(s) did not converge within max_iter (solver={res.solver!r}); "
             "their output is normalised but may be inexact (see threshold(...).converged)",
             RuntimeWarning,
-            stacklevel=5,
+            stacklevel=user_stacklevel(),
         )
 
 

@@ -22,7 +22,7 @@ import torch
 
 from . import _ops
 from . import _validate as V
-from ._numpy_api import paper_tau, rows_backend, solve_rows, warn_unconverged
+from ._numpy_api import paper_tau, rows_backend, solve_rows, user_stacklevel, warn_unconverged
 from .solvers.result import TauResult
 
 
@@ -129,7 +129,7 @@ def forward_rows(
                 warnings.warn(
                     f"{int(bad.sum())} row(s) did not converge within max_iter (solver={solver!r}, "
                     "triton); their output is normalised but may be inexact "
-                    "(see threshold(...).converged)", RuntimeWarning, stacklevel=5)
+                    "(see threshold(...).converged)", RuntimeWarning, stacklevel=user_stacklevel())
         return r.p, r
     fn = rows_backend(backend)
     a_np = V.snap_to_softmax(alpha_rows.detach().to(torch.float64).cpu().numpy())
