@@ -110,10 +110,12 @@ def _check_common(q, k, v, scale, backend):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    allowed = _DTYPES + ((torch.float64,) if backend == "reference" else ())
+    # float64: the dense reference's (backend "reference", or "auto" off CUDA, which picks it)
+    dense = backend == "reference" or (backend == "auto" and q.device.type != "cuda")
+    allowed = _DTYPES + ((torch.float64,) if dense else ())
     if q.dtype not in allowed:
         raise TypeError(f"dtype {q.dtype} is not supported (use float16, bfloat16 or float32"
-                        + ("; float64 with backend='reference'" if backend != "reference" else "") + ")")
+                        + ("; float64 with backend='reference'" if not dense else "") + ")")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     if scale is not None:

@@ -183,9 +183,14 @@ def test_validation_shapes_dtypes():
     q4, k4, v4 = _qkv(H=4, Hkv=2)
     with pytest.raises(ValueError, match="enable_gqa"):
         entmax_attention(q4, k4, v4)
-    # float64 is fine for the reference
+    # float64 is fine for the reference, and for "auto" off CUDA (which picks the reference)
     out = entmax_attention(q.double(), k.double(), v.double(), backend="reference")
     assert out.dtype == torch.float64
+    if q.device.type != "cuda":
+        torch.testing.assert_close(entmax_attention(q.double(), k.double(), v.double()), out)
+    else:
+        with pytest.raises(TypeError, match="not supported"):
+            entmax_attention(q.double(), k.double(), v.double())
 
 
 def test_validation_varlen():
