@@ -194,6 +194,13 @@ if [ "${1:-}" = wfmid ]; then
   gpu_tests 170
   exit 0
 fi
+if [ "${1:-}" = wfshort ]; then
+  # the least worth a start (about 4.5 minutes): every GPU-marked test, then paired timings of
+  # the write-first default against the previous one and the top-2 subset at 1024x16384
+  gpu_tests 170
+  paired 80 wfshort 1024x16384 1.5,2.0 "old:stream_write_first=0;t2:stream_top2=1"
+  exit 0
+fi
 if [ "${1:-}" = wfmin ]; then
   # wft2 without the top-2 test run, shorter time limits (for a session with little device time)
   paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
