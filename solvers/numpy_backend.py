@@ -373,14 +373,16 @@ def entmax_rows(
     cert = np.zeros(rows, bool)
     res = np.full(rows, np.nan)
     if np.any(soft):
-        e = np.exp(xf[soft] - rowmax[soft, None])
+        with np.errstate(over="ignore"):  # (as below)
+            e = np.exp(xf[soft] - rowmax[soft, None])
         p[soft] = e / e.sum(axis=1, keepdims=True)
         support[soft] = (p[soft] > 0).sum(axis=1)
         conv[soft] = True
         cert[soft] = True
     if np.any(ent):
         a = alpha[ent]
-        zs = (a - 1.0)[:, None] * (xf[ent] - rowmax[ent, None])
+        with np.errstate(over="ignore"):  # x − max below −1.8e308: −inf, a zero weight
+            zs = (a - 1.0)[:, None] * (xf[ent] - rowmax[ent, None])
         r = solve(zs, a, solver, tol=tol, max_iter=max_iter)
         pe = probabilities(zs, r.tau, a)
         p[ent] = pe

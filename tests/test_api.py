@@ -512,3 +512,16 @@ def test_unconverged_warning_points_at_the_callers_line(kind):
         entmax(x, 1.3, solver="bisect", max_iter=2)
     msgs = [i for i in w if issubclass(i.category, RuntimeWarning) and "did not converge" in str(i.message)]
     assert len(msgs) == 1 and msgs[0].filename == __file__, [(i.filename, str(i.message)) for i in w]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 2.0])
+def test_extreme_finite_entries_warn_nothing(backend, alpha):
+    """Entries ±1e308: x − max overflows to −inf (a zero weight) without a NumPy warning."""
+    import warnings
+
+    x = np.array([[1e308, -1e308, 0.0, 5.0], [1e308, 1e308, -1e308, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = entmax(x, alpha, backend=backend)
+    np.testing.assert_array_equal(p, [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
