@@ -135,14 +135,15 @@ def entmax(x: Any, alpha: Any, axis: int, solver: str, backend: str, tol, max_it
 def paper_tau(res: TauResult, x2d: np.ndarray, alpha_rows: np.ndarray) -> np.ndarray:
     """Threshold in the paper's convention ``p = [(alpha-1) x - tau]_+^(1/(alpha-1))``.
 
-    Prepared-space ``tau`` plus ``(alpha-1) * max x``; for softmax rows (alpha = 1) the
-    log-sum-exp, so that ``p = exp(x - tau)``.
+    Prepared-space ``tau`` plus ``(alpha-1) * max x``; for softmax rows (alpha = 1, and alpha
+    within ``SOFTMAX_BELOW`` of 1, which the solvers compute as softmax) the log-sum-exp, so
+    that ``p = exp(x - tau)``.
     """
     xf = x2d.astype(np.float64, copy=False)
     with np.errstate(invalid="ignore", over="ignore"):
         rowmax = xf.max(axis=1)
         tau = res.tau + (alpha_rows - 1.0) * rowmax
-        soft = alpha_rows == 1.0
+        soft = V.snap_to_softmax(np.asarray(alpha_rows, np.float64)) == 1.0
         if np.any(soft):
             xs = xf[soft]
             m = rowmax[soft]

@@ -525,3 +525,17 @@ def test_extreme_finite_entries_warn_nothing(backend, alpha):
         warnings.simplefilter("error")
         p = entmax(x, alpha, backend=backend)
     np.testing.assert_array_equal(p, [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("am1", [0.0, 1e-12, 1e-10])
+def test_threshold_of_softmax_rows_is_logsumexp(am1):
+    """α within 1e-9 of 1 is computed as softmax; its threshold is the log-sum-exp, as for
+    α = 1 (it was NaN, with converged and certified True), for NumPy and torch input."""
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -np.inf, 0.0]])
+    want = np.log(np.exp(x).sum(axis=1))
+    r = threshold(x, 1.0 + am1)
+    np.testing.assert_allclose(r.tau, want, rtol=1e-15)
+    np.testing.assert_allclose(np.exp(x - r.tau[:, None]), entmax(x, 1.0 + am1), rtol=1e-14)
+    torch = pytest.importorskip("torch")
+    rt = threshold(torch.tensor(x), torch.tensor([[1.0 + am1], [1.0]], dtype=torch.float64))
+    np.testing.assert_allclose(rt.tau.numpy(), want, rtol=1e-15)
