@@ -336,7 +336,9 @@ def _sort_row(z, idx, m, alpha, srt, strict):
     nondecreasing, the support size is ``k* = max{k : G(k) < 1}`` (binary search), and on
     ``[a, b] = [max(s_{k*+1}, -1), s_{k*}]`` ``f`` is smooth: closed form (alpha in {1.5, 2},
     clipped to ``[a, b]``) or the l_q-/guarded Newton of :func:`_iterate_row` without
-    closed-form finish. Returns ``(tau, k*, iterations, m)`` (``m``: candidates kept).
+    closed-form finish; when the k* support entries all equal the row max (0), ``f = k*(−τ)^q
+    − 1`` there and τ = −k*^{1−α} for every α (the iterations reach it only slowly for α > 2).
+    Returns ``(tau, k*, iterations, converged, m)`` (``m``: candidates kept).
     """
     q = 1.0 / (alpha - 1.0)
     kind = _pow_kind(q)
@@ -358,14 +360,16 @@ def _sort_row(z, idx, m, alpha, srt, strict):
     a = srt[k] if k < m else -1.0
     if a < -1.0:
         a = -1.0
+    if b == 0.0:
+        return min(max(-(float(k) ** (1.0 - alpha)), a), b), k, 0, True, m
     if alpha == 2.0 or alpha == 1.5:
         m8 = _pad(z, m)
         _, _, _, cnt, s1 = _sums(z, m8, a, q, kind, False)
         ss = _centred_ss(z, m8, a, s1 / cnt) if alpha == 1.5 else 0.0
         tau = min(max(a + _cf_delta(alpha, cnt, s1, ss), a), b)
-        return tau, k, 0, m
-    tau, iters, _, _, m = _iterate_row(z, idx, m, alpha, NEWTON, 0.0, 100, a, b, False, strict)
-    return tau, k, iters, m
+        return tau, k, 0, True, m
+    tau, iters, conv, _, m = _iterate_row(z, idx, m, alpha, NEWTON, 0.0, 100, a, b, False, strict)
+    return tau, k, iters, conv, m
 
 
 @numba.njit(**_JIT)
@@ -375,8 +379,8 @@ def _solve_candidates(z, idx, m, hi, alpha, method, tol, max_iter, srt, strict):
     Returns ``(tau, support or -1, iterations, converged, certified, m)``.
     """
     if method == SORT:
-        tau, k, iters, m = _sort_row(z, idx, m, alpha, srt, strict)
-        return tau, k, iters, True, True, m
+        tau, k, iters, conv, m = _sort_row(z, idx, m, alpha, srt, strict)
+        return tau, k, iters, conv, conv, m
     if alpha > 2.0 and m > 0:
         # every candidate equals the row max: root -m^(1-alpha) in closed form (see
         # numpy_backend.iterate; the iterations reach it only slowly for alpha > 2)

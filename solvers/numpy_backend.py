@@ -301,27 +301,34 @@ def sort_solve(zs: np.ndarray, alpha: np.ndarray, *, record_history: bool = Fals
     a = np.maximum(nxt, -1.0)
     a = np.where(np.isfinite(a), a, -1.0)
 
-    # restricted sums at tau = a over the top-k (all of them are > a by construction)
+    # the k support entries all equal the row max (0): f = k (-tau)^q - 1 on [a, b], root
+    # -k^(1-alpha) for every alpha (the iterations reach it only slowly for alpha > 2)
     tau = np.empty(rows)
     iters = np.zeros(rows, np.int64)
-    closed = cf.has_closed_form(alpha)
+    conv = np.ones(rows, bool)
+    top = b == 0.0
+    tau[top] = np.clip(-np.power(k[top].astype(np.float64), 1.0 - alpha[top]), a[top], b[top])
+    # restricted sums at tau = a over the top-k (all of them are > a by construction)
+    closed = cf.has_closed_form(alpha) & ~top
     if np.any(closed):
         idx = np.flatnonzero(closed)
         s = row_sums(zs[idx], a[idx], q[idx])
         delta = cf.closed_form_delta(alpha[idx], s.count, s.s1, s.ss)
         tau[idx] = np.clip(a[idx] + delta, a[idx], b[idx])
-    if np.any(~closed):
-        idx = np.flatnonzero(~closed)
+    rest = ~closed & ~top
+    if np.any(rest):
+        idx = np.flatnonzero(rest)
         r = iterate(zs[idx], alpha[idx], "newton", lo=a[idx], hi=b[idx], closed_form=False)
         tau[idx] = r.tau
         iters[idx] = r.iterations
+        conv[idx] = r.converged
     hist = tau[:, None].copy() if record_history else None
     return TauResult(
         tau=tau,
         support_size=k.astype(np.int64),
         iterations=iters,
-        converged=np.ones(rows, bool),
-        certified=np.ones(rows, bool),
+        converged=conv,
+        certified=conv.copy(),
         residual=residual(zs, tau, alpha),
         solver="sort",
         history=hist,

@@ -539,3 +539,20 @@ def test_threshold_of_softmax_rows_is_logsumexp(am1):
     torch = pytest.importorskip("torch")
     rt = threshold(torch.tensor(x), torch.tensor([[1.0 + am1], [1.0]], dtype=torch.float64))
     np.testing.assert_allclose(rt.tau.numpy(), want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["sort", "newton", "halley", "bisect"])
+@pytest.mark.parametrize("row,alpha,k", [
+    (np.r_[np.zeros(50), -1.0], 50.0, 50), ([0.0, 0.0, -1.0], 200.0, 2), (np.zeros(5), 70.0, 5),
+    ([0.0, 0.0, -1.0], 3.0, 2)])
+def test_rows_of_equal_top_entries_large_alpha(backend, solver, row, alpha, k):
+    """The support is k entries equal to the row max: τ = −k^{1−α} (prepared space) exactly,
+    for every solver (Numba's sort returned τ −7.9e-31 instead of −5.6e-84, residual 11, with
+    certified = True)."""
+    x = np.array([row], dtype=np.float64)
+    r = threshold(x, alpha, solver=solver, backend=backend)
+    np.testing.assert_allclose(r.tau, -(float(k) ** (1.0 - alpha)), rtol=1e-12)
+    assert bool(r.converged.all()) and np.all(np.abs(r.residual) < 1e-12)
+    assert int(r.support_size[0]) == k
+    np.testing.assert_allclose(entmax(x, alpha, solver=solver, backend=backend)[0, :k], 1.0 / k, rtol=1e-12)
