@@ -383,7 +383,8 @@ def _solve_candidates(z, idx, m, hi, alpha, method, tol, max_iter, srt, strict):
         return tau, k, iters, conv, conv, m
     if alpha > 2.0 and m > 0:
         # every candidate equals the row max: root -m^(1-alpha) in closed form (see
-        # numpy_backend.iterate; the iterations reach it only slowly for alpha > 2)
+        # numpy_backend.iterate; the iterations reach it only slowly for alpha > 2, bisection
+        # included: ~210 passes to -8.6e-48 at alpha = 20, n = 300)
         flat = True
         for j in range(m):
             if z[j] != 0.0:

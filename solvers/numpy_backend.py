@@ -124,7 +124,8 @@ def iterate(
 
     ``bisect``: evaluate ``f`` at the midpoint, keep the half with the sign change; stop when
     the midpoint no longer moves (bracket collapse) or ``hi - lo <= tol``. No closed-form finish
-    (it is the baseline the analyzer compares against).
+    (it is the baseline the analyzer compares against), except the flat-row root below, which
+    every method shares.
 
     ``newton``: ``tau <- tau + f / (q sum d^(q-1))`` from ``tau = lo``. For ``alpha <= 2`` it is
     monotone and needs no safeguard; for ``alpha > 2`` it is safeguarded like ``halley``.
@@ -165,6 +166,10 @@ def iterate(
     # equal the row max: f(tau) = m (-tau)^q - 1, root -m^(1-alpha) in closed form. For
     # alpha > 2 the iterations reach that root only slowly: -5e-33 at alpha = 20, m = 50, from a
     # bracket that starts at -1, and each step cancels against tau.
+    # (For bisect too: it would need ~210 passes to -8.6e-48 at alpha = 20, n = 300, past its
+    # max_iter.)  In the history such a row starts where the others do and holds the closed
+    # form after its one pass.
+    history = [tau.copy()] if record_history else None
     with np.errstate(invalid="ignore"):
         n_top = (zs == 0.0).sum(axis=1)
         flat = (alpha > 2.0) & ((zs > lo[:, None]).sum(axis=1) == n_top) & (n_top > 0)
@@ -173,7 +178,7 @@ def iterate(
         iters[flat] = 1
         converged[flat] = True
         active[flat] = False
-    history = [tau.copy()] if record_history else None
+    first = True
 
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
@@ -250,7 +255,14 @@ def iterate(
         if history is not None:
             col = np.full(rows, np.nan)
             col[idx] = new
+            if first:
+                col[flat] = tau[flat]
             history.append(col)
+        first = False
+    if history is not None and first and np.any(flat):  # every row was flat: no pass ran
+        col = np.full(rows, np.nan)
+        col[flat] = tau[flat]
+        history.append(col)
 
     support = (zs > tau[:, None]).sum(axis=1)
     hist = np.stack(history, axis=1) if history is not None else None
