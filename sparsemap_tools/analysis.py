@@ -54,8 +54,11 @@ def load_scores(
 
     ``scores`` is an array of any shape (the last axis is the row), a path to a ``.npy`` file,
     or a workload name from :mod:`sparsemap_tools.workloads` (then ``rows``/``dim``/``seed``
-    apply). Raises ``ValueError`` on an unknown name, a missing file, NaN/+inf entries, or an
-    empty array.
+    apply). Like ``entmax``, it accepts real numbers only (float, int or bool dtypes) and raises
+    ``TypeError`` on any other dtype (complex, datetime, strings, objects, structured); it
+    raises ``ValueError`` on an unknown name, a missing or unreadable file (a ``.npz`` archive,
+    pickled objects, not a ``.npy`` file at all), NaN/+inf entries, or an empty array. Errors
+    about a file start with its path.
     """
     if isinstance(scores, (str, os.PathLike)):
         text = os.fspath(scores)
@@ -66,24 +69,60 @@ def load_scores(
             if not path.is_file():
                 raise ValueError(f"scores file not found: {text}")
             try:
-                arr = np.load(path, allow_pickle=False)
-            except Exception as exc:  # noqa: BLE001 -- report any loader failure as one line
-                raise ValueError(f"cannot read {text} as a .npy array: {exc}") from None
-            label = path.stem
-        else:
-            raise ValueError(
-                f"unknown workload {text!r} (not a .npy file either); "
-                f"choose from {', '.join(WORKLOADS)}"
-            )
-    else:
-        arr, label = scores, "array"
-    x = np.asarray(arr, dtype=np.float64)
+                return path.stem, _as_rows(_read_npy(path))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"{text}: {exc}") from None
+        raise ValueError(
+            f"unknown workload {text!r} (not a .npy file either); "
+            f"choose from {', '.join(WORKLOADS)}"
+        )
+    return "array", _as_rows(scores)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array in a ``.npy`` file, without unpickling; ``ValueError`` saying what it holds."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic[:4] == b"PK\x03\x04":
+        raise ValueError("a .npz archive (np.savez), not a .npy array; save one array with "
+                         "np.save")
+    if magic != b"\x93NUMPY":
+        raise ValueError("not a .npy file (no NumPy header)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError("holds Python objects (a pickled object array), not numbers") \
+                from None
+        raise ValueError(f"cannot read it as a .npy array: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- report any loader failure as one line
+        raise ValueError(f"cannot read it as a .npy array: {exc}") from None
+
+
+def _as_rows(arr) -> np.ndarray:
+    """``arr`` as 2-D float64 rows; real numeric dtypes only (``TypeError`` otherwise)."""
+    try:
+        a = np.asarray(arr)
+    except Exception:  # noqa: BLE001 -- ragged lists etc.
+        raise TypeError(f"scores must be a numeric array, got {type(arr).__name__}") from None
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"scores must be a real numeric array (float, int or bool), got dtype "
+                        f"{a.dtype}")
+    x = a.astype(np.float64)
     if x.ndim == 0 or x.size == 0:
         raise ValueError(f"scores must be a non-empty array with a last axis, got shape {x.shape}")
     x = x.reshape(-1, x.shape[-1])
     if np.isnan(x).any() or np.isposinf(x).any():
         raise ValueError("scores contain NaN or +inf (only -inf, meaning masked, is allowed)")
-    return label, x
+    return x
+
+
+def _fmt_float(v: float) -> str:
+    """Shortest text that reads back as ``v``: ``:g`` where that round-trips (``1.5``, ``3``,
+    ``1e-07``), else ``repr`` (``1.0000000001``), so distinct values never share a label."""
+    v = float(v)
+    s = f"{v:g}"
+    return s if float(s) == v else repr(v)
 
 
 def _prepare(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -220,12 +259,12 @@ class SummaryTable:
             groups.setdefault((r["workload"], r["alpha"], r["solver"]), {})[r["tol"]] = r
         head = ["workload", "alpha", "solver", "rows"]
         for tl in tols:
-            head += [f"iters to {tl:.0e} (med/p90/max)", "failed"]
+            head += [f"iters to {_fmt_float(tl)} (med/p90/max)", "failed"]
         head += ["passes (med)", "not conv.", "supp. err", "max final err"]
         body = []
         for (w, a, s), by_tol in groups.items():
             first = next(iter(by_tol.values()))
-            cells = [w, f"{a:g}", s, str(first["rows"])]
+            cells = [w, _fmt_float(a), s, str(first["rows"])]
             for tl in tols:
                 r = by_tol.get(tl)
                 cells += [_fmt_iters(r), str(r["failures"])] if r else ["", ""]
@@ -303,12 +342,21 @@ class ConvergenceReport:
 
     @classmethod
     def merge(cls, reports: Sequence["ConvergenceReport"]) -> "ConvergenceReport":
-        """Concatenate reports (e.g. one per workload) measured at the same tolerances."""
+        """Concatenate reports (e.g. one per workload) measured at the same tolerances.
+
+        Workload labels must differ between reports (tables, traces and plots are keyed by
+        them): pass distinct ``label=`` to :func:`compare_solvers`, or ``ValueError``.
+        """
         if not reports:
             raise ValueError("nothing to merge")
         tols = reports[0].tols
         if any(r.tols != tols for r in reports):
             raise ValueError("reports measured at different tolerances")
+        labels = [w for r in reports for w in r.workloads]
+        dup = next((w for w in labels if labels.count(w) > 1), None)
+        if dup is not None:
+            raise ValueError(f"workload label {dup!r} is in more than one report; give each "
+                             "input a distinct label= in compare_solvers")
         meta = dict(reports[0].meta)
         meta["inputs"] = [i for r in reports for i in r.meta.get("inputs", [])]
         meta["dropped_rows"] = sum(int(r.meta.get("dropped_rows", 0)) for r in reports)
@@ -317,29 +365,63 @@ class ConvergenceReport:
         return cls([t for r in reports for t in r.traces], tols, meta)
 
     # ---- summaries ----------------------------------------------------------------------
+    def _tol(self, tol: float | None) -> float:
+        """``tol`` as a measured tolerance (default: the tightest); ``ValueError`` if unmeasured."""
+        if tol is None:
+            return min(self.tols)
+        tol = float(tol)
+        if tol not in self.tols:
+            raise ValueError(f"tol {_fmt_float(tol)} was not measured; this report has tol "
+                             f"{', '.join(_fmt_float(t) for t in self.tols)}")
+        return tol
+
     def table(self, tol: float | None = None) -> SummaryTable:
-        """Summary per workload, alpha, solver (and tolerance, unless ``tol`` picks one)."""
-        tols = self.tols if tol is None else (float(tol),)
+        """Summary per workload, alpha, solver (and tolerance, unless ``tol`` picks one).
+
+        Raises ``ValueError`` when ``tol`` is not one of the measured ``self.tols``.
+        """
+        tols = self.tols if tol is None else (self._tol(tol),)
         return SummaryTable([t.summary(tl) for t in self.traces for tl in tols])
+
+    def _pooled(self, solver: str, tol: float, alpha: float | None,
+                workload: str | None) -> np.ndarray:
+        """Iterations to ``tol`` of ``solver``'s rows that reached it, over alphas/workloads."""
+        its = [t.iters_to_tol[tol] for t in self.traces if t.solver == solver
+               and (alpha is None or t.alpha == float(alpha))
+               and (workload is None or t.workload == workload)]
+        a = np.concatenate(its) if its else np.empty(0, np.int64)
+        return a[a >= 0]
 
     def speedup(
         self, solver: str = "halley", baseline: str = "bisect", tol: float | None = None,
         alpha: float | None = None, workload: str | None = None,
     ) -> float:
-        """Ratio of median iterations to ``tol``: ``baseline / solver`` (pooled over rows)."""
-        tol = min(self.tols) if tol is None else float(tol)
+        """Ratio of median iterations to ``tol``: ``baseline / solver`` (pooled over rows).
 
-        def pooled(name: str) -> np.ndarray:
-            its = [t.iters_to_tol[tol] for t in self.traces if t.solver == name
-                   and (alpha is None or t.alpha == float(alpha))
-                   and (workload is None or t.workload == workload)]
-            a = np.concatenate(its) if its else np.empty(0, np.int64)
-            return a[a >= 0]
-
-        b, s = pooled(baseline), pooled(solver)
+        Failed rows are left out. NaN where the ratio is undefined: no row of either solver
+        reached ``tol``, or ``solver``'s median is 0 (see :meth:`speedup_text` for why).
+        """
+        tol = self._tol(tol)
+        b = self._pooled(baseline, tol, alpha, workload)
+        s = self._pooled(solver, tol, alpha, workload)
         if b.size == 0 or s.size == 0 or np.median(s) == 0:
             return float("nan")
         return float(np.median(b) / np.median(s))
+
+    def speedup_text(
+        self, solver: str = "halley", baseline: str = "bisect", tol: float | None = None,
+        alpha: float | None = None, workload: str | None = None,
+    ) -> str:
+        """:meth:`speedup` as text, ``"7.3x"``, or ``"n/a (reason)"`` where it is undefined."""
+        tol = self._tol(tol)
+        pooled = {n: self._pooled(n, tol, alpha, workload) for n in (baseline, solver)}
+        for name, its in pooled.items():
+            if its.size == 0:
+                return f"n/a ({name} failed on every row)"
+        mb, ms = np.median(pooled[baseline]), np.median(pooled[solver])
+        if ms == 0:
+            return f"n/a ({solver} median is 0 iterations, {baseline} {mb:g})"
+        return f"{mb / ms:.1f}x"
 
     # ---- exports ------------------------------------------------------------------------
     def to_csv(self, directory: str | os.PathLike) -> list[Path]:
@@ -352,7 +434,7 @@ class ConvergenceReport:
             w = csv.writer(fh)
             w.writerow(["workload", "alpha", "solver", "row", "passes", "converged", "certified",
                         "tau", "tau_star", "final_error", "support_size", "support_star",
-                        *(f"iters_to_{tl:g}" for tl in self.tols)])
+                        *(f"iters_to_{_fmt_float(tl)}" for tl in self.tols)])
             for t in self.traces:
                 fe = t.final_error
                 for i in range(t.tau.size):
@@ -377,15 +459,19 @@ class ConvergenceReport:
         return path
 
     def save_traces(self, path: str | os.PathLike) -> Path:
-        """Save raw traces as ``.npz``; keys ``<workload>/alpha=<a>/<solver>/<array>``."""
+        """Save raw traces as ``.npz``; keys ``<workload>/alpha=<a>/<solver>/<array>``.
+
+        ``<a>`` and the ``<tol>`` of ``iters_to_<tol>`` are written as short as they read back
+        exactly (``alpha=1.5``, ``alpha=3``, ``iters_to_1e-07``, ``alpha=1.0000000001``).
+        """
         arrays: dict[str, np.ndarray] = {}
         for t in self.traces:
-            p = f"{t.workload}/alpha={t.alpha:g}/{t.solver}/"
+            p = f"{t.workload}/alpha={_fmt_float(t.alpha)}/{t.solver}/"
             for name in ("history", "error", "residual", "tau", "tau_star", "iterations",
                          "converged", "support_size", "support_star"):
                 arrays[p + name] = getattr(t, name)
             for tl, v in t.iters_to_tol.items():
-                arrays[p + f"iters_to_{tl:g}"] = v
+                arrays[p + f"iters_to_{_fmt_float(tl)}"] = v
         path = Path(path)
         np.savez_compressed(path, **arrays)
         return path
@@ -412,12 +498,13 @@ class ConvergenceReport:
         interquartile band per solver, log scale (``sort`` is a star at its pass count and final
         error). A last panel: iterations to ``tol`` (default: the tightest) vs alpha, median and
         p90. The figure is ``5 * cols`` x ``4 * rows`` inches at ``dpi`` (see :meth:`plot_grid`);
-        with ``path`` it is saved as PNG without touching pyplot (works headless).
+        with ``path`` it is saved as PNG without touching pyplot (works headless). Raises
+        ``ValueError`` on an unknown ``workload`` or a ``tol`` that was not measured.
         """
         if workload is not None and workload not in self.workloads:
             raise ValueError(f"no workload {workload!r} in this report ({self.workloads})")
         workload = self.workloads[0] if workload is None else workload
-        tol = min(self.tols) if tol is None else float(tol)
+        tol = self._tol(tol)
         alphas = [a for a in self.alphas if any(t.alpha == a and t.workload == workload
                                                 for t in self.traces)]
         n = len(alphas)
@@ -457,7 +544,7 @@ class ConvergenceReport:
                 ax.axhline(tl, color="0.4", ls=":", lw=1)
             ax.set_yscale("log")
             ax.set_ylim(PLOT_FLOOR / 3, 3.0)
-            ax.set_title(f"alpha = {a:g}")
+            ax.set_title(f"alpha = {_fmt_float(a)}")
             ax.set_xlabel("iteration k (passes over the row)")
             if i % ncols == 0:
                 ax.set_ylabel(r"error $|\tau_k - \tau^*|$")
@@ -482,10 +569,10 @@ class ConvergenceReport:
             ax.plot(xs, med, "o-", color=c, label=f"{s} median")
             ax.plot(xs, p90, "v--", color=c, lw=1, ms=4, alpha=0.8, label=f"{s} p90")
             top = max(top, np.nanmax([*med, *p90, 0.0]))
-        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.set_xticks(alphas, [_fmt_float(a) for a in alphas])
         ax.set_xlabel("alpha")
-        ax.set_ylabel(f"iterations to error <= {tol:g}")
-        ax.set_title(f"iterations to tol = {tol:g} (failures excluded)")
+        ax.set_ylabel(f"iterations to error <= {_fmt_float(tol)}")
+        ax.set_title(f"iterations to tol = {_fmt_float(tol)} (failures excluded)")
         ax.set_ylim(0, top * 1.7)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, ncol=2, loc="upper center")
@@ -577,8 +664,9 @@ def compare_solvers(
     ----------
     scores : array (any shape, rows along the last axis), ``.npy`` path, or workload name
         (see :mod:`sparsemap_tools.workloads`; ``rows``, ``dim``, ``seed`` then apply).
-    alpha : one or several alpha > 1.
-    solvers : names from ``sparsemap_tools.solvers.SOLVERS`` (``"auto"`` runs ``newton``).
+    alpha : one or several alpha > 1 (repeats are measured once).
+    solvers : names from ``sparsemap_tools.solvers.SOLVERS`` (``"auto"`` runs ``newton``;
+        repeats are run once).
     tol : one or several absolute tolerances on ``|tau - tau*|`` (prepared space).
     max_iter : pass limit handed to the iterative solvers (their default when ``None``).
     label : name used for the workload in tables (default: workload name / file stem / "array").
@@ -587,12 +675,13 @@ def compare_solvers(
         do not depend on it, only the speed does.
 
     Rows whose entries are all ``-inf`` have no threshold and are dropped (counted in
-    ``report.meta["dropped_rows"]``). Raises ``ValueError`` on bad arguments.
+    ``report.meta["dropped_rows"]``). Raises ``ValueError`` on bad arguments and
+    ``TypeError`` on scores that are not real numbers (see :func:`load_scores`).
     """
     name, x = load_scores(scores, rows=rows, dim=dim, seed=seed)
     name = label or name
-    alphas = _as_list(alpha, float)
-    solver_list = _as_list(solvers, str)
+    alphas = list(dict.fromkeys(_as_list(alpha, float)))  # repeats would collide in tables
+    solver_list = list(dict.fromkeys(_as_list(solvers, str)))
     tols = tuple(sorted(set(_as_list(tol, float)), reverse=True))
     if not alphas or any(not np.isfinite(a) or a <= 1.0 for a in alphas):
         raise ValueError(f"alpha must be > 1 (alpha = 1 is softmax), got {alphas}")
@@ -627,7 +716,7 @@ def compare_solvers(
                 sec = time.perf_counter() - t0
             traces.append(_trace(name, a, s, zs, ref, r, tols, sec, chunks))
             if progress is not None:
-                progress(f"{name} alpha={a:g} {s}")
+                progress(f"{name} alpha={_fmt_float(a)} {s}")
 
     meta = {
         "inputs": [{"label": name, "rows": int(x.shape[0]), "dim": int(x.shape[1]),

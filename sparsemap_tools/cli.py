@@ -7,11 +7,14 @@ Subcommands
 ``bench``     run the CPU benchmark (and the GPU one when CUDA is available)
 
 Bad arguments print one line ``sparsemap-tools: error: ...`` on stderr and exit with status 2.
+When the reader of stdout goes away (``sparsemap-tools converge | head -1``) the command stops
+quietly with status 141, as Unix tools killed by SIGPIPE do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -139,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="built-in workload(s) generated from --seed (default: gaussian); "
                      f"one or more of: {', '.join(WORKLOADS)}, or all")
     src.add_argument("--scores", nargs="+", metavar="FILE.npy", default=None,
-                     help="your own scores instead: .npy array(s), rows along the last axis; "
-                     "-inf marks masked entries")
+                     help="your own scores instead: .npy array(s) of real numbers, rows along "
+                     "the last axis; -inf marks masked entries. Labelled by file stem (with "
+                     "parent folders where stems repeat); --rows/--dim/--seed do not apply")
     c.add_argument("--alpha", "-a", nargs="+", type=_alpha, default=list(DEFAULT_ALPHAS),
                    metavar="A", help="alpha value(s) > 1 (default: %(default)s)")
     c.add_argument("--solvers", "-s", nargs="+", choices=SOLVERS, metavar="NAME",
@@ -151,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="TOL", help="absolute tolerance(s) on |tau - tau*| in the prepared "
                    "space (tau in [-1, 0)) (default: %(default)s)")
     c.add_argument("--rows", "-n", type=_int_at_least(1), default=None,
-                   help="rows per workload (default: the workload's own, 500; long: 8)")
+                   help="rows per built-in workload (default: the workload's own, 500; long: 8)")
     c.add_argument("--dim", "-d", type=_int_at_least(1), default=None,
-                   help="row length d (default: the workload's own, 1024; long: 100000)")
-    c.add_argument("--seed", type=_int_at_least(0), default=0,
-                   help="seed of the workload generator (default: %(default)s)")
+                   help="row length d of built-in workloads (default: the workload's own, 1024; "
+                   "long: 100000)")
+    c.add_argument("--seed", type=_int_at_least(0), default=None,
+                   help="seed of the built-in workload generator (default: 0)")
     c.add_argument("--max-iter", type=_int_at_least(1), default=None, metavar="N",
                    help="pass limit for the iterative solvers (default: theirs, 200 for bisect, "
                    "100 otherwise)")
@@ -185,37 +190,96 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 # subcommands
 # --------------------------------------------------------------------------------------------
-def _converge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .analysis import ConvergenceReport, compare_solvers
+def _check_out_dir(d: Path, command: str) -> None:
+    """Fail before any work when ``--out d`` cannot become a writable directory."""
+    existing = d
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == d else f"cannot be created: {existing} is"
+        raise UsageError(f"{PROG} {command}: --out {d} {what} a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{PROG} {command}: --out {d}: {existing} is not writable")
 
-    sources = args.scores if args.scores else (args.workload or ["gaussian"])
-    if not args.scores and "all" in sources:
-        sources = list(WORKLOADS)
+
+def _score_labels(paths: Sequence[str]) -> list[str]:
+    """Distinct labels for ``--scores`` files (tables, traces.npz keys and plot names).
+
+    The file stem, or where stems repeat, the stem behind as many parent folders as it takes
+    to tell the files apart, joined by ``-`` (``d1/s.npy d2/s.npy`` -> ``d1-s``, ``d2-s``); a
+    file named twice gets ``-2``, ``-3``.
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    distinct = list(dict.fromkeys(resolved))
+    rev = {r: r.with_suffix("").parts[1:][::-1] for r in distinct}  # stem, parent, ...
+    labels = []
+    for r in resolved:
+        parts, depth = rev[r], 1
+        while depth < len(parts) and any(rev[o][:depth] == parts[:depth]
+                                         for o in distinct if o != r):
+            depth += 1
+        labels.append("-".join(reversed(parts[:depth])))
+    used: set[str] = set()
+    for i, lab in enumerate(labels):
+        n, new = 1, lab
+        while new in used:
+            n += 1
+            new = f"{lab}-{n}"
+        used.add(new)
+        labels[i] = new
+    return labels
+
+
+def _converge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .analysis import ConvergenceReport, _fmt_float, compare_solvers, load_scores
+
     if args.scores:
-        for s in sources:
+        given = [opt for opt, v in (("--rows", args.rows), ("--dim", args.dim),
+                                    ("--seed", args.seed)) if v is not None]
+        if given:
+            raise UsageError(f"{PROG} converge: {given[0]} applies to built-in workloads, "
+                             "not to --scores files (they are used whole)")
+        for s in args.scores:
             if not Path(s).is_file():
                 raise UsageError(f"{PROG} converge: --scores file not found: {s}")
+        labels = _score_labels(args.scores)
+        sources = []
+        for s in args.scores:  # read and check every file before any work
+            try:
+                sources.append(load_scores(s)[1])
+            except (ValueError, TypeError) as exc:  # the message starts with the file's path
+                raise UsageError(f"{PROG} converge: --scores {exc}") from None
     else:
-        unknown = [w for w in sources if w not in WORKLOADS]
+        labels = list(dict.fromkeys(args.workload or ["gaussian"]))  # each workload once
+        if "all" in labels:
+            labels = list(WORKLOADS)
+        unknown = [w for w in labels if w not in WORKLOADS]
         if unknown:
             raise UsageError(f"{PROG} converge: unknown workload {unknown[0]!r}; choose from "
                              f"{', '.join(WORKLOADS)}")
+        sources = labels
     if args.no_plot and args.out is None:
         raise UsageError(f"{PROG} converge: --no-plot only makes sense with --out DIR")
+    if args.out is not None:
+        _check_out_dir(args.out, "converge")
 
-    total = len(sources) * len(args.alpha) * len(args.solvers)
+    seed = 0 if args.seed is None else args.seed
+    total = len(sources) * len(set(args.alpha)) * len(set(args.solvers))  # repeats run once
     bar = Progress(total, stream=err, enabled=not args.quiet)
     t0 = time.perf_counter()
     reports = []
     try:
-        for s in sources:
+        for i, (label, s) in enumerate(zip(labels, sources)):
             try:
                 reports.append(compare_solvers(
                     s, alpha=args.alpha, solvers=args.solvers, tol=args.tol, rows=args.rows,
-                    dim=args.dim, seed=args.seed, max_iter=args.max_iter,
+                    dim=args.dim, seed=seed, max_iter=args.max_iter, label=label,
                     progress=bar.update))
-            except ValueError as exc:
-                raise UsageError(f"{PROG} converge: {exc}") from None
+            except (ValueError, TypeError) as exc:
+                where = f"--scores {args.scores[i]}: " if args.scores else ""
+                raise UsageError(f"{PROG} converge: {where}{exc}") from None
+            if args.scores:
+                reports[-1].meta["inputs"][0]["path"] = args.scores[i]
     finally:
         bar.close()
     report = ConvergenceReport.merge(reports)
@@ -224,14 +288,15 @@ def _converge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if not args.quiet:
         shapes = ", ".join(f"{i['label']} {i['rows']}x{i['dim']}" for i in report.meta["inputs"])
+        seeded = "" if args.scores else f"seed {seed}; "
         print(f"Convergence of threshold solvers (float64, NumPy backend; error |tau_k - tau*| "
-              f"vs exact sort; seed {args.seed}; {shapes})", file=out)
+              f"vs exact sort; {seeded}{shapes})", file=out)
         print(table.to_text(), file=out)
         if "bisect" in report.solvers:
             for s in ("halley", "newton"):
                 if s in report.solvers:
-                    ratios = ", ".join(f"{report.speedup(s, 'bisect', tol=tl):.1f}x at tol "
-                                       f"{tl:g}" for tl in report.tols)
+                    ratios = ", ".join(f"{report.speedup_text(s, 'bisect', tol=tl)} at tol "
+                                       f"{_fmt_float(tl)}" for tl in report.tols)
                     print(f"median iterations to tol, bisect / {s} (all rows and alphas "
                           f"pooled): {ratios}", file=out)
         dropped = report.meta.get("dropped_rows", 0)
@@ -287,6 +352,8 @@ def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(f"{PROG} bench: the {what} ({module}) failed to import: {exc}", file=err)
             return None
 
+    if args.out is not None:
+        _check_out_dir(args.out, "bench")
     fwd: list[str] = ["--quick"] if args.quick else []
     ran, rc = 0, 0
     if not args.gpu_only:
@@ -327,7 +394,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Entry point of ``sparsemap-tools``; returns the exit status (0 ok, 2 bad arguments).
 
-    With no subcommand it prints the help and returns 0.
+    With no subcommand it prints the help and returns 0. A closed stdout (``| head``) ends the
+    command quietly with 141 (128 + SIGPIPE).
     """
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
@@ -340,15 +408,24 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         if args.command is None:
             parser.print_help(out)
             return 0
-        if args.command == "converge":
-            return _converge(args, out, err)
-        return _bench(args, out, err)
+        rc = (_converge if args.command == "converge" else _bench)(args, out, err)
+        out.flush()  # a closed pipe fails here, not in the interpreter's exit flush
+        return rc
     except UsageError as exc:
         print(str(exc).replace("\n", " "), file=err)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=err)
         return 130
+    except BrokenPipeError:
+        # The reader went away. Point stdout at /dev/null so the exit flush of what is still
+        # buffered does not fail again (the recipe of Python's signal module documentation).
+        if out is sys.stdout:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+        return 141
 
 
 __all__ = ["main", "build_parser", "Progress", "UsageError"]

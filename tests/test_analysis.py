@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import struct
 
 import numpy as np
@@ -233,3 +234,90 @@ def test_residual_helper_matches_backend():
         np.testing.assert_allclose(
             _f_abs(zs, tau, 1 / (alpha - 1)),
             np.abs(numpy_backend.residual(zs, tau, np.full(10, alpha))), rtol=1e-12)
+
+
+# ---- fuzzing regressions ---------------------------------------------------------------------
+def test_speedup_text_says_why_when_undefined():
+    x = make_workload("gaussian-x10", rows=30, dim=64, seed=0)
+    r = compare_solvers(x, alpha=2.0, solvers=["bisect", "halley"], tol=1e-7)
+    assert np.median(r.trace("halley", 2.0).iters_to_tol[1e-7]) == 0
+    assert np.isnan(r.speedup("halley", "bisect"))
+    mb = np.median(r.trace("bisect", 2.0).iters_to_tol[1e-7])
+    want = f"n/a (halley median is 0 iterations, bisect {mb:g})"
+    assert r.speedup_text("halley", "bisect") == want
+    failing = compare_solvers(x[:, :16], alpha=1.5, solvers=["bisect", "newton"], max_iter=2)
+    assert (failing.trace("bisect", 1.5).iters_to_tol[1e-7] < 0).all()
+    assert failing.speedup_text("newton", "bisect") == "n/a (bisect failed on every row)"
+    g = compare_solvers("gaussian", alpha=1.5, solvers=["bisect", "halley"], rows=20, dim=128)
+    assert g.speedup_text() == f"{g.speedup():.1f}x" and "nan" not in g.speedup_text()
+
+
+def test_unmeasured_tol_is_a_value_error(small_report, tmp_path):
+    _, report = small_report
+    for call in (lambda: report.table(tol=1e-5), lambda: report.speedup(tol=1e-5),
+                 lambda: report.speedup_text(tol=1e-5),
+                 lambda: report.plot(tmp_path / "x.png", tol=1e-5)):
+        with pytest.raises(ValueError, match=r"tol 1e-05 was not measured.*1e-07, 1e-14"):
+            call()
+    assert not (tmp_path / "x.png").exists()
+    assert {r["tol"] for r in report.table(tol=1e-14).rows} == {1e-14}
+
+
+def test_close_alphas_and_tols_keep_distinct_keys(tmp_path):
+    from sparsemap_tools.analysis import _fmt_float
+
+    assert [_fmt_float(v) for v in (1.5, 3.0, 1e-7, 1.5e-7, 1.0000000001, 1.000001)] == \
+        ["1.5", "3", "1e-07", "1.5e-07", "1.0000000001", "1.000001"]
+    x = make_workload("gaussian", rows=5, dim=16)
+    r = compare_solvers(x, alpha=[1.0000000001, 1.000001, 1.5, 1.50], solvers=["newton"],
+                        tol=[1.5e-7, 1.4e-7])
+    assert r.alphas == [1.0000000001, 1.000001, 1.5]  # the repeated 1.5 is measured once
+    text = str(r.table())
+    assert "iters to 1.5e-07" in text and "iters to 1.4e-07" in text
+    assert len(r.table().to_markdown().splitlines()) == 2 + 3
+    npz = np.load(r.save_traces(tmp_path / "t.npz"))
+    assert len([k for k in npz.files if k.endswith("/error")]) == 3
+    for a in (1.0000000001, 1.000001):
+        np.testing.assert_array_equal(npz[f"array/alpha={a!r}/newton/iters_to_1.4e-07"],
+                                      r.trace("newton", a).iters_to_tol[1.4e-7])
+
+
+@pytest.mark.parametrize("arr", [
+    np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]), np.array([[1 + 2j, 3.0]]),
+    np.array([["2020-01-01", "2021-01-01"]], dtype="datetime64[D]"),
+    np.array([[1, 2]], dtype="timedelta64[s]"), np.array([["1.5", "2"]]),
+    np.array([[1.0, 2.0]], dtype=object),
+], ids=["structured", "complex", "datetime", "timedelta", "strings", "object"])
+def test_load_scores_rejects_non_real_dtypes(tmp_path, arr):
+    with pytest.raises(TypeError, match="real numeric array"):
+        load_scores(arr)
+    if arr.dtype != object:
+        np.save(tmp_path / "bad.npy", arr)
+        prefix = re.escape(f"{tmp_path / 'bad.npy'}: scores must be a real")
+        with pytest.raises(TypeError, match="^" + prefix):
+            load_scores(tmp_path / "bad.npy")
+
+
+def test_load_scores_unreadable_files_name_the_file(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([[1, 2]], dtype=object), allow_pickle=True)
+    with open(tmp_path / "z.npy", "wb") as fh:
+        np.savez(fh, a=np.zeros((2, 3)))
+    (tmp_path / "text.npy").write_text("1 2 3")
+    for name, why in (("obj", "Python objects"), ("z", ".npz archive"),
+                      ("text", "not a .npy file")):
+        with pytest.raises(ValueError, match=why) as info:
+            load_scores(tmp_path / f"{name}.npy")
+        assert str(info.value).startswith(f"{tmp_path / name}.npy: ")
+    label, x = load_scores(np.array([[True, False, True]]))  # bool and ints are real numbers
+    assert x.dtype == np.float64 and x.tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_merge_rejects_repeated_labels():
+    x = make_workload("gaussian", rows=3, dim=8)
+    a = compare_solvers(x, alpha=2.0, solvers=["newton"])
+    b = compare_solvers(x[:2], alpha=2.0, solvers=["newton"])
+    with pytest.raises(ValueError, match="'array' is in more than one report"):
+        ConvergenceReport.merge([a, b])
+    b = compare_solvers(x[:2], alpha=2.0, solvers=["newton"], label="other")
+    m = ConvergenceReport.merge([a, b])
+    assert m.workloads == ["array", "other"] and len(m.table().rows) == 2
