@@ -201,6 +201,11 @@ if [ "${1:-}" = wfshort ]; then
   paired 80 wfshort 1024x16384 1.5,2.0 "old:stream_write_first=0;t2:stream_top2=1"
   exit 0
 fi
+if [ "${1:-}" = testsonly ]; then
+  # every GPU-marked test and nothing else (about 3 minutes)
+  gpu_tests 170
+  exit 0
+fi
 if [ "${1:-}" = wfmin ]; then
   # wft2 without the top-2 test run, shorter time limits (for a session with little device time)
   paired 150 wfdefault 1024x16384,256x65536 1.5,2.0 \
