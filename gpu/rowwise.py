@@ -286,19 +286,20 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
 #: the CPU (which always divides).  Converged float32 rows with α ≤ 2 stay inside 1e-5, so a
 #: streamed row is written once; rows stopped at ``max_iter`` and α > 2 rows whose Σp jumps
 #: across 1 between neighbouring floats τ (p is only Hölder in τ) are divided in any case.
-NORM_TOL = dict(float32=2.0 * 1.1920929e-07, float64=2.0 * 2.220446049250313e-16,
-                stream_float32=1e-5)
+NORM_TOL_F32 = tl.constexpr(2.0 * float(torch.finfo(torch.float32).eps))
+NORM_TOL_F64 = tl.constexpr(2.0 * float(torch.finfo(torch.float64).eps))
+NORM_TOL_STREAM_F32 = tl.constexpr(1e-5)
 
 
 @triton.jit
 def _needs_renorm(psum, skip, F64: tl.constexpr, STREAM: tl.constexpr):
-    """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL`` and can be divided."""
+    """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL_*`` and can be divided."""
     if F64:
-        tol = 4.440892098500626e-16
+        tol = NORM_TOL_F64
     elif STREAM:
-        tol = 1e-5
+        tol = NORM_TOL_STREAM_F32
     else:
-        tol = 2.3841858e-07
+        tol = NORM_TOL_F32
     return (tl.abs(psum - 1.0) > tol) & (psum > 0) & (psum < INF) & (~skip)
 
 
@@ -714,7 +715,7 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
     tau, conv, it = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
                                 SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
-    # Σp off by more than NORM_TOL: divided by Σp
+    # Σp off by more than NORM_TOL_*: divided by Σp
     psum = tl.sum(p, 1)
     p = tl.where(_needs_renorm(psum, bad | soft, F64, False)[:, None], p / psum[:, None], p)
     if tl.sum(soft.to(tl.int32), 0) > 0:
@@ -865,7 +866,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     else:
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
                                          se, n_soft, zero2, unit, U, PF, F64)
-    # Σp off by more than NORM_TOL (a row stopped at max_iter, or α > 2 where no float τ gives
+    # Σp off by more than NORM_TOL_* (a row stopped at max_iter, or α > 2 where no float τ gives
     # Σp = 1: p is only Hölder in τ): written again divided by Σp, as the CPU paths divide
     renorm = _needs_renorm(psum, bad | soft, F64, True)
     if tl.sum(renorm.to(tl.int32), 0) > 0:

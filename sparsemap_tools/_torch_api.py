@@ -41,8 +41,9 @@ def prepare(x: torch.Tensor, alpha: Any, axis: int, need_rows: bool = True,
     With ``need_rows=False`` a python-number alpha gives ``alpha_rows=None`` (the Triton
     kernels take it as a scalar).  ``alpha_rows`` is float64 for float64 x and with
     ``alpha_f64`` (the CPU backends, which compute in float64: a float32 α would be another α),
-    else float32 (the Triton kernels' compute dtype). The common layout (reduce the last axis of a contiguous
-    tensor) takes no movedim and, for 2-D input, no reshape: each is an autograd node."""
+    else float32 (the Triton kernels' compute dtype). The common layout (reduce the last axis
+    of a contiguous tensor) takes no movedim and, for 2-D input, no reshape: each is an
+    autograd node."""
     if x.layout != torch.strided:
         raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
     if x.dtype.is_complex:
