@@ -38,14 +38,28 @@ def check_backend(backend: Any) -> str:
     return backend
 
 
-class DimAxis(int):
-    """An axis the user passed as ``dim=`` (so that messages name ``dim``)."""
+class DimAxis:
+    """An axis the user passed as ``dim=`` (so that messages name ``dim``).  A plain wrapper,
+    not an ``int`` subclass: TorchDynamo (torch 2.11) cannot trace ``int.__new__``, which broke
+    ``torch.compile(fullgraph=True)`` of any call with ``dim=``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"DimAxis({self.value!r})"
+
+    def __str__(self) -> str:  # (messages print the number the user gave)
+        return str(self.value)
 
 
 def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Normalise ``axis`` to ``0 <= axis < ndim``."""
     if isinstance(axis, DimAxis):
         name = "dim"
+        axis = axis.value
     if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral,)):
         raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
     if ndim == 0:
