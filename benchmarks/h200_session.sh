@@ -173,6 +173,17 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = ab ]; then
+  # (2026-12-07, third session) the GPU tests that failed in wfall (torch.compile with dim=,
+  # two row-wise test assumptions), then the current kernels against the copy before the sum
+  # normalisation (.old: gpu/rowwise.py and _host.py of 27ce1b0), top-2 and write-first off
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'test_compile or test_forward_onchip or test_rows_are_normalised'" \
+    > "$O/pytest_gpu_fix.txt" 2>&1; echo "pytest (fixed tests) rc $?"; tail -n 3 "$O/pytest_gpu_fix.txt"
+  timeout 240 python3 benchmarks/ab_rowwise.py --old .old --rounds 5 \
+    --configs "t2:stream_top2=1;wf0:stream_write_first=0" > "$O/ab.txt" 2>&1; echo "ab rc $?"
+  grep "^|" "$O/ab.txt"; tail -n 3 "$O/ab.txt" | grep -v "^|"
+  exit 0
+fi
 if [ "${1:-}" = wfall ]; then
   # (2026-12-07, second session) wft2 with every GPU-marked test (attention's too: its launcher
   # was split into forward_geometry / forward_state / forward_result for torch.compile since its
