@@ -167,13 +167,15 @@ CHUNK = None
 #: supports: 73 % → 99.6 % of rows with 1024 lanes, 86 % → 100 % with 2048; the subset solve
 #: works on twice the values and pass 1 does a few more operations per entry).  0 (default):
 #: not measured on a GPU.
+#: stream_renorm / onchip_renorm: 1 (default) = rows whose Σp is off 1 by more than NORM_TOL_*
+#: are divided by it (streamed rows: written again); 0 = not (for timing the check only)
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
 #: different on an H100, forward+backward 0.93 / 0.92 / 0.84 / 0.78× softmax's with either at
 #: 1024×16384 and 256×65536, α = 1.5 / 2)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
-              stream_write_first=-1, stream_top2=0)
+              stream_write_first=-1, stream_top2=0, stream_renorm=1, onchip_renorm=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -279,28 +281,55 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
     return t0, t1, t2, one, dmin
 
 
-#: |Σp − 1| above which the forward kernels divide a row's p by its sum: 2 eps of the compute
-#: dtype, except for streamed float32 rows (1e-5), where a division costs one more read and
-#: write of the row.  τ is exact to about an ulp, and one ulp of τ moves Σp by ~q·eps (q =
-#: 1/(α−1): 5e-13 in float64 at α = 1.0001), which the division removes to first order, as on
-#: the CPU (which always divides).  Converged float32 rows with α ≤ 2 stay inside 1e-5, so a
-#: streamed row is written once; rows stopped at ``max_iter`` and α > 2 rows whose Σp jumps
-#: across 1 between neighbouring floats τ (p is only Hölder in τ) are divided in any case.
-NORM_TOL_F32 = tl.constexpr(2.0 * float(torch.finfo(torch.float32).eps))
+#: |Σp − 1| above which the forward kernels divide a row's p by its sum: 2 eps in float64,
+#: 1e-5 in float32.  τ is exact to about an ulp, and one ulp of τ moves Σp by ~q·eps (q =
+#: 1/(α−1): 5e-13 in float64 at α = 1.0001, 9e-4 in float32 at α = 1.0002), which the division
+#: removes to first order, as on the CPU (which always divides); rows stopped at ``max_iter``
+#: and α > 2 rows, whose Σp jumps across 1 between neighbouring floats τ (p is only Hölder in
+#: τ), are divided too.  Float32 rows are measured only where a bound on |Σp − 1| from the
+#: solver's last pass (``_sum_estimate``) passes half the tolerance, or where it cannot be
+#: trusted (``_unsure_sum``): summing p in the output pass cost 3–40 % of the streamed forward
+#: on an H100 (the per-lane sums made ptxas spill), and a converged α ≤ 2 row almost never
+#: needs the division.  (Float32 rows that are not divided are off 1 by up to ~5e-6: flat rows
+#: where the closed-form τ loses a few digits to cancellation.)
+NORM_TOL_F32 = tl.constexpr(1e-5)
+EPS_F32 = tl.constexpr(float(torch.finfo(torch.float32).eps))
 NORM_TOL_F64 = tl.constexpr(2.0 * float(torch.finfo(torch.float64).eps))
-NORM_TOL_STREAM_F32 = tl.constexpr(1e-5)
 
 
 @triton.jit
-def _needs_renorm(psum, skip, F64: tl.constexpr, STREAM: tl.constexpr):
+def _needs_renorm(psum, skip, F64: tl.constexpr):
     """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL_*`` and can be divided."""
     if F64:
         tol = NORM_TOL_F64
-    elif STREAM:
-        tol = NORM_TOL_STREAM_F32
     else:
         tol = NORM_TOL_F32
     return (tl.abs(psum - 1.0) > tol) & (psum > 0) & (psum < INF) & (~skip)
+
+
+@triton.jit
+def _sum_estimate(S0, S1, S2, t_old, t_new, q):
+    """A bound on |Σp − 1| at ``t_new`` from the sums at ``t_old`` (S0 = Σd^q, S1 = Σd^{q−1},
+    S2 = Σd^{q−2} on the support, d = zs − t_old): |T − 1| for the Taylor polynomial T = S0 −
+    qS1·δ + ½q(q−1)S2·δ², δ = t_new − t_old, plus 8 eps times the size of its terms (T's own
+    rounding).  T is exact for q ∈ {1, 2} while the support stays the same (a closed-form
+    certified step keeps it), and second-order accurate for the small steps of converged α ≤ 2
+    rows (solvers that do not form S2 pass zeros: the missing term is O(δ²))."""
+    dl = t_new - t_old
+    t1 = q * S1 * dl
+    t2 = 0.5 * q * (q - 1.0) * S2 * dl * dl
+    return tl.abs(S0 - t1 + t2 - 1.0) + 8.0 * EPS_F32 * (tl.abs(S0) + tl.abs(t1) + tl.abs(t2))
+
+
+@triton.jit
+def _unsure_sum(dev, conv, alpha, skip):
+    """Float32 rows whose Σp must be measured: the bound ``dev`` on |Σp − 1| from
+    ``_sum_estimate`` passes half of NORM_TOL_F32, or cannot be trusted: unconverged rows,
+    α > 2 (Σp not smooth in τ), and α < 1.05, where evaluating p = d^q rounds by up to q·eps/2
+    relative at each τ, so that the estimate (from the sums at the previous τ) and the sum at
+    the final τ can differ by q·eps·Σp ≥ NORM_TOL_F32/4 (q = 1/(α−1) ≥ 20)."""
+    return ((~conv) | (alpha > 2.0) | (alpha < 1.05) | (dev > 0.5 * NORM_TOL_F32)
+            | (dev != dev)) & (~skip)
 
 
 @triton.jit
@@ -445,21 +474,27 @@ def _tile_sums(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
 @triton.jit
 def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
                 SOLVER: tl.constexpr, F64: tl.constexpr):
-    """Iterate on a tile held on chip until every row is done or max_iter passes."""
+    """Iterate on a tile held on chip until every row is done or max_iter passes.  Returns
+    (τ, converged, passes, the bound on |Σp − 1| at τ from the last pass: ``_sum_estimate``;
+    0 for rows that took no pass)."""
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     conv = done
     fprev = tau * 0.0 + INF
     nprev = done & False
     it = (tau * 0.0).to(tl.int32)
+    est = tau * 0.0
     n = tl.sum(it, 0)
     while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
         S0, S1, S2, k, dmin = _tile_sums(zs, tau, q, mode, NEED_S2, F64)
         it += (~done).to(tl.int32)
+        act = ~done
+        t_old = tau
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode, tol,
             SOLVER, F64)
+        est = tl.where(act, _sum_estimate(S0, S1, S2, t_old, tau, q), est)
         n += 1
-    return tau, conv, it
+    return tau, conv, it, est
 
 
 @triton.jit
@@ -617,10 +652,12 @@ def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
 
 @triton.jit
 def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_soft, zero2,
-                  scale, U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr):
-    """The output pass of a streamed row: p = scale·[zs − τ]_+^q (softmax rows: exp(x − m)/Σ;
-    bad rows: NaN) stored in P's dtype, U chunks per step.  Returns (entries with p > 0 as
-    stored, entries with zs > τ, Σ [zs − τ]_+^q before ``scale``), per row."""
+                  scale, U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr,
+                  SUM: tl.constexpr = True, SCALED: tl.constexpr = False):
+    """The output pass of a streamed row: p = [zs − τ]_+^q (``SCALED``: times ``scale``;
+    softmax rows: exp(x − m)/Σ; bad rows: NaN) stored in P's dtype, U chunks per step.  Returns
+    (entries with p > 0 as stored, entries with zs > τ, ``SUM``: Σ [zs − τ]_+^q before
+    ``scale``, else ones), per row."""
     CH: tl.constexpr = lane.shape[0]
     STEP: tl.constexpr = U * CH
     cnt = zero2.to(tl.int32)         # per-lane counts, reduced once after the loop
@@ -635,8 +672,10 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
         zs = (alpha - 1.0)[:, None] * (x - m[:, None])
         zs = tl.where(bad[:, None], 0.0, zs)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
-        psum += _fold_sum(p, U)      # (masked-off columns: zs = −inf, p = 0)
-        p = p * scale[:, None]
+        if SUM:
+            psum += _fold_sum(p, U)  # (masked-off columns: zs = −inf, p = 0)
+        if SCALED:
+            p = p * scale[:, None]
         if n_soft > 0:
             p = tl.where(soft[:, None], tl.exp(x - m[:, None]) / se[:, None], p)
         p = tl.where(bad[:, None], INF - INF, p)
@@ -644,7 +683,26 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
         cnt += _fold_sum(((pout > 0) & cm).to(tl.int32), U)
         kpos += _fold_sum((pos & cm).to(tl.int32), U)
         tl.store(prow + cols, pout, mask=cm)
+    if not SUM:
+        psum = zero2 + 1.0 / CH
     return tl.sum(cnt, 1), tl.sum(kpos, 1), tl.sum(psum, 1)
+
+
+@triton.jit
+def _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, U: tl.constexpr,
+                PF: tl.constexpr, F64: tl.constexpr):
+    """Σ [zs − τ]_+^q over a streamed row (one read pass, per-lane sums reduced at the end)."""
+    CH: tl.constexpr = lane.shape[0]
+    STEP: tl.constexpr = U * CH
+    acc = zero2
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
+    for start in range(0, D, STEP):
+        x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
+        zs = (alpha - 1.0)[:, None] * (x.to(zero2.dtype) - m[:, None])
+        zs = tl.where(bad[:, None], 0.0, zs)
+        p, pos = _p_from_tau(zs, tau, q, mode, F64)
+        acc += _fold_sum(p, U)
+    return tl.sum(acc, 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -657,7 +715,7 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
                        tol, max_iter, soft_below, alpha_s,
                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, SOLVER: tl.constexpr,
                        F64: tl.constexpr, GROUP: tl.constexpr, MODE: tl.constexpr,
-                       SCALAR_ALPHA: tl.constexpr = False):
+                       SCALAR_ALPHA: tl.constexpr = False, RENORM: tl.constexpr = True):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -709,15 +767,21 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
         zsub = (alpha - 1.0)[:, None] * (tl.max(x3, 2) - m[:, None])
         zsub = tl.where(bad[:, None], 0.0, zsub)
         hsub = _upper_bound(alpha, tl.sum((zsub > -INF).to(alpha.dtype), 1), F64)
-        tsub, csub, isub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol, max_iter,
-                                       SOLVER, F64)
+        tsub, csub, isub, esub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol,
+                                             max_iter, SOLVER, F64)
         tau = _start_from_subset(tsub, csub, hi, F64)
-    tau, conv, it = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
-                                SOLVER, F64)
+    tau, conv, it, est = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
+                                     SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
-    # Σp off by more than NORM_TOL_*: divided by Σp
-    psum = tl.sum(p, 1)
-    p = tl.where(_needs_renorm(psum, bad | soft, F64, False)[:, None], p / psum[:, None], p)
+    # Σp off by more than NORM_TOL_*: divided by Σp (float32: measured where the estimate says so)
+    if RENORM:
+        if F64:
+            check = ~(bad | soft)
+        else:
+            check = _unsure_sum(est, conv, alpha, bad | soft)
+        if tl.sum(check.to(tl.int32), 0) > 0:
+            psum = tl.sum(p, 1)
+            p = tl.where(_needs_renorm(psum, ~check, F64)[:, None], p / psum[:, None], p)
     if tl.sum(soft.to(tl.int32), 0) > 0:
         e = tl.exp(zs)  # softmax rows solve with α = 2 as a stand-in, so their zs is x − max
         se = tl.sum(e, 1)
@@ -741,7 +805,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                        MODE: tl.constexpr, PF: tl.constexpr = 0, LEV: tl.constexpr = 16,
                        SCALAR_ALPHA: tl.constexpr = False, U: tl.constexpr = 1,
                        REDUCE_NAN: tl.constexpr = True, WRITE_FIRST: tl.constexpr = False,
-                       TOP2: tl.constexpr = False):
+                       TOP2: tl.constexpr = False, RENORM: tl.constexpr = True):
     row = tl.program_id(0).to(tl.int64)
     xrow = X + row * stride_x
     prow = P + row * stride_p
@@ -754,6 +818,10 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         alpha = alpha.to(tl.float32)
     zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
     unit = alpha * 0.0 + 1.0     # (per-row ones: the scale of a first write)
+    # float64 rows sum p in the output pass; float32 rows estimate Σp from the last solver
+    # pass and measure it in a separate pass only where the estimate says so (NORM_TOL_F32)
+    SUM: tl.constexpr = RENORM and F64
+    est = unit * 0.0             # (the bound on |Σp − 1|: _sum_estimate)
     # ---- pass 1: max, NaN/inf flags and lane maxima ----------------------------------
     vmax = zero2 - INF
     vsec = zero2 - INF      # TOP2: per-lane second largest entries (the subset doubles)
@@ -809,8 +877,8 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     tau0 = neg1
     if LEV > 0:
         tau0 = tl.where(bad | soft, neg1, _levels_start(zsv, hsub, alpha, q, mode, LEV, 8, F64))
-    tsub, csub, isub = _solve_tile(zsv, tau0, neg1, hsub, bad | soft, alpha, q, mode, tol,
-                                   max_iter, SOLVER, F64)
+    tsub, csub, isub, esub = _solve_tile(zsv, tau0, neg1, hsub, bad | soft, alpha, q, mode, tol,
+                                         max_iter, SOLVER, F64)
     tau = _start_from_subset(tsub, csub, hi, F64)
     fixed = bad | soft
     cert = fixed
@@ -824,9 +892,10 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         tg = tl.where(csub, tsub, tau)
         ksub = tl.sum((zsv > tg[:, None]).to(tl.int32), 1)
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tg, q, mode, bad, soft,
-                                         se, n_soft, zero2, unit, U, PF, F64)
+                                         se, n_soft, zero2, unit, U, PF, F64, SUM)
         cert = fixed | (csub & (krow == ksub))
         tau = tl.where(cert & ~fixed, tg, tau)
+        est = tl.where(cert & ~fixed, esub, est)   # (the same support: the subset's bound)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
@@ -854,24 +923,38 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
             ak += _fold_sum(one, U)
             am = tl.minimum(am, _fold_min(dm, U))
         it += (~done).to(tl.int32)
+        act = ~done
+        t_old = tau
+        S0 = tl.sum(a0, 1)
+        S1 = tl.sum(a1, 1)
+        S2 = tl.sum(a2, 1)
         tau, lo, hi, done, conv, fprev, nprev = _update(
-            tau, lo, hi, done, conv, fprev, nprev, tl.sum(a0, 1), tl.sum(a1, 1),
-            tl.sum(a2, 1), tl.sum(ak, 1), tl.min(am, 1), alpha, q, mode, tol, SOLVER, F64)
+            tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, tl.sum(ak, 1), tl.min(am, 1),
+            alpha, q, mode, tol, SOLVER, F64)
+        est = tl.where(act, _sum_estimate(S0, S1, S2, t_old, tau, q), est)
         n += 1
     # ---- output pass ----------------------------------------------------------------
     if WRITE_FIRST:
         if tl.sum((~cert).to(tl.int32), 0) > 0:
             supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad,
-                                             soft, se, n_soft, zero2, unit, U, PF, F64)
+                                             soft, se, n_soft, zero2, unit, U, PF, F64, SUM)
     else:
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
-                                         se, n_soft, zero2, unit, U, PF, F64)
+                                         se, n_soft, zero2, unit, U, PF, F64, SUM)
     # Σp off by more than NORM_TOL_* (a row stopped at max_iter, or α > 2 where no float τ gives
     # Σp = 1: p is only Hölder in τ): written again divided by Σp, as the CPU paths divide
-    renorm = _needs_renorm(psum, bad | soft, F64, True)
-    if tl.sum(renorm.to(tl.int32), 0) > 0:
-        supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
-                                         se, n_soft, zero2, 1.0 / psum, U, PF, F64)
+    if RENORM:
+        if F64:
+            check = ~fixed
+        else:
+            check = _unsure_sum(est, conv, alpha, fixed)
+            if tl.sum(check.to(tl.int32), 0) > 0:
+                psum = _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, U, PF, F64)
+        renorm = _needs_renorm(psum, ~check, F64)
+        if tl.sum(renorm.to(tl.int32), 0) > 0:
+            supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad,
+                                             soft, se, n_soft, zero2, 1.0 / psum, U, PF, F64,
+                                             False, True)
     tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
     tl.store(SUPP + row + ridx, tl.where(bad, 0, supp))
@@ -1062,6 +1145,14 @@ def _unroll(D: int, chunk: int, cfg: dict, fast: bool = True) -> int:
     return _steps(D, chunk, cfg, "stream_unroll" if fast else "stream_unroll_generic")
 
 
+def _renorm(cfg: dict, key: str) -> bool:
+    """``CONFIG[key]`` (``stream_renorm`` / ``onchip_renorm``) checked: 1 unless timing."""
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v not in (0, 1):
+        raise ValueError(f"{key} must be 0 or 1, got {v!r}")
+    return bool(v)
+
+
 def _write_first(mode: int, sid: int, cfg: dict, R: int) -> bool:
     """Whether a streamed launch writes p first at the lane-maxima subset's root
     (``CONFIG["stream_write_first"]``: 0 never, 1 for α ∈ {2, 1.5}, 2 for α = 2, −1 (default)
@@ -1191,6 +1282,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
         return res
     sid = _SOLVER_ID[solver]
     cfg = CONFIG if config is None else {**CONFIG, **config}
+    renorm_onchip, renorm_stream = _renorm(cfg, "onchip_renorm"), _renorm(cfg, "stream_renorm")
     limit = MAX_ONCHIP if max_onchip is None else max_onchip
     if D <= limit:
         block_r, block_d = _onchip_blocks(R, D, cfg)
@@ -1200,7 +1292,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             x, alpha, p, tau, supp, iters, conv, R, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), _soft_below_arg(x.dtype, scalar, alpha_s), alpha_s,
             BLOCK_R=block_r, BLOCK_D=block_d, SOLVER=sid, F64=f64, GROUP=group, MODE=mode,
-            SCALAR_ALPHA=scalar,
+            SCALAR_ALPHA=scalar, RENORM=renorm_onchip,
             num_warps=_num_warps(block_d * block_r, cfg, block_d=block_d),
             **_maxnreg(cfg["onchip_maxnreg"]))
     else:
@@ -1213,6 +1305,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
             WRITE_FIRST=wf, TOP2=bool(cfg["stream_top2"]),
+            RENORM=renorm_stream,
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))
     return res
