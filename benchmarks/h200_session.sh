@@ -173,6 +173,15 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = ab2 ]; then
+  # (2026-12-07, third session) after the float32 sum check moved out of the write pass: every
+  # GPU-marked test, then old (27ce1b0) / new / write-first off / normalisation off
+  gpu_tests 170
+  timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 \
+    --configs "wf0:stream_write_first=0;rn0:stream_renorm=0,onchip_renorm=0" > "$O/ab2.txt" 2>&1; echo "ab rc $?"
+  grep "^|" "$O/ab2.txt"; tail -n 3 "$O/ab2.txt" | grep -v "^|"
+  exit 0
+fi
 if [ "${1:-}" = ab ]; then
   # (2026-12-07, third session) the GPU tests that failed in wfall (torch.compile with dim=,
   # two row-wise test assumptions), then the current kernels against the copy before the sum
