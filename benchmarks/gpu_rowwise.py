@@ -149,12 +149,17 @@ def write_paired_csv(rows, path) -> None:
 
 
 def read_paired_csv(path) -> list[dict]:
-    """Rows of a ``gpu_rowwise_paired.csv``; numbers as floats, empty cells as None."""
+    """Rows of a ``gpu_rowwise_paired.csv``; numbers as floats, empty cells as None, shape and
+    variant as text.  Where the file holds several variants (``--configs``), only the default's
+    rows ("ours (auto)") are kept: the plot shows one bar per shape and α."""
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
-            rows.append({k: (v if k == "shape" else (float(v) if v not in ("", None) else None))
+            rows.append({k: (v if k in ("shape", "variant") else
+                             (float(v) if v not in ("", None) else None))
                          for k, v in r.items()})
+    if len({r.get("variant") for r in rows}) > 1:
+        rows = [r for r in rows if r.get("variant") == "ours (auto)"]
     return rows
 
 

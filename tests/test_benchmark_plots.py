@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -35,8 +37,12 @@ def test_attention_plot_from_issue_grid(tmp_path):
         assert any(f"{r['ours_fwd']:8.3f}" in ln for ln in lines), r["ours_fwd"]
 
 
-def test_rowwise_plot_from_paired_csv(tmp_path):
-    src = RESULTS / "gpu_rowwise_paired_2026-11-23_evening.csv"
+@pytest.mark.parametrize("name", ["gpu_rowwise_paired_2026-11-23_evening.csv",
+                                  "gpu_rowwise_paired_h100_2026-12-07c.csv"])
+def test_rowwise_plot_from_paired_csv(tmp_path, name):
+    """Both CSV layouts: without and with the variant column (which --plot-from once read as a
+    number and failed on)."""
+    src = RESULTS / name
     rows = list(csv.DictReader(src.open()))
     assert {r["shape"] for r in rows} == {"16384x1024", "1024x16384", "256x65536"}
     for r in rows:  # the recorded ratios are what the times say
