@@ -165,10 +165,13 @@ CHUNK = None
 #: (2·CHUNK values: it holds the support unless three support entries share a lane, so more
 #: rows certify at the write-first pass — α = 1.5 on 256 randn rows of 16384, float64
 #: supports: 73 % → 99.6 % of rows with 1024 lanes, 86 % → 100 % with 2048; the subset solve
-#: works on twice the values and pass 1 does a few more operations per entry).  0 (default):
-#: H100 2026-12-07 (with an earlier, spilling sum check in both arms, so indicative), ratio to
-#: softmax without → with: 1024×16384 α = 1.5 1.44 → 1.45, α = 2 1.27 → 1.40; 256×65536 α = 1.5
-#: 1.03 → 1.02, α = 2 1.22 → 1.15.
+#: works on twice the values and pass 1 does a few more operations per entry).  0 = never,
+#: 1 = always, −1 (default) = α ∈ {2, 1.5} (python float, auto solver) at ≤ 512 rows, where
+#: α = 1.5 then writes first too (``_write_first``).  H100 2026-12-07, ratio to softmax, A/B
+#: medians of 3 rounds (benchmarks/results/gpu_rowwise_ab_top2_h100_2026-12-07c.txt), without →
+#: with top-2 (→ with top-2 and write-first): 256×65536 α = 1.5 0.943 → 0.919 (→ 0.839), α = 2
+#: (write-first already) 0.883 → 0.808; 1024×16384 α = 1.5 1.319 → 1.333, α = 2 1.174 → 1.263
+#: (so not taken above 512 rows).  Not measured on other shapes or an H200.
 #: stream_renorm / onchip_renorm: 1 (default) = rows whose Σp is off 1 by more than NORM_TOL_*
 #: are divided by it (streamed rows: written again); 0 = not (for timing the check only)
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
@@ -177,7 +180,7 @@ CHUNK = None
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
-              stream_write_first=-1, stream_top2=0, stream_renorm=1, onchip_renorm=1)
+              stream_write_first=-1, stream_top2=-1, stream_renorm=1, onchip_renorm=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -1155,16 +1158,29 @@ def _renorm(cfg: dict, key: str) -> bool:
     return bool(v)
 
 
+def _top2(mode: int, sid: int, cfg: dict, R: int) -> bool:
+    """Whether a streamed launch's subset holds two entries per lane (``CONFIG["stream_top2"]``:
+    0 never, 1 always, −1 (default) for α ∈ {2, 1.5} as a python float with the auto solver at
+    ≤ 512 rows (the 4096-wide chunks), as measured on an H100; above 512 rows it was slower)."""
+    t2 = cfg["stream_top2"]
+    if isinstance(t2, bool) or not isinstance(t2, int) or t2 not in (-1, 0, 1):
+        raise ValueError(f"stream_top2 must be -1, 0 or 1, got {t2!r}")
+    if t2 == -1:
+        return sid == 0 and mode in (0, 1) and R <= 512
+    return t2 == 1
+
+
 def _write_first(mode: int, sid: int, cfg: dict, R: int) -> bool:
     """Whether a streamed launch writes p first at the lane-maxima subset's root
     (``CONFIG["stream_write_first"]``: 0 never, 1 for α ∈ {2, 1.5}, 2 for α = 2, −1 (default)
-    for α = 2 and for α = 1.5 above 512 rows, as measured; only with a python-float α, whose
-    compile-time mode is 0 / 1 there, and the auto solver)."""
+    for α = 2, and for α = 1.5 above 512 rows or with the two-per-lane subset (``_top2``), as
+    measured; only with a python-float α, whose compile-time mode is 0 / 1 there, and the auto
+    solver)."""
     wf = cfg["stream_write_first"]
     if isinstance(wf, bool) or not isinstance(wf, int) or wf not in (-1, 0, 1, 2):
         raise ValueError(f"stream_write_first must be -1, 0, 1 or 2, got {wf!r}")
     if wf == -1:
-        return sid == 0 and (mode == 0 or (mode == 1 and R > 512))
+        return sid == 0 and (mode == 0 or (mode == 1 and (R > 512 or _top2(mode, sid, cfg, R))))
     return sid == 0 and ((wf == 1 and mode in (0, 1)) or (wf == 2 and mode == 0))
 
 
@@ -1306,7 +1322,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
             float(tol), int(max_iter), _soft_below_arg(x.dtype, scalar, alpha_s), alpha_s,
             CHUNK=ch, SOLVER=sid, F64=f64, MODE=mode, PF=_prefetch(R, cfg), SCALAR_ALPHA=scalar,
             LEV=cfg["stream_levels"], U=_unroll(D, ch, cfg, fast), REDUCE_NAN=not _INTERPRET,
-            WRITE_FIRST=wf, TOP2=bool(cfg["stream_top2"]),
+            WRITE_FIRST=wf, TOP2=_top2(mode, sid, cfg, R),
             RENORM=renorm_stream,
             num_warps=_num_warps(ch, cfg, stream=True),
             **_maxnreg(cfg["stream_maxnreg"]))

@@ -139,7 +139,8 @@ def test_forward_stream_matches_reference(device, alpha):
         res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk)
         mode = rowwise._mode_of(arg, True, x.dtype) if isinstance(arg, float) else -1
         wf = rowwise._write_first(mode, 0, rowwise.CONFIG, x.shape[0])
-        assert wf == (isinstance(arg, float) and arg == 2.0)  # default: α = 2; 1.5 above 512 rows
+        # default: α = 2; α = 1.5 above 512 rows, or with the two-per-lane subset (≤ 512 rows)
+        assert wf == (isinstance(arg, float) and arg in (2.0, 1.5))
         _check_forward(x, al, res, min_iters=0 if wf else 1)
 
 
@@ -252,7 +253,7 @@ def test_hypothesis_stream_layouts(device, data):
     cfg = dict(stream_unroll=data.draw(st.sampled_from([1, 2, 4]), label="unroll"),
                stream_prefetch=data.draw(st.sampled_from([0, 1]), label="prefetch"),
                stream_write_first=data.draw(st.sampled_from([-1, 0, 1, 2]), label="write_first"),
-               stream_top2=data.draw(st.sampled_from([0, 1]), label="top2"))
+               stream_top2=data.draw(st.sampled_from([-1, 0, 1]), label="top2"))
     shift = data.draw(st.sampled_from([0.0, 1e3, -1e4]), label="shift")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     if kind == "grid":
@@ -575,13 +576,21 @@ def test_stream_launch_rule():
     assert rowwise._unroll(3000, 1024, cfg, True) == 4
     # write-first: 1 for α ∈ {2, 1.5} (modes 0, 1), 2 for α = 2 only, −1 (default) α = 2 and
     # α = 1.5 above 512 rows; auto solver only; its launches above 512 rows take 2048-wide chunks
-    for wf, R, want in ((0, 1024, [False, False, False]), (1, 256, [True, True, False]),
-                        (2, 1024, [True, False, False]), (-1, 1024, [True, True, False]),
-                        (-1, 512, [True, False, False])):
-        c = dict(cfg, stream_write_first=wf)
+    for wf, t2, R, want in ((0, -1, 1024, [False, False, False]), (1, -1, 256, [True, True, False]),
+                            (2, -1, 1024, [True, False, False]), (-1, -1, 1024, [True, True, False]),
+                            (-1, -1, 512, [True, True, False]), (-1, 0, 512, [True, False, False])):
+        c = dict(cfg, stream_write_first=wf, stream_top2=t2)
         assert [rowwise._write_first(m, 0, c, R) for m in (0, 1, 3)] == want
         assert not rowwise._write_first(0, 1, c, R)
-    assert cfg["stream_write_first"] == -1
+    # the two-per-lane subset: −1 (default) α ∈ {2, 1.5}, auto solver, ≤ 512 rows
+    for t2, R, want in ((-1, 512, [True, True, False]), (-1, 513, [False, False, False]),
+                        (0, 256, [False, False, False]), (1, 4096, [True, True, True])):
+        c = dict(cfg, stream_top2=t2)
+        assert [rowwise._top2(m, 0, c, R) for m in (0, 1, 3)] == want
+    assert not rowwise._top2(0, 1, cfg, 256)
+    with pytest.raises(ValueError, match="stream_top2"):
+        rowwise._top2(0, 0, dict(cfg, stream_top2=2), 256)
+    assert cfg["stream_write_first"] == -1 and cfg["stream_top2"] == -1
     assert rowwise._chunk(1024, None, True, True) == 2048 and rowwise._chunk(256, None, True, True) == 4096
 
 
