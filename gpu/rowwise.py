@@ -295,18 +295,22 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
 #: solver's last pass (``_sum_estimate``) passes half the tolerance, or where it cannot be
 #: trusted (``_unsure_sum``): summing p in the output pass cost 3–40 % of the streamed forward
 #: on an H100 (the per-lane sums made ptxas spill), and a converged α ≤ 2 row almost never
-#: needs the division.  (Float32 rows that are not divided are off 1 by up to ~5e-6: flat rows
-#: where the closed-form τ loses a few digits to cancellation.)
+#: needs the division.  On-chip rows whose sum was measured are divided when it is off by more
+#: than 2 eps (free there); streamed ones only above NORM_TOL_F32 (a division costs a pass).
 NORM_TOL_F32 = tl.constexpr(1e-5)
 EPS_F32 = tl.constexpr(float(torch.finfo(torch.float32).eps))
 NORM_TOL_F64 = tl.constexpr(2.0 * float(torch.finfo(torch.float64).eps))
 
 
 @triton.jit
-def _needs_renorm(psum, skip, F64: tl.constexpr):
-    """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL_*`` and can be divided."""
+def _needs_renorm(psum, skip, F64: tl.constexpr, TIGHT: tl.constexpr = False):
+    """Rows (not ``skip``) whose Σp is off 1 by more than ``NORM_TOL_*`` and can be divided.
+    ``TIGHT``: float32 rows by more than 2 eps (on-chip rows whose sum was measured anyway:
+    the division costs nothing more there)."""
     if F64:
         tol = NORM_TOL_F64
+    elif TIGHT:
+        tol = 2.0 * EPS_F32
     else:
         tol = NORM_TOL_F32
     return (tl.abs(psum - 1.0) > tol) & (psum > 0) & (psum < INF) & (~skip)
@@ -786,7 +790,7 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
             check = _unsure_sum(est, conv, alpha, bad | soft)
         if tl.sum(check.to(tl.int32), 0) > 0:
             psum = tl.sum(p, 1)
-            p = tl.where(_needs_renorm(psum, ~check, F64)[:, None], p / psum[:, None], p)
+            p = tl.where(_needs_renorm(psum, ~check, F64, True)[:, None], p / psum[:, None], p)
     if tl.sum(soft.to(tl.int32), 0) > 0:
         e = tl.exp(zs)  # softmax rows solve with α = 2 as a stand-in, so their zs is x − max
         se = tl.sum(e, 1)
