@@ -292,7 +292,7 @@ def _terms(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
 #: removes to first order, as on the CPU (which always divides); rows stopped at ``max_iter``
 #: and α > 2 rows, whose Σp jumps across 1 between neighbouring floats τ (p is only Hölder in
 #: τ), are divided too.  Float32 rows are measured only where a bound on |Σp − 1| from the
-#: solver's last pass (``_sum_estimate``) passes half the tolerance, or where it cannot be
+#: solver's last pass (``_sum_dev_bound``) passes half the tolerance, or where it cannot be
 #: trusted (``_unsure_sum``): summing p in the output pass cost 3–40 % of the streamed forward
 #: on an H100 (the per-lane sums made ptxas spill), and a converged α ≤ 2 row almost never
 #: needs the division.  On-chip rows whose sum was measured are divided when it is off by more
@@ -317,7 +317,7 @@ def _needs_renorm(psum, skip, F64: tl.constexpr, TIGHT: tl.constexpr = False):
 
 
 @triton.jit
-def _sum_estimate(S0, S1, S2, t_old, t_new, q):
+def _sum_dev_bound(S0, S1, S2, t_old, t_new, q):
     """A bound on |Σp − 1| at ``t_new`` from the sums at ``t_old`` (S0 = Σd^q, S1 = Σd^{q−1},
     S2 = Σd^{q−2} on the support, d = zs − t_old): |T − 1| for the Taylor polynomial T = S0 −
     qS1·δ + ½q(q−1)S2·δ², δ = t_new − t_old, plus 8 eps times the size of its terms (T's own
@@ -333,7 +333,7 @@ def _sum_estimate(S0, S1, S2, t_old, t_new, q):
 @triton.jit
 def _unsure_sum(dev, conv, alpha, skip):
     """Float32 rows whose Σp must be measured: the bound ``dev`` on |Σp − 1| from
-    ``_sum_estimate`` passes half of NORM_TOL_F32, or cannot be trusted: unconverged rows,
+    ``_sum_dev_bound`` passes half of NORM_TOL_F32, or cannot be trusted: unconverged rows,
     α > 2 (Σp not smooth in τ), and α < 1.05, where evaluating p = d^q rounds by up to q·eps/2
     relative at each τ, so that the estimate (from the sums at the previous τ) and the sum at
     the final τ can differ by q·eps·Σp ≥ NORM_TOL_F32/4 (q = 1/(α−1) ≥ 20)."""
@@ -484,14 +484,14 @@ def _tile_sums(zs, tau, q, mode, NEED_S2: tl.constexpr, F64: tl.constexpr):
 def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
                 SOLVER: tl.constexpr, F64: tl.constexpr):
     """Iterate on a tile held on chip until every row is done or max_iter passes.  Returns
-    (τ, converged, passes, the bound on |Σp − 1| at τ from the last pass: ``_sum_estimate``;
+    (τ, converged, passes, the bound on |Σp − 1| at τ from the last pass: ``_sum_dev_bound``;
     0 for rows that took no pass)."""
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     conv = done
     fprev = tau * 0.0 + INF
     nprev = done & False
     it = (tau * 0.0).to(tl.int32)
-    est = tau * 0.0
+    sdev = tau * 0.0
     n = tl.sum(it, 0)
     while (n < max_iter) & (tl.sum((~done).to(tl.int32), 0) > 0):
         S0, S1, S2, k, dmin = _tile_sums(zs, tau, q, mode, NEED_S2, F64)
@@ -501,9 +501,9 @@ def _solve_tile(zs, tau, lo, hi, done, alpha, q, mode, tol, max_iter,
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, k, dmin, alpha, q, mode, tol,
             SOLVER, F64)
-        est = tl.where(act, _sum_estimate(S0, S1, S2, t_old, tau, q), est)
+        sdev = tl.where(act, _sum_dev_bound(S0, S1, S2, t_old, tau, q), sdev)
         n += 1
-    return tau, conv, it, est
+    return tau, conv, it, sdev
 
 
 @triton.jit
@@ -776,18 +776,18 @@ def _fwd_onchip_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, R, D, stride_x, stri
         zsub = (alpha - 1.0)[:, None] * (tl.max(x3, 2) - m[:, None])
         zsub = tl.where(bad[:, None], 0.0, zsub)
         hsub = _upper_bound(alpha, tl.sum((zsub > -INF).to(alpha.dtype), 1), F64)
-        tsub, csub, isub, esub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode, tol,
-                                             max_iter, SOLVER, F64)
+        tsub, csub, isub, sdev_sub = _solve_tile(zsub, lo, lo, hsub, bad, alpha, q, mode,
+                                                 tol, max_iter, SOLVER, F64)
         tau = _start_from_subset(tsub, csub, hi, F64)
-    tau, conv, it, est = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol, max_iter,
-                                     SOLVER, F64)
+    tau, conv, it, sdev = _solve_tile(zs, tau, lo, hi, bad | soft, alpha, q, mode, tol,
+                                      max_iter, SOLVER, F64)
     p, pos = _p_from_tau(zs, tau, q, mode, F64)
-    # Σp off by more than NORM_TOL_*: divided by Σp (float32: measured where the estimate says so)
+    # Σp off by more than NORM_TOL_*: divided by Σp (float32: measured where the bound says so)
     if RENORM:
         if F64:
             check = ~(bad | soft)
         else:
-            check = _unsure_sum(est, conv, alpha, bad | soft)
+            check = _unsure_sum(sdev, conv, alpha, bad | soft)
         if tl.sum(check.to(tl.int32), 0) > 0:
             psum = tl.sum(p, 1)
             p = tl.where(_needs_renorm(psum, ~check, F64, True)[:, None], p / psum[:, None], p)
@@ -828,9 +828,9 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     zero2 = (alpha * 0.0)[:, None] + (lane * 0)[None, :]       # [1, CHUNK] in compute dtype
     unit = alpha * 0.0 + 1.0     # (per-row ones: the scale of a first write)
     # float64 rows sum p in the output pass; float32 rows estimate Σp from the last solver
-    # pass and measure it in a separate pass only where the estimate says so (NORM_TOL_F32)
+    # pass and measure it in a separate pass only where the bound says so (NORM_TOL_F32)
     SUM: tl.constexpr = RENORM and F64
-    est = unit * 0.0             # (the bound on |Σp − 1|: _sum_estimate)
+    sdev = unit * 0.0            # (the bound on |Σp − 1|: _sum_dev_bound)
     # ---- pass 1: max, NaN/inf flags and lane maxima ----------------------------------
     vmax = zero2 - INF
     vsec = zero2 - INF      # TOP2: per-lane second largest entries (the subset doubles)
@@ -886,8 +886,8 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     tau0 = neg1
     if LEV > 0:
         tau0 = tl.where(bad | soft, neg1, _levels_start(zsv, hsub, alpha, q, mode, LEV, 8, F64))
-    tsub, csub, isub, esub = _solve_tile(zsv, tau0, neg1, hsub, bad | soft, alpha, q, mode, tol,
-                                         max_iter, SOLVER, F64)
+    tsub, csub, isub, sdev_sub = _solve_tile(zsv, tau0, neg1, hsub, bad | soft, alpha, q, mode,
+                                             tol, max_iter, SOLVER, F64)
     tau = _start_from_subset(tsub, csub, hi, F64)
     fixed = bad | soft
     cert = fixed
@@ -904,7 +904,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
                                          se, n_soft, zero2, unit, U, PF, F64, SUM)
         cert = fixed | (csub & (krow == ksub))
         tau = tl.where(cert & ~fixed, tg, tau)
-        est = tl.where(cert & ~fixed, esub, est)   # (the same support: the subset's bound)
+        sdev = tl.where(cert & ~fixed, sdev_sub, sdev)   # (the same support: the subset's bound)
     # ---- solver passes over the full row --------------------------------------------
     NEED_S2: tl.constexpr = SOLVER == 0 or SOLVER == 3
     lo = neg1
@@ -940,7 +940,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         tau, lo, hi, done, conv, fprev, nprev = _update(
             tau, lo, hi, done, conv, fprev, nprev, S0, S1, S2, tl.sum(ak, 1), tl.min(am, 1),
             alpha, q, mode, tol, SOLVER, F64)
-        est = tl.where(act, _sum_estimate(S0, S1, S2, t_old, tau, q), est)
+        sdev = tl.where(act, _sum_dev_bound(S0, S1, S2, t_old, tau, q), sdev)
         n += 1
     # ---- output pass ----------------------------------------------------------------
     if WRITE_FIRST:
@@ -956,7 +956,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         if F64:
             check = ~fixed
         else:
-            check = _unsure_sum(est, conv, alpha, fixed)
+            check = _unsure_sum(sdev, conv, alpha, fixed)
             if tl.sum(check.to(tl.int32), 0) > 0:
                 psum = _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, U, PF, F64)
         renorm = _needs_renorm(psum, ~check, F64)
