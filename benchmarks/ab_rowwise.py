@@ -23,6 +23,16 @@ import sys
 import torch
 
 
+def _kwargs(cfg: dict | None) -> dict:
+    """entmax_forward keyword arguments of a variant: ``chunk`` and ``max_onchip`` are
+    arguments of their own, the other keys ``CONFIG`` overrides."""
+    if cfg is None:
+        return {}
+    cfg = dict(cfg)
+    kw = {k: cfg.pop(k) for k in ("chunk", "max_onchip") if k in cfg}
+    return {**kw, "config": cfg}
+
+
 def _parse_configs(text: str) -> list[tuple[str, dict]]:
     """``"name:key=val,key=val;name2:..."`` → [(name, {key: int})]."""
     out = []
@@ -43,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alphas", default="1.5,2.0")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=100, help="do_bench_cudagraph rep time (ms)")
-    ap.add_argument("--configs", default="", help="extra variants of the new kernels")
+    ap.add_argument("--configs", default="", help="extra variants of the new kernels "
+                    "(CONFIG keys, and chunk / max_onchip)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.reps < 1:
         raise ValueError("--rounds and --reps must be >= 1")
@@ -66,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = old.entmax_forward(x, a).p.double()
             diffs = {}
             for name, fn, cfg in variants[1:]:
-                kw = {} if cfg is None else {"config": cfg}
+                kw = _kwargs(cfg)
                 diffs[name] = (fn(x, a, **kw).p.double() - ref).abs().max().item()
             ratios: dict[str, list[float]] = {n: [] for n, _, _ in variants}
             soft = []
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            rep=args.reps, return_mode="median")
                 soft.append(t_soft)
                 for name, fn, cfg in order:
-                    kw = {} if cfg is None else {"config": cfg}
+                    kw = _kwargs(cfg)
                     t = triton.testing.do_bench_cudagraph(lambda: fn(x, a, **kw), rep=args.reps,
                                                           return_mode="median")
                     ratios[name].append(t / t_soft)

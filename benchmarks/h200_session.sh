@@ -14,7 +14,8 @@
 # `... wfdefault`: the write-first default against the previous one and the row-wise GPU tests
 # with it; `... generic`: generic and tensor alpha with U 4; `... table`: the full paired table;
 # `... breakdown stages2`: the TMA scan option, the N = 16k
-# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night).
+# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); `... hold`: GPU tests and
+# the held-row option of the row-wise streaming kernel (2026-12-07, fourth session).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -171,6 +172,17 @@ if [ "${1:-}" = wft2 ]; then
   mkdir -p /tmp/plug && printf 'from sparsemap_tools.gpu import rowwise\nrowwise.CONFIG["stream_top2"] = 1\n' > /tmp/plug/top2_on.py
   timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; export PYTHONPATH=/tmp/plug:\$PYTHONPATH; run_gpu_tests -q -n 8 -p top2_on -k 'not attention'" \
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
+  exit 0
+fi
+if [ "${1:-}" = hold ]; then
+  # (2026-12-07, fourth session) every GPU-marked test (the top-2 default of the last session,
+  # the Newton 2-cycle fix, the held-row tests), then the held row (CONFIG stream_hold) against
+  # the current kernels (.old: gpu/rowwise.py and _host.py of aff1e1b) at 1024x16384
+  gpu_tests 200
+  timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384 --alphas 1.5,2.0,1.25 \
+    --configs "hold:stream_hold=1;hold255:stream_hold=1,stream_maxnreg=255;hold4k:stream_hold=1,chunk=4096" \
+    > "$O/ab_hold.txt" 2>&1; echo "ab rc $?"
+  grep "^|" "$O/ab_hold.txt"; tail -n 3 "$O/ab_hold.txt" | grep -v "^|"
   exit 0
 fi
 if [ "${1:-}" = ab2 ]; then

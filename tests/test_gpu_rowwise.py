@@ -187,11 +187,12 @@ def test_equal_rows_large_alpha(device, alpha, solver, stream):
         assert int(res.iterations.max()) <= 60, res.iterations
 
 
-@pytest.mark.parametrize("prefetch,levels,unroll,first", [
-    (0, 0, 1, 0), (0, 16, 1, 0), (1, 16, 1, 0), (1, 4, 1, 0), (0, 16, 2, 0), (0, 16, 4, 0),
-    (1, 16, 2, 0), (0, 16, 4, 1), (1, 16, 2, 1)])
+@pytest.mark.parametrize("prefetch,levels,unroll,first,hold", [
+    (0, 0, 1, 0, 0), (0, 16, 1, 0, 0), (1, 16, 1, 0, 0), (1, 4, 1, 0, 0), (0, 16, 2, 0, 0),
+    (0, 16, 4, 0, 0), (1, 16, 2, 0, 0), (0, 16, 4, 1, 0), (1, 16, 2, 1, 0), (0, 16, 1, 0, 1),
+    (0, 16, 1, 1, 1)])
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25, 3.0, "mixed"])
-def test_stream_variants_match_reference(device, prefetch, levels, unroll, first, alpha):
+def test_stream_variants_match_reference(device, prefetch, levels, unroll, first, hold, alpha):
     """Every streaming loop form (next tile prefetched or not: chosen by the row count; one
     chunk or U chunks per step, the last step partly past the row's end) and the multi-level
     start of the subset solve (any level count, or none) give the exact answer and the
@@ -199,7 +200,8 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     NaN/+inf rows.  ``first``: p written at the subset's root and certified by a support count
     (α ∈ {2, 1.5} floats): certified rows take no solver pass, the tie row (equal entries
     sharing lanes: more row entries above the subset's root than the subset holds) falls back to
-    the solver passes and a second write."""
+    the solver passes and a second write.  ``hold``: the row is loaded once as one tile and every
+    pass reads it from registers (``stream_hold``; the prefetch and unroll settings do not apply)."""
     max_onchip, chunk = _cfg(device)["stream"]
     gen = torch.Generator().manual_seed(21)
     D = 3 * chunk + 5
@@ -218,7 +220,9 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     arg = alpha if isinstance(alpha, float) else al
     res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk,
                                  config=dict(stream_prefetch=prefetch, stream_levels=levels,
-                                             stream_unroll=unroll, stream_write_first=first))
+                                             stream_unroll=unroll, stream_write_first=first,
+                                             stream_hold=hold))
+    assert rowwise._hold(D, chunk, dict(rowwise.CONFIG, stream_hold=hold)) == bool(hold)
     p = res.p.cpu()
     for r in (4, 5):
         assert bool(torch.isnan(p[r]).all()) and int(res.support_size[r]) == 0
@@ -317,6 +321,33 @@ def test_onchip_subset_lower_bound(device, group):
         _check_forward(x, al, res)
         if group and a in (1.5, 2.0):
             assert res.iterations.float().mean() <= 2.0
+
+
+# a row (513 integers in [−3, 2], one digit each, +3) on which float32 Newton with the generic
+# power (α = 1.7) cycled between two iterates 3 ulp apart, each step just above the tolerance,
+# for 100 passes (streamed with 32-wide chunks, found by a random sweep of rounded randn rows)
+_CYCLE_ROW = (
+    "34323242244122233424334524343443433243243251442331335441313332433413423432533233433543"
+    "25353223223444314234153232543220324434422334431331432344433223523332223334442341353313"
+    "21432222021352443424332224233243321433322523521432424333243233443223434553433324224435"
+    "44323132332434433334333332242513234533422423233322345543233333253232423325444443422333"
+    "12333235442442244432231132333334434331424242443335234322413134332243433443233444343334"
+    "22252442413335253323432443334243323424123334344253323543333435332322313224521242333"
+)
+
+
+@pytest.mark.parametrize("solver", ["auto", "newton", "halley"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_newton_two_cycle_is_broken(device, solver, stream):
+    """A Newton step straight back to the bracket end that the previous Newton iterate set
+    (f changed sign in between) is a cycle of rounding noise: the update bisects instead, so
+    the row converges (it returned converged = False after 100 passes before)."""
+    x = torch.tensor([[float(c) - 3.0 for c in _CYCLE_ROW]], device=device)
+    assert x.shape == (1, 513)
+    kw = dict(max_onchip=64, chunk=32) if stream else {}
+    res = rowwise.entmax_forward(x, 1.7, solver=solver, **kw)
+    _check_forward(x, torch.full((1,), 1.7, device=device), res)
+    assert int(res.iterations[0]) <= 20, res.iterations
 
 
 @pytest.mark.parametrize("solver", rowwise.SOLVERS)
@@ -606,6 +637,15 @@ def test_stream_launch_rule():
         rowwise._top2(0, 0, dict(cfg, stream_top2=2), 256)
     assert cfg["stream_write_first"] == -1 and cfg["stream_top2"] == -1
     assert rowwise._chunk(1024, None, True, True) == 2048 and rowwise._chunk(256, None, True, True) == 4096
+    # held rows: at most stream_hold_elems entries per thread of the launch, the row padded to a
+    # power of two of chunks (2048-wide chunks have 8 warps: 16384 entries at 64 per thread)
+    held = dict(cfg, stream_hold=1)
+    assert rowwise._hold(16384, 2048, held) and not rowwise._hold(16385, 2048, held)
+    assert rowwise._hold(10000, 2048, held) and not rowwise._hold(16384, 1024, held)
+    assert rowwise._hold(32768, 4096, held) and not rowwise._hold(65536, 4096, held)
+    assert not rowwise._hold(16384, 2048, cfg) and cfg["stream_hold"] == 0
+    with pytest.raises(ValueError, match="stream_hold"):
+        rowwise._hold(100, 64, dict(cfg, stream_hold=-1))
 
 
 # ------------------------------------------------------------------------------ backward
