@@ -183,6 +183,11 @@ if [ "${1:-}" = hold ]; then
     --configs "hold:stream_hold=1;hold255:stream_hold=1,stream_maxnreg=255;hold4k:stream_hold=1,chunk=4096" \
     > "$O/ab_hold.txt" 2>&1; echo "ab rc $?"
   grep "^|" "$O/ab_hold.txt"; tail -n 3 "$O/ab_hold.txt" | grep -v "^|"
+  # the attention anchor (N = 16k, D = 64, causal, bf16, alpha 1.5; FA2 of the same call)
+  timeout 150 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 --variants default \
+    --rounds 2 --fb --out /tmp/s_hold > "$O/stages_anchor.txt" 2>&1; echo "stages rc $?"
+  cp /tmp/s_hold/gpu_attention_stages.json "$O/stages_anchor.json" 2>/dev/null
+  tail -n 7 "$O/stages_anchor.txt" | cut -c1-150
   exit 0
 fi
 if [ "${1:-}" = ab2 ]; then
