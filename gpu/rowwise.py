@@ -19,8 +19,10 @@ sums at the current τ:
   exact); otherwise a Halley step for α ≤ 1.5 (f is C² between breakpoints and f'' only jumps
   at them; measured on randn rows of 1024: mean passes 4.95 → 3.58 at α = 1.5 against Newton),
   a Newton step above. From τ₀ ≤ τ* Newton climbs monotonically for α ≤ 2 (convexity); a
-  Halley step that leaves the bracket is replaced by bisection. For α > 2: Newton with a bracket and a progress
-  safeguard (|f| must at least halve after a Newton step, else bisect next).
+  Halley step that leaves the bracket is replaced by bisection, and so is a step straight back
+  to the bracket end that the previous iterate set (f changed sign in between: a 2-cycle of
+  rounding noise in f, seen in float32 with a generic power). For α > 2: Newton with a bracket
+  and a progress safeguard (|f| must at least halve after a Newton step, else bisect next).
 * ``newton``: the same without the closed form (safeguarded for α > 2).
 * ``halley``: Halley where f ∈ C² (α ≤ 1.5), Newton elsewhere.
 * ``bisect``: bisection of the bracket [lo, hi] (one bit per pass).
