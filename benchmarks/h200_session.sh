@@ -180,7 +180,7 @@ if [ "${1:-}" = hold ]; then
   # the current kernels (.old: gpu/rowwise.py and _host.py of aff1e1b) at 1024x16384
   gpu_tests 200
   timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384 --alphas 1.5,2.0,1.25 \
-    --configs "hold:stream_hold=1;hold255:stream_hold=1,stream_maxnreg=255;hold4k:stream_hold=1,chunk=4096" \
+    --configs "hold:stream_hold=1;hold255:stream_hold=1,stream_maxnreg=255;hold4k:stream_hold=1,chunk=4096;c4k:chunk=4096,stream_elems_per_thread=16,stream_unroll=2;t2:stream_top2=1" \
     > "$O/ab_hold.txt" 2>&1; echo "ab rc $?"
   grep "^|" "$O/ab_hold.txt"; tail -n 3 "$O/ab_hold.txt" | grep -v "^|"
   # the attention anchor (N = 16k, D = 64, causal, bf16, alpha 1.5; FA2 of the same call)
