@@ -244,8 +244,9 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
 @given(data=st.data())
 def test_hypothesis_stream_layouts(device, data):
     """Property: every streaming layout (1, 2 or 4 chunks per step, next tile prefetched or not,
-    p written first at the lane-maxima subset's root or not) returns p within 2e-6 of the
-    float64 answer, Σp = 1, the support count of the stored p and a converged flag, on any
+    p written first at the lane-maxima subset's root or not, the row held in registers or not;
+    α with and without a pow-free branch) returns p within 2e-6 of the float64 answer, Σp = 1,
+    the support count of the stored p and a converged flag within 40 passes, on any
     length past the on-chip limit and rows of any kind: random, flat, heavy-tailed, peaked,
     half-integer ties, a grid of four values (massive ties at the top: the subset's count
     check must fail) and shifted by ±10³–10⁴."""
@@ -253,11 +254,12 @@ def test_hypothesis_stream_layouts(device, data):
     R = data.draw(st.integers(1, 4), label="R")
     D = data.draw(st.integers(max_onchip + 1, 5 * chunk + 3), label="D")
     kind = data.draw(st.sampled_from(["randn", "flat", "heavy", "peaked", "ties", "grid"]))
-    alpha = data.draw(st.sampled_from([1.5, 2.0, 1.25]), label="alpha")
+    alpha = data.draw(st.sampled_from([1.5, 2.0, 1.25, 1.7, 1.1]), label="alpha")
     cfg = dict(stream_unroll=data.draw(st.sampled_from([1, 2, 4]), label="unroll"),
                stream_prefetch=data.draw(st.sampled_from([0, 1]), label="prefetch"),
                stream_write_first=data.draw(st.sampled_from([-1, 0, 1, 2]), label="write_first"),
-               stream_top2=data.draw(st.sampled_from([-1, 0, 1]), label="top2"))
+               stream_top2=data.draw(st.sampled_from([-1, 0, 1]), label="top2"),
+               stream_hold=data.draw(st.sampled_from([0, 1]), label="hold"))
     shift = data.draw(st.sampled_from([0.0, 1e3, -1e4]), label="shift")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     if kind == "grid":
@@ -268,7 +270,7 @@ def test_hypothesis_stream_layouts(device, data):
     res = rowwise.entmax_forward(x, alpha, max_onchip=max_onchip, chunk=chunk, config=cfg)
     ref = entmax_reference(x.double().cpu(), torch.full((R,), alpha, dtype=torch.float64))
     p = res.p.cpu().double()
-    assert bool(res.converged.all())
+    assert bool(res.converged.all()) and int(res.iterations.max()) <= 40, res.iterations
     assert (p - ref).abs().max().item() < 2e-6
     assert (p.sum(1) - 1.0).abs().max().item() < 1e-5
     assert torch.equal(res.support_size.cpu(), (res.p.cpu() > 0).sum(1).to(torch.int32))
