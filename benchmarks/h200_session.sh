@@ -184,6 +184,7 @@ if [ "${1:-}" = hold ]; then
     > "$O/ab_hold.txt" 2>&1; echo "ab rc $?"
   grep "^|" "$O/ab_hold.txt"; tail -n 3 "$O/ab_hold.txt" | grep -v "^|"
   # the attention anchor (N = 16k, D = 64, causal, bf16, alpha 1.5; FA2 of the same call)
+  [ -n "${SKIP_ATTN:-}" ] && exit 0
   timeout 150 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 --variants default \
     --rounds 2 --fb --out /tmp/s_hold > "$O/stages_anchor.txt" 2>&1; echo "stages rc $?"
   cp /tmp/s_hold/gpu_attention_stages.json "$O/stages_anchor.json" 2>/dev/null
