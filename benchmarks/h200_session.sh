@@ -174,6 +174,15 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = a125 ]; then
+  # (2026-12-07, fourth session) alpha 1.25 streamed: the two-per-lane subset and 4096 lanes on
+  # 8 warps (each gained ~3.5 % at 1024x16384 in the hold call), and both
+  timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384,256x65536 --alphas 1.25 \
+    --configs "t2:stream_top2=1;c4k:chunk=4096,stream_elems_per_thread=16,stream_unroll=2;c4kt2:chunk=4096,stream_elems_per_thread=16,stream_unroll=2,stream_top2=1" \
+    > "$O/ab_a125.txt" 2>&1; echo "ab rc $?"
+  grep "^|" "$O/ab_a125.txt"; tail -n 3 "$O/ab_a125.txt" | grep -v "^|"
+  exit 0
+fi
 if [ "${1:-}" = hold ]; then
   # (2026-12-07, fourth session) every GPU-marked test (the top-2 default of the last session,
   # the Newton 2-cycle fix, the held-row tests), then the held row (CONFIG stream_hold) against
