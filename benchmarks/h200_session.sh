@@ -174,7 +174,7 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
-if [ "${1:-}" = a125 ]; then
+if [ "${1:-}" = rw125 ]; then
   # (2026-12-07, fourth session) alpha 1.25 streamed: the two-per-lane subset and 4096 lanes on
   # 8 warps (each gained ~3.5 % at 1024x16384 in the hold call), and both
   timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384,256x65536 --alphas 1.25 \
