@@ -174,6 +174,16 @@ if [ "${1:-}" = wft2 ]; then
     > "$O/pytest_gpu_top2.txt" 2>&1; echo "pytest (row-wise, top2 on) rc $?"; tail -n 3 "$O/pytest_gpu_top2.txt"
   exit 0
 fi
+if [ "${1:-}" = final4 ]; then
+  # (2026-12-07, fourth session) the top-2 default for alpha 1.25 above 512 rows: the row-wise
+  # GPU tests of streamed rows, then the final defaults against aff1e1b (.old)
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'stream or top2 or launch or hypothesis or two_cycle'" \
+    > "$O/pytest_gpu_final4.txt" 2>&1; echo "pytest (streamed row-wise) rc $?"; tail -n 3 "$O/pytest_gpu_final4.txt"
+  timeout 150 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384,256x65536 --alphas 1.25,1.5,2.0 \
+    > "$O/ab_final4.txt" 2>&1; echo "ab rc $?"
+  grep "^|" "$O/ab_final4.txt"; tail -n 3 "$O/ab_final4.txt" | grep -v "^|"
+  exit 0
+fi
 if [ "${1:-}" = rw125 ]; then
   # (2026-12-07, fourth session) alpha 1.25 streamed: the two-per-lane subset and 4096 lanes on
   # 8 warps (each gained ~3.5 % at 1024x16384 in the hold call), and both

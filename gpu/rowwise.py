@@ -169,7 +169,10 @@ CHUNK = None
 #: supports: 73 % → 99.6 % of rows with 1024 lanes, 86 % → 100 % with 2048; the subset solve
 #: works on twice the values and pass 1 does a few more operations per entry).  0 = never,
 #: 1 = always, −1 (default) = α ∈ {2, 1.5} (python float, auto solver) at ≤ 512 rows, where
-#: α = 1.5 then writes first too (``_write_first``).  H100 2026-12-07, ratio to softmax, A/B
+#: α = 1.5 then writes first too (``_write_first``), and α = 1.25 above 512 rows (its start for
+#: the solver passes: H100 2026-12-07, A/B medians of 3 rounds, 1024×16384 1.482 → 1.429× softmax,
+#: the same in an earlier call 1.479 → 1.428; 256×65536 0.986 → 0.993, so not at ≤ 512 rows;
+#: benchmarks/results/gpu_rowwise_ab_a125_h100_2026-12-07d.txt).  H100 2026-12-07, ratio to softmax, A/B
 #: medians of 3 rounds (benchmarks/results/gpu_rowwise_ab_top2_h100_2026-12-07c.txt), without →
 #: with top-2 (→ with top-2 and write-first): 256×65536 α = 1.5 0.943 → 0.919 (→ 0.839), α = 2
 #: (write-first already) 0.883 → 0.808; 1024×16384 α = 1.5 1.319 → 1.333, α = 2 1.174 → 1.263
@@ -1200,13 +1203,14 @@ def _renorm(cfg: dict, key: str) -> bool:
 
 def _top2(mode: int, sid: int, cfg: dict, R: int) -> bool:
     """Whether a streamed launch's subset holds two entries per lane (``CONFIG["stream_top2"]``:
-    0 never, 1 always, −1 (default) for α ∈ {2, 1.5} as a python float with the auto solver at
-    ≤ 512 rows (the 4096-wide chunks), as measured on an H100; above 512 rows it was slower)."""
+    0 never, 1 always, −1 (default) with the auto solver and a python-float α: α ∈ {2, 1.5} at
+    ≤ 512 rows (the 4096-wide chunks; above 512 rows it was slower) and α = 1.25 above 512 rows
+    (a better start for its solver passes; no gain at ≤ 512 rows), as measured on an H100)."""
     t2 = cfg["stream_top2"]
     if isinstance(t2, bool) or not isinstance(t2, int) or t2 not in (-1, 0, 1):
         raise ValueError(f"stream_top2 must be -1, 0 or 1, got {t2!r}")
     if t2 == -1:
-        return sid == 0 and mode in (0, 1) and R <= 512
+        return sid == 0 and ((mode in (0, 1) and R <= 512) or (mode == 3 and R > 512))
     return t2 == 1
 
 

@@ -179,6 +179,13 @@ def cases():
                        dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                             SCALAR_ALPHA=scalar, U=u, WRITE_FIRST=True, TOP2=True), nw,
                        R._maxnreg(R.CONFIG["stream_maxnreg"]))
+            if mode == 3 and ch == 1024:
+                # α = 1.25 above 512 rows: the two-per-lane subset, no write-first (the default)
+                yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf} top2",
+                       R._fwd_stream_kernel,
+                       dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
+                            SCALAR_ALPHA=scalar, U=u, TOP2=True), nw,
+                       R._maxnreg(R.CONFIG["stream_maxnreg"]))
             if ch == 2048 and u == 4:
                 # a 16384-wide row held in registers (CONFIG stream_hold; write-first where the
                 # mode has it): 8 warps under the default register cap and with none, 16 warps

@@ -629,8 +629,9 @@ def test_stream_launch_rule():
         c = dict(cfg, stream_write_first=wf, stream_top2=t2)
         assert [rowwise._write_first(m, 0, c, R) for m in (0, 1, 3)] == want
         assert not rowwise._write_first(0, 1, c, R)
-    # the two-per-lane subset: −1 (default) α ∈ {2, 1.5}, auto solver, ≤ 512 rows
-    for t2, R, want in ((-1, 512, [True, True, False]), (-1, 513, [False, False, False]),
+    # the two-per-lane subset: −1 (default) α ∈ {2, 1.5} at ≤ 512 rows, α = 1.25 above; auto
+    # solver
+    for t2, R, want in ((-1, 512, [True, True, False]), (-1, 513, [False, False, True]),
                         (0, 256, [False, False, False]), (1, 4096, [True, True, True])):
         c = dict(cfg, stream_top2=t2)
         assert [rowwise._top2(m, 0, c, R) for m in (0, 1, 3)] == want
