@@ -182,7 +182,11 @@ CHUNK = None
 #: stream_hold: 1 = a streamed row that fits in registers (at most ``stream_hold_elems``
 #: entries per thread, with 2048-wide chunks above 512 rows) is loaded once as one [U, CHUNK]
 #: tile and every later pass (the write-first write, solver passes, the write) reads those
-#: registers instead of memory: 1 read + 1 write, as softmax; 0 (default) = never.
+#: registers instead of memory: 1 read + 1 write, as softmax; 0 (default) = never.  Slower on
+#: an H100 at 1024×16384 (A/B, 3 rounds, ratio to softmax, now → held at the 128-register cap /
+#: with no cap (255) / 16 warps with 4096-wide chunks): α = 1.5 1.31 → 1.38 / 1.35 / 1.71, α = 2
+#: 1.18 → 1.36 / 1.27 / 1.61, α = 1.25 1.48 → 1.90 / 1.67 / 2.12: one program per SM cannot
+#: overlap a row's load with another's solve, and the capped kernel spills ~1 kB.
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
 #: different on an H100, forward+backward 0.93 / 0.92 / 0.84 / 0.78× softmax's with either at
 #: 1024×16384 and 256×65536, α = 1.5 / 2)
