@@ -186,16 +186,14 @@ def cases():
                        dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                             SCALAR_ALPHA=scalar, U=u, TOP2=True), nw,
                        R._maxnreg(R.CONFIG["stream_maxnreg"]))
-            if ch == 2048 and u == 4:
-                # a 16384-wide row held in registers (CONFIG stream_hold; write-first where the
-                # mode has it): 8 warps under the default register cap and with none, 16 warps
-                for hch, hu, hnw, cap in ((2048, 8, 8, R.CONFIG["stream_maxnreg"]),
-                                          (2048, 8, 8, 255), (4096, 4, 16, R.CONFIG["stream_maxnreg"])):
-                    yield (f"rowwise stream mode {mode} chunk {hch} hold 16384 maxnreg {cap}",
-                           R._fwd_stream_kernel,
-                           dict(CHUNK=hch, SOLVER=0, F64=False, MODE=mode, PF=2, LEV=16,
-                                SCALAR_ALPHA=scalar, U=hu, WRITE_FIRST=mode in (0, 1)), hnw,
-                           R._maxnreg(cap))
+            if ch == 2048 and u == 4 and mode == 1:
+                # a 16384-wide row held in registers (CONFIG stream_hold, off: measured slower;
+                # its launch above 512 rows, write-first), one mode only (compile time in CI)
+                yield (f"rowwise stream mode {mode} chunk 2048 hold 16384",
+                       R._fwd_stream_kernel,
+                       dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=2, LEV=16,
+                            SCALAR_ALPHA=scalar, U=8, WRITE_FIRST=True), 8,
+                       R._maxnreg(R.CONFIG["stream_maxnreg"]))
             # the fast modes' defaults (more than 512 rows / at most 512), one other unroll
             yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf}",
                    R._fwd_stream_kernel,
