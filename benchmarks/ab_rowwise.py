@@ -17,20 +17,20 @@ Usage (device): ``python3 benchmarks/ab_rowwise.py --old .old --shapes 1024x1638
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_rowwise import _launch  # noqa: E402  (the --configs split of the paired table)
+
 
 def _kwargs(cfg: dict | None) -> dict:
-    """entmax_forward keyword arguments of a variant: ``chunk`` and ``max_onchip`` are
-    arguments of their own, the other keys ``CONFIG`` overrides."""
-    if cfg is None:
-        return {}
-    cfg = dict(cfg)
-    kw = {k: cfg.pop(k) for k in ("chunk", "max_onchip") if k in cfg}
-    return {**kw, "config": cfg}
+    """entmax_forward keyword arguments of a variant (``gpu_rowwise._launch``: ``chunk`` and
+    ``max_onchip`` as themselves, the other keys overrides of ``CONFIG``)."""
+    return {} if cfg is None else _launch(cfg)
 
 
 def _parse_configs(text: str) -> list[tuple[str, dict]]:
