@@ -81,7 +81,8 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  tiles=GA._TILES_ENV, persist=GA._SOLVE_PERSIST, nit=GA._NIT,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
-                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE, scantma=GA._SCAN_TMA)
+                 dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE, scantma=GA._SCAN_TMA,
+                 cert=GA._SWEEP_CERT, skip=GA._SWEEP_SKIP)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -102,6 +103,9 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           # the profiling copies with the gathered output off (a gather after a copy that broke
           # the buffers' invariants reads unwritten slots: an illegal address at N = 16k)
           "scantma": dict(scantma=True), "scantma0": dict(scantma=False),
+          # α = 1.25's sparse sweeps: the quartic certificate and the per-tile bound test off
+          "nocert": dict(cert=False), "noskip": dict(skip=False),
+          "nocertnoskip": dict(cert=False, skip=False), "certskip": dict(cert=True, skip=True),
           "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2)}
 
 
@@ -115,6 +119,7 @@ def apply_variant(name: str) -> None:
     GA._DQ_GATHER, GA._KEEP_SUPPORT = o["dqg"], o["keep"]
     GA._ASM_STORE = o["asm"]
     GA._SCAN_TMA = o["scantma"]
+    GA._SWEEP_CERT, GA._SWEEP_SKIP = o["cert"], o["skip"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

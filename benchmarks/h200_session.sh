@@ -15,7 +15,8 @@
 # with it; `... generic`: generic and tensor alpha with U 4; `... table`: the full paired table;
 # `... breakdown stages2`: the TMA scan option, the N = 16k
 # breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); `... hold`: GPU tests and
-# the held-row option of the row-wise streaming kernel (2026-12-07, fourth session).
+# the held-row option of the row-wise streaming kernel (2026-12-07, fourth session); `... cert`:
+# alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -65,6 +66,22 @@ PY
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
   done
+  exit 0
+fi
+if [ "${1:-}" = cert ]; then
+  # alpha = 1.25's sparse sweeps (2026-12-07, fifth session): the quartic certificate and the
+  # sweeps without per-tile bound tests.  GPU tests of attention, then forward stages at
+  # N = 16k D = 64 causal (random and topics, 2 rounds), D = 128 random, then the float64 check
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  timeout 200 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 \
+    --variants default,nocert,noskip,nocertnoskip --rounds 2 --out /tmp/sc > "$O/stages_cert_d64.txt" 2>&1
+  echo "stages D=64 rc $?"; cp /tmp/sc/gpu_attention_stages.json "$O/stages_cert_d64.json" 2>/dev/null
+  grep -v "^{" "$O/stages_cert_d64.txt" | tail -n 10 | cut -c1-150
+  timeout 100 python3 benchmarks/gpu_attention_stages.py --D 128 --alpha 1.25 --kinds random \
+    --variants default,nocertnoskip --rounds 1 --out /tmp/sc2 > "$O/stages_cert_d128.txt" 2>&1
+  echo "stages D=128 rc $?"; grep -v "^{" "$O/stages_cert_d128.txt" | tail -n 4 | cut -c1-150
+  check_attn cert
   exit 0
 fi
 if [ "${1:-}" = a125 ]; then

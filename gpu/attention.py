@@ -155,6 +155,15 @@ _SWEEP_LIVE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_LIVE", "90"))
 # 13.43 ms) and won with Halley sweeps (random 12.85 → 12.26, topics 2.55 → 2.57; N = 4k random
 # 3.98 → 3.34); D = 256 not measured
 _SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
+# the sparse sweeps test each listed tile's bound against the open rows' lower ends and skip the
+# tiles below (a load and a branch per tile, which keeps the compiler from pipelining the K-tile
+# loads); "0": every listed tile, no branch (the skipped tiles' scores add nothing either way).
+# Not measured yet
+_SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "1") == "1"
+# α = 1.25 rows in the sparse sweeps stop on a certified quadratic-model step
+# (``_quartic_certificate``) instead of sweeping once more to confirm |F − 1| ≤ TOL; "0": off.
+# Not measured on a GPU yet (a float64 simulation of 16k random keys: 3 → 2 sweeps per block)
+_SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -676,12 +685,43 @@ def _tile_list_kernel(
 
 
 @triton.jit
+def _quartic_certificate(F, G, H, CNT, NV, TOL):
+    """α = 1.25 (F(τ) = Σ_j [z_j − τ]_+⁴): a step δ from τ and whether it is certified, i.e.
+    whether |F(τ + δ) − 1| ≤ TOL follows from the sums at τ, without another sweep.
+
+    With d = z − τ and, over d > 0, F = Σd⁴, G = Σd³, H = Σd², S = Σd, C = #{d > 0}, the
+    support's own polynomial is exact: P(δ) = Σ_{d>0} (d − δ)⁴ = F − 4Gδ + 6Hδ² − 4Sδ³ + Cδ⁴.
+    δ is the smaller root of the quadratic model q(δ) = F − 4Gδ + 6Hδ² = 1, written without
+    cancellation as δ = 2(F − 1) / (4G + √(16G² − 24H(F − 1))).
+    - F ≥ 1 (τ at or below the root, δ ≥ 0): Taylor's theorem with F''' = −24·Σ[z − t]_+,
+      which increases in t from −24S, puts F(τ + δ) in [q(δ) − 4Sδ³, q(δ)] = [1 − 4Sδ³, 1].
+    - F < 1 (τ above the root, δ < 0): F(τ + δ) = P(δ) + Σ_{δ<d≤0} (d − δ)⁴, the keys that
+      re-enter adding at most δ⁴ each, so F(τ + δ) − 1 ∈ [0, 4S|δ|³ + Cδ⁴ + (NV − C)δ⁴].
+    S ≤ √(C·H) (Cauchy–Schwarz) bounds S with the sums at hand, so the error is at most
+    4√(C·H)|δ|³ (+ NV·δ⁴ when δ < 0, NV the row's visible keys): certified when that is ≤ TOL
+    and the model has a real root (the sweep must have seen every key with d > 0, as the
+    sparse sweeps do).  On 16k random keys this saves the sweep that would only confirm the
+    last Halley step (3 → 2 sweeps per block in a float64 simulation)."""
+    fm1 = F - 1.0
+    disc = 16.0 * G * G - 24.0 * H * fm1
+    den = 4.0 * G + tl.sqrt(tl.maximum(disc, 0.0))
+    step = 2.0 * fm1 / tl.where(den > 0, den, 1.0)
+    a = tl.abs(step)
+    err = 4.0 * tl.sqrt(CNT * H) * a * a * a + tl.where(fm1 < 0, NV * a * a * a * a, 0.0)
+    certified = (CNT > 0) & (disc >= 0) & (den > 0) & (err <= TOL)
+    return step, certified
+
+
+@triton.jit
 def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, convex, qexp, TOL,
-                   top, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
+                   top, nv, MODE: tl.constexpr, HALLEY: tl.constexpr = False, CERT: tl.constexpr = False):
     """One threshold update per row from the sums at the current τ (rows not ``active`` keep
     their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+ (α = 1.25 with ``HALLEY``:
     Σ[d]_+²), CNT = #{d > 0}, DMIN = min_{d>0} d, d = z − τ; ``top`` ≥ every z of the row (the
-    reference of α > 2's geometric bisection, see ``_solve_block``).  Returns (tau, lo, hi,
+    reference of α > 2's geometric bisection, see ``_solve_block``); ``nv`` the row's number of
+    visible keys (float).  With ``CERT`` (α = 1.25 in
+    the sparse sweeps) a row below its root whose quadratic Taylor step is certified to land
+    within TOL (``_quartic_certificate``) takes that step and is done.  Returns (tau, lo, hi,
     last_step, done)."""
     f = F - 1.0
     ok = tl.abs(f) <= TOL
@@ -731,6 +771,12 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
             halley = tau + 2.0 * (a - 1.0) * G * Fs / tl.where(den > 0, den, 1.0)
             ok_h = (den > 0) & (G > 0) & (F > 0) & (halley < hi_n) & (halley >= phi)
             newton = tl.where(ok_h, halley, phi)
+            if CERT:
+                # the root of F's quadratic model, where certified within TOL
+                # (``_quartic_certificate``): that step, and the row is done without the sweep
+                # that would only confirm it
+                cert_step, certified = _quartic_certificate(F, G, S1, CNT, nv, TOL)
+                newton = tl.where(certified, tau + cert_step, newton)
         else:  # MODE 3 on the candidate buffers: Newton on φ (a buffer iteration is cheap; the
             # Halley step's third sum cost more there than the iterations it saved: H100, N = 4k,
             # topics inputs, fwd 1.13 → 1.18 ms)
@@ -753,7 +799,11 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
         ok = ok | ((~convex) & tiny)
     new_tau = tl.where(convex, new_tau, tl.minimum(tl.maximum(new_tau, lo_n), hi_n))
     upd = active & (~done)
-    if MODE == 0 or MODE == 3:
+    if MODE == 3 and HALLEY and CERT:
+        # a certified row takes its certified step (``newton`` above) and is done
+        tau_n = tl.where(ok & ~certified, tau, new_tau)
+        ok = ok | certified
+    elif MODE == 0 or MODE == 3:
         tau_n = tl.where(ok, tau, new_tau)
     else:
         tau_n = new_tau
@@ -993,7 +1043,8 @@ def _fwd_solve_kernel(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
-    S: tl.constexpr = 64, ASM: tl.constexpr = False,
+    S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = True,
+    SWEEP_CERT: tl.constexpr = True,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -1028,7 +1079,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, ASM)
+                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -1042,22 +1093,38 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, ASM)
+                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
 
 
 @triton.jit
-def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, last_step, done, ncand, C_row,
+def _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
+                stride_kn, tau, qexp, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
+                PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                MODE: tl.constexpr):
+    """One key tile of a sparse sweep: its scores' sums (``_row_sums``, with α = 1.25's Halley
+    sum) added to the running ones."""
+    cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
+                          stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
+    f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE, MODE == 3)
+    return F + f_, G + g_, S1 + s_, CNT + c_, tl.minimum(DMIN, d_)
+
+
+@triton.jit
+def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv, last_step, done, ncand, C_row,
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-                CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr):
+                CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
+                SKIP: tl.constexpr = True, CERT: tl.constexpr = False):
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
     first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
     overflowed start from the root of the CAP candidates they kept (unless ``nobuf``: the block
     copied none) and continue with sparse
     sweeps over the live key tiles ``L_row[0:n_list]``, skipping tiles whose bound (T_base) is
-    below every open row's lower end.  Returns (τ', sweeps,
+    below every open row's lower end (with ``SKIP``; without it every listed tile, a loop with no
+    branch that the compiler can pipeline; the skipped tiles add nothing either way).  ``CERT``:
+    α = 1.25 rows may finish on a certified step (``_quartic_certificate``).  Returns (τ', sweeps,
     buffer iterations); ``it`` counts the sweeps made before."""
     everyone = rows >= 0
     offs_c = tl.arange(0, CHUNK)
@@ -1093,7 +1160,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, la
             CNT += c_
             DMIN = tl.minimum(DMIN, d_)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      used, convex, qexp, TOL, top, MODE)
+                                                      used, convex, qexp, TOL, top, nv, MODE)
         it_buf += 1
         n_open = tl.sum((used & ~done).to(tl.int32), axis=0)
     # the overflowed rows: their subset's iterate (convex: Newton from below; else the bracket's
@@ -1119,18 +1186,21 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, la
         DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
         for i in range(0, n_list):
             start_n = tl.load(L_row + i) * BLOCK_N
-            tmax = tl.load(T_base + start_n // BLOCK_N)
-            if tmax > bound:
-                cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
-                                      stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-                f_, g_, s_, c_, d_ = _row_sums(z, tau, qexp, MODE, MODE == 3)
-                F += f_
-                G += g_
-                S1 += s_
-                CNT += c_
-                DMIN = tl.minimum(DMIN, d_)
+            if SKIP:
+                tmax = tl.load(T_base + start_n // BLOCK_N)
+                if tmax > bound:
+                    F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
+                                                      offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                                                      tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
+                                                      BLOCK_N, MODE)
+            else:
+                F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
+                                                  offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                                                  tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
+                                                  BLOCK_N, MODE)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
-                                                      everyone, convex, qexp, TOL, top, MODE, MODE == 3)
+                                                      everyone, convex, qexp, TOL, top, nv, MODE,
+                                                      MODE == 3, CERT)
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
     return tau, it, it_buf
@@ -1220,7 +1290,7 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
-    ASM: tl.constexpr = False,
+    ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = True, SWEEP_CERT: tl.constexpr = True,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1278,10 +1348,12 @@ def _solve_block(
                      CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
     it = 1
 
-    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, last_step, done,
+    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top,
+                                  n.to(tl.float32), last_step, done,
                                   ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq, lk,
                                   stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
-                                  PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG)
+                                  PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG, SWEEP_SKIP,
+                                  SWEEP_CERT)
     tau = tl.where(n > 0, tau, 0.0)
     if GATHER:
         # every row kept all its candidates (a superset of its support) and they are few next
@@ -1677,11 +1749,14 @@ def _solve_programs(n_work: int, device: torch.device, tiles: dict, mode: int) -
 
 
 def _sweep_rule(mode: int, head_dim: int) -> dict:
-    """The solve kernel's constexprs for blocks that skip the copy (see ``_SWEEP_LIVE``); head
-    dims ≤ ``_SWEEP_MAX_D`` (128) only."""
+    """The solve kernel's constexprs for its sparse sweeps: which blocks skip the copy (see
+    ``_SWEEP_LIVE``; head dims ≤ ``_SWEEP_MAX_D`` (128) only), whether a sweep tests each tile's
+    bound (``_SWEEP_SKIP``) and whether α = 1.25 rows may stop on a certified step
+    (``_SWEEP_CERT``)."""
     off = mode in (MODE_15, MODE_2) or _SWEEP_LIVE > 100 or head_dim > _SWEEP_MAX_D
     return dict(SWEEP_ALPHA=0.0 if off else _SWEEP_ALPHA, SWEEP_MIN=_SWEEP_MIN,
-                SWEEP_LIVE=101 if off else _SWEEP_LIVE)
+                SWEEP_LIVE=101 if off else _SWEEP_LIVE, SWEEP_SKIP=_SWEEP_SKIP,
+                SWEEP_CERT=_SWEEP_CERT)
 
 
 def _scan_top2(mode: int) -> bool:

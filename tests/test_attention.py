@@ -969,6 +969,122 @@ def test_alpha_125_sweeps_on_ties_and_equal_scores(monkeypatch, inputs):
         _assert_close(out[0], mean_v, 1e-5, 1e-5, "uniform")
 
 
+_CERT_KERNEL = []
+
+
+def _certificate_kernel():
+    """A one-program Triton kernel that applies ``_quartic_certificate`` to rows of sums
+    (F, G, H, C, NV: five blocks of BLOCK floats) and stores (step, certified).  Defined on
+    first use, at module level (the interpreter resolves the kernel's names in its module)."""
+    if not _CERT_KERNEL:
+        import triton
+        import triton.language as tl
+
+        global _quartic_certificate
+        from sparsemap_tools.gpu.attention import _quartic_certificate
+
+        @triton.jit
+        def kernel(S, OUT, TOL, BLOCK: tl.constexpr):
+            offs = tl.arange(0, BLOCK)
+            F = tl.load(S + 0 * BLOCK + offs)
+            G = tl.load(S + 1 * BLOCK + offs)
+            H = tl.load(S + 2 * BLOCK + offs)
+            C = tl.load(S + 3 * BLOCK + offs)
+            NV = tl.load(S + 4 * BLOCK + offs)
+            step, cert = _quartic_certificate(F, G, H, C, NV, TOL)
+            tl.store(OUT + offs, step)
+            tl.store(OUT + BLOCK + offs, cert.to(tl.float32))
+
+        _CERT_KERNEL.append(kernel)
+    return _CERT_KERNEL[0]
+
+
+@_triton
+def test_alpha_125_certified_steps_save_a_sweep(monkeypatch):
+    """α = 1.25 sparse sweeps with the quartic certificate (``_SWEEP_CERT``, default) stop a
+    sweep earlier than without it (where the last sweep only confirms |F − 1| ≤ TOL), and give
+    the reference answer with |Σp − 1| ≤ 1e-5 on every row; a sweep that does not test the tile
+    bounds (``_SWEEP_SKIP`` off) gives bitwise the same result (the skipped tiles add zeros)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    q, k, v = _inputs(1, 2, 2, 90, 130, 32, seed=61)
+    ref, tau_ref, _ = _ref(q, k, v, 1.25, True)
+    res = {}
+    for cert in (False, True):
+        for skip in (True, False):
+            monkeypatch.setattr(ga, "_SWEEP_CERT", cert)
+            monkeypatch.setattr(ga, "_SWEEP_SKIP", skip)
+            out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=True, return_stats=True,
+                                       backend="triton")
+            _assert_close(out, ref, *_tol(1.25), "out")
+            _assert_close(st.tau, tau_ref, 5e-5, 1e-5, "tau")
+            assert (_row_sums_from_tau(q, k, st.tau, 1.25, True) - 1).abs().max() <= 1e-5
+            res[cert, skip] = out, int(st.solve_iters)
+        assert torch.equal(res[cert, True][0], res[cert, False][0])
+    assert res[True, True][1] < res[False, True][1]
+
+
+@_triton
+def test_quartic_certificate_bounds_the_sum():
+    """``_quartic_certificate`` (α = 1.25): wherever it certifies a step δ from τ, the exact
+    F(τ + δ) = Σ_j [z_j − τ − δ]_+⁴ (float64) is within its tolerance of 1, for thresholds
+    below the root (δ ≥ 0) and above it (δ < 0, where keys re-enter the support); and it does
+    certify once τ is close to the root.  Rows drawn by hypothesis: Gaussian, heavy-tailed,
+    tied and flat scores."""
+    hyp = pytest.importorskip("hypothesis")
+    hst = hyp.strategies
+    import numpy as np
+
+    kernel = _certificate_kernel()
+
+    def sums(z, t):
+        d = z - t
+        d = d[d > 0]
+        return [np.sum(d**4), np.sum(d**3), np.sum(d**2), float(d.size)]
+
+    tol = 2e-6
+
+    @hyp.settings(max_examples=25, deadline=None, derandomize=True)
+    @hyp.given(n=hst.integers(2, 3000), kind=hst.sampled_from(["normal", "cauchy", "tied", "flat"]),
+               seed=hst.integers(0, 10**6))
+    def run(n, kind, seed):
+        rng = np.random.default_rng(seed)
+        x = {"normal": lambda: rng.standard_normal(n), "cauchy": lambda: rng.standard_cauchy(n),
+             "tied": lambda: rng.integers(0, 4, n) * 0.5,
+             "flat": lambda: 0.01 * rng.standard_normal(n)}[kind]()
+        z = 0.25 * (x - x.max())
+        # the exact root by bisection on F(t) − 1 (decreasing) in [−1, 0]
+        lo, hi = -1.0, 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if sums(z, mid)[0] >= 1 else (lo, mid)
+        root = lo
+        # thresholds below and above the root, from far (1e-1) to very close (1e-7)
+        offs = np.array([-1e-1, -1e-2, -1e-3, -1e-4, -1e-5, -1e-7, 1e-7, 1e-5, 1e-4, 1e-3])
+        taus = root + offs * max(abs(root), 1e-3)
+        B = 16
+        S = np.zeros((5, B))
+        for i, t in enumerate(taus):
+            S[:4, i] = sums(z, t)
+            S[4, i] = n
+        S[:, len(taus):] = S[:, :1]
+        s32 = torch.tensor(S, dtype=torch.float32).contiguous()
+        out = torch.zeros(2, B, dtype=torch.float32)
+        kernel[(1,)](s32, out, tol, BLOCK=B)
+        step, cert = out[0].double().numpy(), out[1].numpy() > 0
+        for i, t in enumerate(taus):
+            if cert[i]:
+                f = sums(z, t + step[i])[0]
+                # the float32 sums round F − 1 by a few 1e-7
+                assert abs(f - 1) <= tol + 1e-6, (kind, n, offs[i], f)
+        # a threshold 1e-7 (relative) from the root, on either side, is certified
+        assert cert[5] and cert[6], (kind, n)
+
+    run()
+
+
 @_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")

@@ -18,7 +18,8 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 
 def _state():
     return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
-            dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MAX_D)
+            dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MAX_D,
+            GA._SWEEP_CERT, GA._SWEEP_SKIP)
 
 
 @pytest.mark.parametrize("name, want", [
@@ -35,13 +36,18 @@ def _state():
     ("nocopy", dict(diag=1)),
     ("solve=0:output=168", dict(maxnreg={"solve": 0, "output": 168})),
     ("tiles/nw=8/scan.nw=8", dict(tiles={"nw": 8, "scan.nw": 8})),
+    ("nocert", dict(cert=False)),
+    ("noskip", dict(skip=False)),
+    ("nocertnoskip", dict(cert=False, skip=False)),
 ])
 def test_variant_sets_its_globals_and_default_restores(name, want):
     S.apply_variant("default")
     base = _state()
     try:
         S.apply_variant(name)
-        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep, sweep_d = _state()
+        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep, sweep_d, cert, skip = _state()
+        assert cert == want.get("cert", base[10])
+        assert skip == want.get("skip", base[11])
         assert persist == want.get("persist", base[6])
         assert nit == want.get("nit", base[7])
         assert sweep == want.get("sweep", base[8])
