@@ -1115,6 +1115,44 @@ def test_quartic_certificate_bounds_the_sum():
 
 
 @_triton
+def test_hypothesis_alpha_125_sweeps():
+    """Property: α = 1.25 blocks solved by sparse sweeps only (rule forced on: Halley steps and
+    the certified stop of ``_quartic_certificate``) give the reference answer with
+    |Σp − 1| ≤ 1e-5 on every row, for any shape, causal or not, with normal, flat (q·0.05),
+    sharp (q·3) or tied (keys repeating with period 3) scores."""
+    hyp = pytest.importorskip("hypothesis")
+    hst = hyp.strategies
+
+    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.given(nq=hst.integers(1, 80), nk=hst.integers(1, 80), d=hst.sampled_from([16, 32]),
+               causal=hst.booleans(), kind=hst.sampled_from(["normal", "flat", "sharp", "tied"]),
+               seed=hst.integers(0, 1000))
+    def run(nq, nk, d, causal, kind, seed):
+        import sparsemap_tools.gpu.attention as ga
+
+        old = ga._SWEEP_LIVE, ga._SWEEP_MIN
+        ga._SWEEP_LIVE, ga._SWEEP_MIN = 0, 0
+        try:
+            scale = {"flat": 0.05, "sharp": 3.0}.get(kind, 1.0)
+            q, k, v = _inputs(1, 2, 2, nq, nk, d, seed=seed, scale=scale)
+            if kind == "tied":
+                with torch.no_grad():
+                    k.copy_(k[:, :, torch.arange(nk) % 3])
+            out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=causal, return_stats=True,
+                                       backend="triton")
+            ref, tau_ref, _ = _ref(q, k, v, 1.25, causal)
+            _assert_close(out, ref, *_tol(1.25), "out")
+            _assert_close(st.tau, tau_ref, 5e-5 * max(1.0, scale**2), 1e-5, "tau")
+            sums = _row_sums_from_tau(q, k, st.tau, 1.25, causal)
+            visible = sums > 0  # causal rows with no visible key have Σp = 0 and a zero output
+            assert (sums[visible] - 1).abs().max() <= 1e-5
+        finally:
+            ga._SWEEP_LIVE, ga._SWEEP_MIN = old
+
+    run()
+
+
+@_triton
 def test_hypothesis_random_shapes():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
