@@ -70,14 +70,14 @@ PY
 fi
 if [ "${1:-}" = cert ]; then
   # alpha = 1.25's sparse sweeps (2026-12-07, fifth session): the quartic certificate and the
-  # sweeps without per-tile bound tests.  GPU tests of attention, then forward stages at
-  # N = 16k D = 64 causal (random and topics, 2 rounds), D = 128 random, then the float64 check
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  # sweeps without per-tile bound tests.  Forward stages at N = 16k D = 64 causal (random and
+  # topics, 2 rounds), the GPU tests of attention, D = 128 random, then the float64 check
   timeout 200 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 \
     --variants default,nocert,noskip,nocertnoskip --rounds 2 --out /tmp/sc > "$O/stages_cert_d64.txt" 2>&1
   echo "stages D=64 rc $?"; cp /tmp/sc/gpu_attention_stages.json "$O/stages_cert_d64.json" 2>/dev/null
   grep -v "^{" "$O/stages_cert_d64.txt" | tail -n 10 | cut -c1-150
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
   timeout 100 python3 benchmarks/gpu_attention_stages.py --D 128 --alpha 1.25 --kinds random \
     --variants default,nocertnoskip --rounds 1 --out /tmp/sc2 > "$O/stages_cert_d128.txt" 2>&1
   echo "stages D=128 rc $?"; grep -v "^{" "$O/stages_cert_d128.txt" | tail -n 4 | cut -c1-150
