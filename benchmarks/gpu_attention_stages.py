@@ -106,6 +106,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           # α = 1.25's sparse sweeps: the quartic certificate and the per-tile bound test off
           "nocert": dict(cert=False), "noskip": dict(skip=False),
           "nocertnoskip": dict(cert=False, skip=False), "certskip": dict(cert=True, skip=True),
+          "skip": dict(skip=True), "nocertskip": dict(cert=False, skip=True),
           "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2)}
 
 

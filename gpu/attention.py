@@ -155,14 +155,19 @@ _SWEEP_LIVE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_LIVE", "90"))
 # 13.43 ms) and won with Halley sweeps (random 12.85 → 12.26, topics 2.55 → 2.57; N = 4k random
 # 3.98 → 3.34); D = 256 not measured
 _SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
-# the sparse sweeps test each listed tile's bound against the open rows' lower ends and skip the
-# tiles below (a load and a branch per tile, which keeps the compiler from pipelining the K-tile
-# loads); "0": every listed tile, no branch (the skipped tiles' scores add nothing either way).
-# Not measured yet
-_SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "1") == "1"
+# "1": the sparse sweeps test each listed tile's bound against the open rows' lower ends and skip
+# the tiles below (a load and a branch per tile, which kept the compiler from pipelining the
+# K-tile loads: plain loads and shared-memory stores instead of cp.async).  Default "0": every
+# listed tile, no branch (a skipped tile's scores add nothing either way).  H100, N = 16k,
+# causal, bf16, forward ms, test → no test (with the certified stops below), same call:
+# α = 1.25 D = 64 random 6.38 → 5.69, topics 3.09 → 2.93; D = 128 random 9.42 → 8.24, topics
+# 2.41 → 2.38; α = 1.5 D = 64 random 3.72 → 3.69, topics 1.66 → 1.66; α = 2 D = 64 random
+# 2.70 → 2.61, topics 1.35 → 1.35 (the sweeps there are only for overflowing rows)
+_SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "0") == "1"
 # α = 1.25 rows in the sparse sweeps stop on a certified quadratic-model step
 # (``_quartic_certificate``) instead of sweeping once more to confirm |F − 1| ≤ TOL; "0": off.
-# Not measured on a GPU yet (a float64 simulation of 16k random keys: 3 → 2 sweeps per block)
+# H100, N = 16k, D = 64, causal, bf16, forward ms, off → on (tile tests on, same call): random
+# 7.56 → 6.38 (solve 5.28 → 4.00, 4 → 3 solve passes), topics 3.39 → 3.09
 _SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
@@ -1043,7 +1048,7 @@ def _fwd_solve_kernel(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr, PERSIST: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
-    S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = True,
+    S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False,
     SWEEP_CERT: tl.constexpr = True,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
@@ -1115,7 +1120,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
                 CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
-                SKIP: tl.constexpr = True, CERT: tl.constexpr = False):
+                SKIP: tl.constexpr = False, CERT: tl.constexpr = False):
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
     first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
@@ -1290,7 +1295,7 @@ def _solve_block(
     CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
-    ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = True, SWEEP_CERT: tl.constexpr = True,
+    ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False, SWEEP_CERT: tl.constexpr = True,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 

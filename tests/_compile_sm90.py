@@ -115,10 +115,10 @@ def cases():
                    dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
                         ASM=True, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
-        if mode == A.MODE_125:  # sparse sweeps with no per-tile bound test (SPARSEMAP_ATTN_SWEEP_SKIP=0)
-            yield (f"attention solve mode {mode} sweeps without tile tests", A._fwd_solve_kernel,
+        if mode == A.MODE_125:  # sparse sweeps that test each tile's bound (SPARSEMAP_ATTN_SWEEP_SKIP=1)
+            yield (f"attention solve mode {mode} sweeps with tile tests", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        ASM=True, **dict(A._sweep_rule(mode, 64), SWEEP_SKIP=False)), 4,
+                        ASM=True, **dict(A._sweep_rule(mode, 64), SWEEP_SKIP=True)), 4,
                    A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,

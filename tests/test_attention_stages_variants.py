@@ -39,6 +39,8 @@ def _state():
     ("nocert", dict(cert=False)),
     ("noskip", dict(skip=False)),
     ("nocertnoskip", dict(cert=False, skip=False)),
+    ("skip", dict(skip=True)),
+    ("nocertskip", dict(cert=False, skip=True)),
 ])
 def test_variant_sets_its_globals_and_default_restores(name, want):
     S.apply_variant("default")
