@@ -724,9 +724,9 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
     their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+ (α = 1.25 with ``HALLEY``:
     Σ[d]_+²), CNT = #{d > 0}, DMIN = min_{d>0} d, d = z − τ; ``top`` ≥ every z of the row (the
     reference of α > 2's geometric bisection, see ``_solve_block``); ``nv`` the row's number of
-    visible keys (float).  With ``CERT`` (α = 1.25 in
-    the sparse sweeps) a row below its root whose quadratic Taylor step is certified to land
-    within TOL (``_quartic_certificate``) takes that step and is done.  Returns (tau, lo, hi,
+    visible keys (float).  With ``CERT`` (α = 1.25 in the sparse sweeps) a row whose quadratic
+    Taylor step is certified to land within TOL (``_quartic_certificate``) takes that step and
+    is done.  Returns (tau, lo, hi,
     last_step, done)."""
     f = F - 1.0
     ok = tl.abs(f) <= TOL
@@ -1183,7 +1183,8 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
     while (n_open > 0) & (it < MAX_ITER):
-        bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
+        if SKIP:  # the open rows' lowest lower end: tiles whose bound is below it add nothing
+            bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
         F = tl.zeros([BLOCK_M], tl.float32)
         G = tl.zeros([BLOCK_M], tl.float32)
         S1 = tl.zeros([BLOCK_M], tl.float32)
