@@ -235,9 +235,11 @@ def alpha_mode(alpha) -> int:
 
 @triton.jit
 def _pow_pu(d, qexp, MODE: tl.constexpr):
-    """p = [d]_+^Q and u = [d]_+^{Q−1} (0 where d ≤ 0)."""
+    """p = [d]_+^Q and u = [d]_+^{Q−1} (0 where d ≤ 0).  [d]_+ is max(d, 0) (no predicate:
+    a comparison whose result several uses share is kept per element, packed into general
+    registers when the predicate registers run out)."""
     pos = d > 0
-    dp = tl.where(pos, d, 0.0)
+    dp = tl.maximum(d, 0.0)
     if MODE == 1:
         p = dp * dp
         u = dp
@@ -690,7 +692,7 @@ def _tile_list_kernel(
 
 
 @triton.jit
-def _quartic_certificate(F, G, H, CNT, NV, TOL):
+def _quartic_certificate(F, G, H, S, NV, TOL):
     """α = 1.25 (F(τ) = Σ_j [z_j − τ]_+⁴): a step δ from τ and whether it is certified, i.e.
     whether |F(τ + δ) − 1| ≤ TOL follows from the sums at τ, without another sweep.
 
@@ -702,18 +704,19 @@ def _quartic_certificate(F, G, H, CNT, NV, TOL):
       which increases in t from −24S, puts F(τ + δ) in [q(δ) − 4Sδ³, q(δ)] = [1 − 4Sδ³, 1].
     - F < 1 (τ above the root, δ < 0): F(τ + δ) = P(δ) + Σ_{δ<d≤0} (d − δ)⁴, the keys that
       re-enter adding at most δ⁴ each, so F(τ + δ) − 1 ∈ [0, 4S|δ|³ + Cδ⁴ + (NV − C)δ⁴].
-    S ≤ √(C·H) (Cauchy–Schwarz) bounds S with the sums at hand, so the error is at most
-    4√(C·H)|δ|³ (+ NV·δ⁴ when δ < 0, NV the row's visible keys): certified when that is ≤ TOL
-    and the model has a real root (the sweep must have seen every key with d > 0, as the
-    sparse sweeps do).  On 16k random keys this saves the sweep that would only confirm the
-    last Halley step (3 → 2 sweeps per block in a float64 simulation)."""
+    So the error is at most 4S|δ|³ (+ NV·δ⁴ when δ < 0, NV the row's visible keys): certified
+    when that is ≤ TOL and the model has a real root (the sweep must have seen every key with
+    d > 0, as the sparse sweeps do).  (Until 2026-12-07 the sweeps summed C instead of S and
+    bounded S ≤ √(C·H); S needs no comparison per score, see ``_row_sums``.)  On 16k random
+    keys this saves the sweep that would only confirm the last Halley step (3 → 2 sweeps per
+    block in a float64 simulation)."""
     fm1 = F - 1.0
     disc = 16.0 * G * G - 24.0 * H * fm1
     den = 4.0 * G + tl.sqrt(tl.maximum(disc, 0.0))
     step = 2.0 * fm1 / tl.where(den > 0, den, 1.0)
     a = tl.abs(step)
-    err = 4.0 * tl.sqrt(CNT * H) * a * a * a + tl.where(fm1 < 0, NV * a * a * a * a, 0.0)
-    certified = (CNT > 0) & (disc >= 0) & (den > 0) & (err <= TOL)
+    err = 4.0 * S * a * a * a + tl.where(fm1 < 0, NV * a * a * a * a, 0.0)
+    certified = (S > 0) & (disc >= 0) & (den > 0) & (err <= TOL)
     return step, certified
 
 
@@ -722,7 +725,8 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
                    top, nv, MODE: tl.constexpr, HALLEY: tl.constexpr = False, CERT: tl.constexpr = False):
     """One threshold update per row from the sums at the current τ (rows not ``active`` keep
     their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+ (α = 1.25 with ``HALLEY``:
-    Σ[d]_+²), CNT = #{d > 0}, DMIN = min_{d>0} d, d = z − τ; ``top`` ≥ every z of the row (the
+    Σ[d]_+²), CNT = #{d > 0} (α = 1.25 with ``HALLEY``: Σ[d]_+), DMIN = min_{d>0} d, d = z − τ;
+    ``top`` ≥ every z of the row (the
     reference of α > 2's geometric bisection, see ``_solve_block``); ``nv`` the row's number of
     visible keys (float).  With ``CERT`` (α = 1.25 in the sparse sweeps) a row whose quadratic
     Taylor step is certified to land within TOL (``_quartic_certificate``) takes that step and
@@ -825,6 +829,20 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
 def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
     """(F, G, S1, CNT, DMIN) of d = z − τ over a tile (see ``_solver_update``)."""
     d = z - tau[:, None]
+    if MODE == 3 and HALLEY:
+        # α = 1.25 in the sparse sweeps: S1 carries H = Σ[d]_+² (Q − 2 = 2) for the Halley step
+        # of ``_solver_update`` and CNT the sum S = Σ[d]_+ for the certificate
+        # (``_quartic_certificate``).  Written on dp = max(d, 0) with no comparison: a predicate
+        # d > 0 used by several sums made the compiler keep 32 predicates per thread packed into
+        # bit fields of general registers (a LOP3 to set and one to test each; sm_90 SASS of the
+        # sweep loop: 890 instructions per tile before)
+        dp = tl.maximum(d, 0.0)
+        d2 = dp * dp
+        F = tl.sum(d2 * d2, axis=1)
+        G = tl.sum(d2 * dp, axis=1)
+        S1 = tl.sum(d2, axis=1)
+        CNT = tl.sum(dp, axis=1)
+        return F, G, S1, CNT, F
     p, u = _pow_pu(d, qexp, MODE)
     pos = d > 0
     F = tl.sum(p, axis=1)
@@ -838,12 +856,6 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
         CNT = tl.sum(u, axis=1)
         G = CNT
         DMIN = tl.min(tl.where(pos, d, float("inf")), axis=1)
-    elif MODE == 3 and HALLEY:
-        # α = 1.25: S1 carries H = Σ[d]_+² (Q − 2 = 2) for the Halley step of ``_solver_update``
-        G = tl.sum(u, axis=1)
-        S1 = tl.sum(tl.where(pos, d * d, 0.0), axis=1)
-        CNT = tl.sum(pos.to(tl.float32), axis=1)
-        DMIN = F
     else:
         G = tl.sum(u, axis=1)
         S1 = F

@@ -1003,7 +1003,7 @@ _CERT_KERNEL = []
 
 def _certificate_kernel():
     """A one-program Triton kernel that applies ``_quartic_certificate`` to rows of sums
-    (F, G, H, C, NV: five blocks of BLOCK floats) and stores (step, certified).  Defined on
+    (F, G, H, S = Σ[d]_+, NV: five blocks of BLOCK floats) and stores (step, certified).  Defined on
     first use, at module level (the interpreter resolves the kernel's names in its module)."""
     if not _CERT_KERNEL:
         import triton
@@ -1018,9 +1018,9 @@ def _certificate_kernel():
             F = tl.load(S + 0 * BLOCK + offs)
             G = tl.load(S + 1 * BLOCK + offs)
             H = tl.load(S + 2 * BLOCK + offs)
-            C = tl.load(S + 3 * BLOCK + offs)
+            S1 = tl.load(S + 3 * BLOCK + offs)
             NV = tl.load(S + 4 * BLOCK + offs)
-            step, cert = _quartic_certificate(F, G, H, C, NV, TOL)
+            step, cert = _quartic_certificate(F, G, H, S1, NV, TOL)
             tl.store(OUT + offs, step)
             tl.store(OUT + BLOCK + offs, cert.to(tl.float32))
 
@@ -1071,7 +1071,7 @@ def test_quartic_certificate_bounds_the_sum():
     def sums(z, t):
         d = z - t
         d = d[d > 0]
-        return [np.sum(d**4), np.sum(d**3), np.sum(d**2), float(d.size)]
+        return [np.sum(d**4), np.sum(d**3), np.sum(d**2), np.sum(d)]
 
     tol = 2e-6
 
