@@ -4,6 +4,7 @@
 # /tmp/site_old, runs the stage script with it and then with this checkout (two processes, same
 # GPU, each with its own FA2 baseline), writes $OUT/ab_TAG_{old,new}.txt and prints one line per
 # (inputs, variant) of the last round: scan / solve / output / forward ms, ratio to FA2.
+# OLDV=v1,v2 replaces the --variants of the old side (default: the same as the new side's).
 set -u
 OLD=$1; TAG=$2; shift 2
 source benchmarks/device_setup.sh >/dev/null 2>&1
@@ -11,7 +12,9 @@ rm -rf /tmp/old_src /tmp/site_old && mkdir -p /tmp/old_src && tar -xf "$OLD" -C 
 python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/site_old /tmp/old_src >/tmp/pip_old.log 2>&1 || tail -5 /tmp/pip_old.log
 for side in old new; do
   if [ $side = old ]; then PP=/tmp/site_old:/tmp/site; else PP=$PYTHONPATH; fi
-  PYTHONPATH=$PP python3 benchmarks/gpu_attention_stages.py "$@" --out /tmp/ab_$side > "$OUT/ab_${TAG}_$side.txt" 2>&1
+  extra=()
+  if [ $side = old ] && [ -n "${OLDV:-}" ]; then extra=(--variants "$OLDV"); fi
+  PYTHONPATH=$PP python3 benchmarks/gpu_attention_stages.py "$@" "${extra[@]}" --out /tmp/ab_$side > "$OUT/ab_${TAG}_$side.txt" 2>&1
   echo "$side rc $?"
 done
 python3 - "$OUT" "$TAG" <<'PY'

@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
-_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
+_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "HGROUP", "R", "D", "Nq", "Nk", "max_iter"}
 _FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
@@ -109,6 +109,11 @@ def cases():
             yield (f"attention solve mode {mode} gathered output asm stores", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
                         GATHER=True, NEED_O2=True, ASM=True, **A._sweep_rule(mode, 64)), 4,
+                   A._regs("solve", mode))
+            # the same for an inference forward (no O2): the configuration the benchmarks time
+            yield (f"attention solve mode {mode} gathered output asm stores no grad", A._fwd_solve_kernel,
+                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
+                        GATHER=True, NEED_O2=False, ASM=True, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         else:  # (the prefix-sum copy's scatter, _copy_all, as inline stores)
             yield (f"attention solve mode {mode} asm stores", A._fwd_solve_kernel,
