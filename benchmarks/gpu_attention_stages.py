@@ -82,8 +82,7 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
                  dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE, scantma=GA._SCAN_TMA,
-                 cert=GA._SWEEP_CERT, skip=GA._SWEEP_SKIP,
-                 hgroup=getattr(GA, "_SOLVE_HGROUP", 0))  # (absent before 2026-12-07: ab_stages.sh)
+                 cert=GA._SWEEP_CERT, skip=GA._SWEEP_SKIP)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -110,10 +109,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nocert": dict(cert=False), "noskip": dict(skip=False),
           "nocertnoskip": dict(cert=False, skip=False),
           "skip": dict(skip=True), "nocertskip": dict(cert=False, skip=True),
-          "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2),
-          # the persistent solve's work order: heads in groups of 1, 2, 4 (longest rows first
-          # within a group) or all at once ("hgall", the order before 2026-12-07)
-          "hg1": dict(hgroup=1), "hg2": dict(hgroup=2), "hg4": dict(hgroup=4), "hgall": dict(hgroup=0)}
+          "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2)}
 
 
 def apply_variant(name: str) -> None:
@@ -127,8 +123,6 @@ def apply_variant(name: str) -> None:
     GA._ASM_STORE = o["asm"]
     GA._SCAN_TMA = o["scantma"]
     GA._SWEEP_CERT, GA._SWEEP_SKIP = o["cert"], o["skip"]
-    if hasattr(GA, "_SOLVE_HGROUP"):
-        GA._SOLVE_HGROUP = o["hgroup"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -141,12 +141,6 @@ _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # 1.0 GiB persistent.
 _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 
-# the persistent solve hands out its work items (query block, head) in groups of this many heads,
-# longest causal rows first within a group; 0: one group of all B·H heads (the order before
-# 2026-12-07: every head's longest blocks first, so the resident programs read the keys and
-# values of all heads at once, more than the L2 holds at N = 16k, H = 16)
-_SOLVE_HGROUP = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_HGROUP", "0"))
-
 # blocks of the solve that skip the candidate copy and take sparse sweeps only (``_sweep_rule``):
 # α ≤ _SWEEP_ALPHA (α = 1.25 and generic α near 1; never the α = 1.5 / 2 kernels), head dims
 # ≤ _SWEEP_MAX_D, at least _SWEEP_MIN live key tiles, and at least _SWEEP_LIVE % of the block's
@@ -1059,7 +1053,7 @@ def _fwd_solve_kernel(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_on,
     stride_sb, stride_sh, stride_sn,
-    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, N_WORK, GRATIO, HGROUP,
+    Nq, Nk, H, GROUP, scale, NQB, NKB, TOL, MAX_ITER, N_WORK, GRATIO,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
@@ -1095,12 +1089,7 @@ def _fwd_solve_kernel(
         while w < N_WORK:
             # claim the next block now: the atomic's latency hides behind this block's work
             nxt = tl.atomic_add(WORK, 1) + nprog
-            # work item w → (query block, head): heads in groups of HGROUP, longest causal rows
-            # first within a group (HGROUP ≥ B·H: one group, the order before 2026-12-07)
-            grp = w // (HGROUP * NQB)
-            r = w - grp * (HGROUP * NQB)
-            gsize = tl.minimum(HGROUP, BH - grp * HGROUP)
-            _solve_block(NQB - 1 - r // gsize, grp * HGROUP + r % gsize, C_slot,
+            _solve_block(NQB - 1 - w // BH, w % BH, C_slot,
                          Q, K, V, ALPHA, M, TAU, TMAX, TMIN, LIST, LCNT, ITERS, GDONE, O, O2, SUP, NS,
                          CU_Q, CU_K, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
@@ -1245,18 +1234,16 @@ def _cand(C_row, I_row, kk, ncand, rmask, tau):
 
 
 @triton.jit
-def _relayout(ptr, val, nmax):
-    """``val`` in the layout of the pointer tensor ``ptr`` (same shape): a load that is masked
-    off everywhere (nmax ≥ 0 always) and returns its ``other`` — Triton has no layout conversion
-    in the language, and the compiler converts ``other`` once, where it is computed, instead of
-    converting what uses it inside a loop.  Reads no memory."""
-    return tl.load(ptr, mask=tl.full(ptr.shape, 0, tl.int32) > nmax, other=val)
+def _vrow(V_base, jk, d, offs, dm, stride_vn):
+    """Value rows j (columns ``offs``) of the rows whose candidate is in the support (d > 0)."""
+    return tl.load(V_base + jk.to(tl.int64)[:, None] * stride_vn + offs[None, :],
+                   mask=(d > 0)[:, None] & dm[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2, O_off,
                 stride_on, qexp, MODE: tl.constexpr, NEED_O2: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, CAP: tl.constexpr):
+                BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr):
     """out_i = Σ_k p_ik v_{j_ik} over row i's buffered candidates (values z_ik, key indices j_ik;
     p = [z − τ']_+^Q, only keys with z > τ' are loaded), and with NEED_O2 O2_i = Σ u v / Σ u —
     what the output pass computes, as a gather of the support's value rows instead of a QKᵀ and
@@ -1266,34 +1253,25 @@ def _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride
     loop that issued candidate kk + 2's loads and row j_{kk+1}'s before using candidate kk: H100,
     N = 16k, causal, random, forward 3.78 → 3.90 ms at D = 64, 4.99 → 5.16 at D = 128)."""
     DCH: tl.constexpr = 64 if BLOCK_D > 64 else BLOCK_D
-    # the per-row values as (BLOCK_M, 1) columns in the layout of the buffer loads (``_relayout``):
-    # as row vectors in the solve's tile layout they made the compiler keep the accumulator in that
-    # layout and move every candidate's mask and value rows through shared memory to it (sm_90:
-    # 6 barriers per candidate, 208 → 176 instructions without them)
-    C_col = C_row[:, None]
-    I_col = I_row[:, None]
-    n_col = _relayout(C_col, tl.where(rmask, ncand, 0).to(tl.float32)[:, None], nmax).to(tl.int32)
-    t_col = _relayout(C_col, tau[:, None], nmax)
     for d0 in tl.static_range(0, BLOCK_D, DCH):
         offs = d0 + tl.arange(0, DCH)
         dm = offs < HEAD_DIM
         acc = tl.zeros([BLOCK_M, DCH], tl.float32)
         acc2 = tl.zeros([BLOCK_M, DCH], tl.float32)
-        su = tl.zeros([BLOCK_M, 1], tl.float32)
+        su = tl.zeros([BLOCK_M], tl.float32)
         for kk in range(0, nmax):
-            d, jk = _cand(C_col, I_col, kk, n_col, n_col > 0, t_col)
+            d, jk = _cand(C_row, I_row, kk, ncand, rmask, tau)
             p, u = _pow_pu(d, qexp, MODE)
-            v = tl.load(V_base + jk.to(tl.int64) * stride_vn + offs[None, :],
-                        mask=(d > 0) & dm[None, :], other=0.0).to(tl.float32)
-            acc += p * v
+            v = _vrow(V_base, jk, d, offs, dm, stride_vn)
+            acc += p[:, None] * v
             if NEED_O2:
-                acc2 += u * v
+                acc2 += u[:, None] * v
                 su += u
         optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs[None, :]
         omask = rmask[:, None] & dm[None, :]
         tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty), mask=omask)
         if NEED_O2:
-            o2 = acc2 / tl.where(su > 0, su, 1.0)
+            o2 = acc2 / tl.where(su > 0, su, 1.0)[:, None]
             tl.store(O2 + optr, tl.where(bad[:, None], float("nan"), o2), mask=omask)
 
 
@@ -1409,7 +1387,7 @@ def _solve_block(
             V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
             O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
             _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
-                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM, CAP)
+                        O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM)
         flag = gather.to(tl.int32)
         if KEEP:
             if gather:
@@ -2054,7 +2032,6 @@ def entmax_attention_fwd(
                                 q, k, v, alpha_h, m, tau, tmax, tmin, lst, lcnt, iters, cand, gdone, o, o2, sup, ns, work,
                                 cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G,
                                 scale, NQB, NKB, tol, max_iter, n_work, _GATHER_RATIO,
-                                B * H if _SOLVE_HGROUP <= 0 else min(_SOLVE_HGROUP, B * H),
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,

@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
-_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "HGROUP", "R", "D", "Nq", "Nk", "max_iter"}
+_INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
 _FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",

@@ -1029,34 +1029,6 @@ def _certificate_kernel():
 
 
 @_triton
-@pytest.mark.parametrize("alpha", [1.5, 1.25])
-def test_persistent_solve_head_groups_same_result(monkeypatch, alpha):
-    """The persistent solve's work order (``_SOLVE_HGROUP``: heads in groups of 1, 2 or 4, the
-    last group smaller, or all at once) changes which program solves which block and when, not
-    the result: outputs, τ and gradients bitwise equal to the one-group order, and the reference
-    answer."""
-    import sparsemap_tools.gpu.attention as ga
-
-    monkeypatch.setattr(ga, "_SOLVE_PERSIST", "1")
-    q, k, v = _inputs(2, 3, 3, 100, 100, 16, seed=71)
-    do = torch.randn_like(q)
-    ref, tau_ref, _ = _ref(q, k, v, alpha, True)
-    res = {}
-    for hg in (0, 1, 2, 4):
-        monkeypatch.setattr(ga, "_SOLVE_HGROUP", hg)
-        qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
-        out, st = entmax_attention(qq, kk, vv, alpha=alpha, is_causal=True, return_stats=True,
-                                   backend="triton")
-        out.backward(do)
-        res[hg] = (out.detach(), st.tau, qq.grad, kk.grad, vv.grad)
-    _assert_close(res[0][0], ref, *_tol(alpha), "out")
-    _assert_close(res[0][1], tau_ref, 5e-5, 1e-5, "tau")
-    for hg in (1, 2, 4):
-        for a, b in zip(res[hg], res[0]):
-            assert torch.equal(a, b), hg
-
-
-@_triton
 def test_alpha_125_certified_steps_save_a_sweep(monkeypatch):
     """α = 1.25 sparse sweeps with the quartic certificate (``_SWEEP_CERT``, default) stop a
     sweep earlier than without it (where the last sweep only confirms |F − 1| ≤ TOL), and give
