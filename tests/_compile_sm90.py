@@ -223,11 +223,34 @@ def cases():
            dict(BLOCK_R=4, BLOCK_D=256, SOLVER=1, F64=False, GROUP=0, MODE=-1), 1)
 
 
+def _compile_case(i: int) -> str:
+    """Compile case ``i`` of ``cases()`` (in a worker process); returns its name."""
+    name, kernel, consts, nw, *opts = list(cases())[i]
+    compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
+    return name
+
+
+def main(jobs: int) -> int:
+    """Compile every case, ``jobs`` at a time (worker processes: the compiles are CPU-bound
+    and independent; CI has 2 cores).  Prints a line per kernel; non-zero on any error."""
+    n_cases = sum(1 for _ in cases())
+    if jobs <= 1:
+        for i in range(n_cases):
+            print("compiled:", _compile_case(i), flush=True)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
+            for name in ex.map(_compile_case, range(n_cases)):  # re-raises a worker's error
+                print("compiled:", name, flush=True)
+    print(f"all {n_cases} kernels compiled for sm_90 with triton {triton.__version__}")
+    return 0
+
+
 if __name__ == "__main__":
-    n = 0
-    for name, kernel, consts, nw, *opts in cases():
-        compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
-        n += 1
-        print("compiled:", name, flush=True)
-    print(f"all {n} kernels compiled for sm_90 with triton {triton.__version__}")
-    sys.exit(0)
+    import argparse
+
+    ap = argparse.ArgumentParser(description="compile every kernel for sm_90")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    sys.exit(main(ap.parse_args().jobs))
