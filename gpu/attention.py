@@ -726,9 +726,8 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
     """One threshold update per row from the sums at the current τ (rows not ``active`` keep
     their state).  F = Σ[d]_+^Q, G = Σ[d]_+^{Q−1}, S1 = Σ[d]_+ (α = 1.25 with ``HALLEY``:
     Σ[d]_+²), CNT = #{d > 0} (α = 1.25 with ``HALLEY``: Σ[d]_+), DMIN = min_{d>0} d, d = z − τ;
-    ``top`` ≥ every z of the row (the
-    reference of α > 2's geometric bisection, see ``_solve_block``); ``nv`` the row's number of
-    visible keys (float).  With ``CERT`` (α = 1.25 in the sparse sweeps) a row whose quadratic
+    ``top`` ≥ every z of the row (the reference of α > 2's geometric bisection, see
+    ``_solve_block``); ``nv`` the row's number of visible keys (float).  With ``CERT`` (α = 1.25 in the sparse sweeps) a row whose quadratic
     Taylor step is certified to land within TOL (``_quartic_certificate``) takes that step and
     is done.  Returns (tau, lo, hi,
     last_step, done)."""

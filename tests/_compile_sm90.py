@@ -223,9 +223,12 @@ def cases():
            dict(BLOCK_R=4, BLOCK_D=256, SOLVER=1, F64=False, GROUP=0, MODE=-1), 1)
 
 
+_CASES: list = []  # ``cases()``, listed once by ``main`` (forked workers inherit it)
+
+
 def _compile_case(i: int) -> str:
-    """Compile case ``i`` of ``cases()`` (in a worker process); returns its name."""
-    name, kernel, consts, nw, *opts = list(cases())[i]
+    """Compile case ``i`` of ``_CASES`` (in a worker process); returns its name."""
+    name, kernel, consts, nw, *opts = _CASES[i]
     compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
     return name
 
@@ -233,7 +236,8 @@ def _compile_case(i: int) -> str:
 def main(jobs: int) -> int:
     """Compile every case, ``jobs`` at a time (worker processes: the compiles are CPU-bound
     and independent; CI has 2 cores).  Prints a line per kernel; non-zero on any error."""
-    n_cases = sum(1 for _ in cases())
+    _CASES[:] = cases()
+    n_cases = len(_CASES)
     if jobs <= 1:
         for i in range(n_cases):
             print("compiled:", _compile_case(i), flush=True)
