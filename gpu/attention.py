@@ -128,6 +128,16 @@ _SCAN_TMA = os.environ.get("SPARSEMAP_ATTN_SCAN_TMA", "0") == "1"
 # causal, one program per block): random fwd 14.9 → 14.0 ms (10.8 → 10.1 with 2048-float
 # buffers), but the scan costs 0.4 ms more and topics went 3.44 → 3.70; so off by default
 _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
+# α = 1.25 where the solve may take sparse sweeps (``_sweep_rule``): the scan guesses τ' after the
+# masked tiles and this many interior ones, sums the powers of [z − guess]_+ over the whole row
+# (the tiles seen before the guess twice), and leaves a Halley step as the sweeps' start and a
+# Newton step as a tighter lower bound (``_guess_threshold``, ``_start_from_sums``); "0": off.
+# A float64 simulation (16k random keys, causal blocks of 64 rows, guess after 16 tiles): the
+# solve then needs 1 sweep per dense block instead of 2 (a few blocks still 2); the scan's
+# interior loop grows from 204 to 490 instructions per tile (sm_90) and re-reads the first
+# 16 + 1 tiles.  Off by default until timed on a GPU (``gpu_attention_stages.py`` variants
+# "sums8", "sums16", "sums32", "sumsfree"; SPARSEMAP_ATTN_SCAN_SUMS=16 turns it on)
+_SCAN_SUMS = int(os.environ.get("SPARSEMAP_ATTN_SCAN_SUMS", "0"))
 
 # the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
 # slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "1" always,
@@ -511,6 +521,61 @@ def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2
     return mraw, acc, acc2
 
 
+@triton.jit
+def _guess_sums(s, c, mA, tA, F, G, H):
+    """α = 1.25, the scan's power sums at a guessed threshold: with d = [z_A − t_A]_+, z_A =
+    fl(c·s − m_A) (m_A the running row max when the guess was made; t_A the guess relative to
+    it), adds Σd⁴, Σd³, Σd² (the Halley step's sums) over the tile of *unscaled* scores s (−inf
+    where invisible, which adds 0).  Relative to m_A (not one absolute threshold c·s − (m_A + t_A)) so that the
+    roundings stay those of values near 1 when the scores are large (shift invariance)."""
+    d = tl.maximum(_zval(s, c, mA[:, None]) - tA[:, None], 0.0)
+    d2 = d * d
+    return F + tl.sum(d2 * d2, axis=1), G + tl.sum(d2 * d, axis=1), H + tl.sum(d2, axis=1)
+
+
+@triton.jit
+def _guess_threshold(acc, c, mraw, n, seen, qexp, MODE: tl.constexpr, NIT: tl.constexpr):
+    """A guess of τ' from the part of the row the scan has seen (``seen`` of the row's ``n``
+    visible keys, whose column-class maxima are ``acc``, unscaled): the root of the scaled
+    subset sum (n / seen)·Σ_j [v_j − t]_+^Q = 1 over the classes' maxima v (relative to the
+    running max m_A = fl(c·mraw)), by Newton on its φ = F^{1/Q} from r − 1 (where the sum is
+    ≥ 1: the max is in the subset).  An estimate, not a bound: for keys alike in distribution
+    the scaled sum estimates the row's F(t).  Returns (m_A, t_A)."""
+    mA = mraw * c
+    r = _zval(mraw, c, mA)
+    v = _zval(acc, c, mA[:, None])
+    w = n.to(tl.float32) / tl.maximum(seen, 1).to(tl.float32)
+    t = r - 1.0
+    for _ in tl.static_range(NIT):
+        p_, u_ = _pow_pu(v - t[:, None], qexp, MODE)
+        F = tl.maximum(w * tl.sum(p_, axis=1), 1e-30)
+        G = tl.maximum(w * tl.sum(u_, axis=1), 1e-30)
+        t = t + F * (1.0 - tl.exp2(-tl.log2(F) / qexp)) / G
+    return mA, t
+
+
+@triton.jit
+def _start_from_sums(tg, F, G, H, tau, hi, qexp):
+    """α = 1.25: from the sums F = Σd⁴, G = Σd³, H = Σd² (d = [z − t_g]_+) of the whole row at
+    the scan's guess t_g (relative to the final row max), a lower bound on τ' (the Newton step
+    on φ = F^{1/Q}: φ is convex and decreasing, so its tangent from either side meets 1 at or
+    below the root; less a rounding margin) raising the scan's ``tau`` where higher, and the
+    sweeps' start (the Halley step on φ − 1 as ``_solver_update`` takes it, kept in [bound, hi]).
+    Rows with no key above t_g (F = 0) keep ``tau`` for both.  Returns (bound, start)."""
+    Fs = tl.maximum(F, 1e-30)
+    Gs = tl.maximum(G, 1e-30)
+    root = tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))        # F^{−1/Q}
+    phi = tg + Fs * (1.0 - root) / Gs
+    a = 1.0 / root
+    den = 2.0 * a * G * G - (a - 1.0) * (qexp - 1.0) * (F * H - G * G)
+    halley = tg + 2.0 * (a - 1.0) * G * Fs / tl.where(den > 0, den, 1.0)
+    ok = (F > 0) & (G > 0) & (phi == phi) & (tl.abs(phi) < float("inf"))
+    bound = tl.where(ok, tl.maximum(tau, tl.minimum(phi - (1e-6 + 2e-6 * tl.abs(phi)), hi)), tau)
+    start = tl.where((den > 0) & (halley >= phi) & (halley < hi), halley, phi)
+    start = tl.where(ok, tl.minimum(tl.maximum(start, bound), hi), bound)
+    return bound, start
+
+
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_scan_kernel(
     Q, K, ALPHA, M, TAU, TMAX, THR, WORK, CU_Q, CU_K,
@@ -522,6 +587,7 @@ def _fwd_scan_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, KD=None, TMA: tl.constexpr = False,
+    TAU0=None, SUMS: tl.constexpr = 0,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -560,13 +626,51 @@ def _fwd_scan_kernel(
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
-    for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
+    if SUMS > 0:
+        na = tl.minimum(nint, SUMS)
+    else:
+        na = nint
+    for t in range(0, na):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
         tile = d0 - t
         tile = tl.where(tile < 0, tile + nint, tile)
         kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
                       HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
         sc = tl.dot(q, kT, input_precision=PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
+    if SUMS > 0:
+        # α = 1.25 (``_SCAN_SUMS``): after the masked tiles and the first SUMS interior ones, a
+        # guess t_A of τ' from what was seen (``_guess_threshold``); the power sums at it over
+        # the rest of the row as the scan goes, then over the tiles seen before the guess (their
+        # QKᵀ again).  At the end a Halley step from those sums starts the solve's sparse sweeps
+        # and a Newton step raises the lower bound (``_start_from_sums``): the first sweep of the
+        # solve, folded into the scan.
+        seen = tl.maximum(n - kint, 0) + na * BLOCK_N
+        mA, tA = _guess_threshold(acc, c, mraw, n, seen, qexp, MODE, NIT)
+        F4 = tl.zeros([BLOCK_M], tl.float32)
+        G3 = tl.zeros([BLOCK_M], tl.float32)
+        H2 = tl.zeros([BLOCK_M], tl.float32)
+        for t in range(na, nint):
+            tile = d0 - t
+            tile = tl.where(tile < 0, tile + nint, tile)
+            kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
+                          HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
+            sc = tl.dot(q, kT, input_precision=PREC)
+            mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
+            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
+        for start_n in range(kint, kend, BLOCK_N):
+            cols = start_n + offs_n
+            kT = _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM,
+                          BLOCK_N, BLOCK_D, VARLEN, TMA)
+            sc = tl.dot(q, kT, input_precision=PREC)
+            sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
+            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
+        for t in range(0, na):
+            tile = d0 - t
+            tile = tl.where(tile < 0, tile + nint, tile)
+            kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
+                          HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
+            sc = tl.dot(q, kT, input_precision=PREC)
+            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
     mrun = mraw * c
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
@@ -613,6 +717,13 @@ def _fwd_scan_kernel(
     # (the solve keeps it)
     tau = tl.where(n == 1, r - 1.0, tau)
     tau = tl.where((n > 0) & ~bad, tau, 0.0)
+    if SUMS > 0:
+        # the guess relative to the final max: (m_A − m) is exact where they are within 2× of
+        # each other (Sterbenz), else both are small
+        bound, start = _start_from_sums((mA - m) + tA, F4, G3, H2, tau, hi, qexp)
+        use = (n > 1) & ~bad
+        tau = tl.where(use, bound, tau)
+        tl.store(TAU0 + srow, tl.where(use, start, tau), mask=rmask)
     tl.store(TAU + srow, tau, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
     thr = tl.min(tl.where((n > 1) & ~bad, tau, float("inf")), axis=0)
@@ -1060,7 +1171,7 @@ def _fwd_solve_kernel(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
     S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False,
-    SWEEP_CERT: tl.constexpr = True,
+    SWEEP_CERT: tl.constexpr = True, TAU0=None, START: tl.constexpr = False,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -1095,7 +1206,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
+                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -1109,7 +1220,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
+                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START)
 
 
 @triton.jit
@@ -1308,6 +1419,7 @@ def _solve_block(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
     ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False, SWEEP_CERT: tl.constexpr = True,
+    TAU0=None, START: tl.constexpr = False,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1360,6 +1472,11 @@ def _solve_block(
     nobuf = (alpha <= SWEEP_ALPHA) & (n_list >= SWEEP_MIN) & (n_list * 100 >= n_vis * SWEEP_LIVE)
     if DIAG == 6:
         nobuf = n_list >= 0
+    if START:
+        # (α = 1.25, ``_SCAN_SUMS``) a block that takes the sparse sweeps starts them from the
+        # scan's Halley step (``_start_from_sums``; ``lo`` stays the lower bound)
+        t0 = tl.load(TAU0 + srow, mask=rmask, other=0.0)
+        tau = tl.where(nobuf, tl.where(done, tau, tl.maximum(t0, lo)), tau)
     ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
                      lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
                      CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
@@ -1776,6 +1893,13 @@ def _sweep_rule(mode: int, head_dim: int) -> dict:
                 SWEEP_CERT=_SWEEP_CERT)
 
 
+def _scan_sums(mode: int, head_dim: int) -> int:
+    """The scan's SUMS constexpr (``_SCAN_SUMS``): the tiles seen before its guess of τ', or 0
+    (off: not α = 1.25, or no block of this launch can take the sparse sweeps)."""
+    rule = _sweep_rule(mode, head_dim)
+    return _SCAN_SUMS if mode == MODE_125 and rule["SWEEP_LIVE"] <= 100 else 0
+
+
 def _scan_top2(mode: int) -> bool:
     """Whether the scan keeps two scores per column class (``_SCAN_TOP2``; never for α ∈ {1.5, 2})."""
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
@@ -1830,7 +1954,8 @@ def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, c
 
 
 def _regs(kernel: str, mode: int) -> dict:
-    """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq").
+    """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq",
+    "scan_sums").
 
     The solve kernel's rare paths (more than two candidates of a row in one tile; the sparse
     sweeps) made ptxas give the whole kernel ~250 registers per thread: 2 blocks per SM, and its
@@ -1843,6 +1968,10 @@ def _regs(kernel: str, mode: int) -> dict:
         cap = _MAXNREG[kernel]
     elif kernel == "solve":
         cap = 128 if mode in (MODE_15, MODE_2) else 168
+    elif kernel == "scan_sums":
+        # the scan with α = 1.25's sums (``_SCAN_SUMS``): 234 registers uncapped (its guess's
+        # Newton steps on a whole tile); at 128 the spills (168 B) are outside the tile loops
+        cap = 128
     else:
         cap = 0
     return {"maxnreg": cap} if cap else {}
@@ -1917,6 +2046,8 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     f32 = dict(dtype=torch.float32, device=dev)
     m = torch.empty(stat_shape, **f32)
     tau = torch.empty(stat_shape, **f32)
+    # the sweeps' start from the scan's sums (α = 1.25, ``_scan_sums``)
+    tau0 = torch.empty(stat_shape, **f32) if _scan_sums(mode, D) else tau
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
     # written in full by the kernels (the scan zeroes the work counter) when they run: no fill
@@ -1954,7 +2085,7 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     return dict(geo, need_o2=need_o2, need_dalpha=need_dalpha, runs=runs, n_work=n_work,
                 gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
                 o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
-                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns)
+                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns, tau0=tau0)
 
 
 def forward_result(st: dict, o: torch.Tensor) -> dict:
@@ -2023,7 +2154,9 @@ def entmax_attention_fwd(
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode), KD=k if kd is None else kd, TMA=kd is not None,
-                               **common, **_launch("scan", tiles))
+                               TAU0=st["tau0"], SUMS=_scan_sums(mode, D),
+                               **common, **_launch("scan", tiles),
+                               **(_regs("scan_sums", mode) if _scan_sums(mode, D) else {}))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
@@ -2034,7 +2167,7 @@ def entmax_attention_fwd(
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
-                                ASM=_asm_stores(),
+                                ASM=_asm_stores(), TAU0=st["tau0"], START=_scan_sums(mode, D) > 0,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))

@@ -747,6 +747,116 @@ def test_scan_top2_subset_bound(monkeypatch, alpha, causal):
     assert bounds[True][1] < bounds[False][1], (bounds[True][1], bounds[False][1])
 
 
+def _scan_sums_inputs(kind, N, causal, seed):
+    """(q, k, v) of 2 heads, D = 16, for the scan-sums tests: Gaussian scores, scores shifted by
+    ~10⁴ per row (a common key offset), tied keys (8 distinct ones) or heavy-tailed keys."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 2, N, 16, generator=g)
+    k = torch.randn(1, 2, N, 16, generator=g)
+    v = torch.randn(1, 2, N, 16, generator=g)
+    if kind == "shifted":
+        k = k + 1e4 / 16 * torch.randn(1, 2, 1, 16, generator=g).sign()
+    elif kind == "ties":
+        k = k[:, :, :8].repeat(1, 1, (N + 7) // 8, 1)[:, :, :N].contiguous()
+    elif kind == "heavy":
+        k = k * torch.distributions.StudentT(2.0).sample((1, 2, N, 1)).clamp(-30, 30)
+    return q, k, v
+
+
+def _scan_state(monkeypatch, q, k, v, alpha, causal, sums):
+    """The scan alone (``_PROFILE_STAGES`` = 1) with ``_SCAN_SUMS`` = sums: (m, lower bound τ₁
+    on τ' and the sweeps' start, both relative to m)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    states = []
+    orig = ga.forward_state
+
+    def spy(*a, **kw):
+        states.append(orig(*a, **kw))
+        return states[-1]
+
+    monkeypatch.setattr(ga, "forward_state", spy)
+    monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    monkeypatch.setattr(ga, "_PROFILE_STAGES", 1)
+    try:
+        al = torch.full((q.shape[1],), alpha)
+        r = ga.entmax_attention_fwd(q, k, v, al, ga.alpha_mode(alpha), 0.25, causal, False)
+    finally:
+        monkeypatch.setattr(ga, "_PROFILE_STAGES", 3)
+        monkeypatch.setattr(ga, "forward_state", orig)
+    return r["m"].double(), r["tau"].double(), states[-1]["tau0"].double()
+
+
+@_triton
+def test_scan_sums_bound_and_start(monkeypatch):
+    """α = 1.25, the scan's power sums at its guess of τ' (``_SCAN_SUMS``): on every row the
+    lower bound it leaves stays below the exact τ (the tile lists and the candidate copy rely on
+    it), is at least the column-subset bound of the scan without sums, and the sweeps' start
+    lies between that bound and the bracket's top; on Gaussian keys the start is much closer to
+    τ than the bound without sums.  A guess after 2 interior tiles, so that the sums run over
+    tiles before and after it; causal and not; Gaussian, shifted (~10⁴), tied and heavy-tailed
+    keys (hypothesis)."""
+    hyp = pytest.importorskip("hypothesis")
+    hst = hyp.strategies
+
+    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.given(kind=hst.sampled_from(["randn", "shifted", "ties", "heavy"]),
+               N=hst.sampled_from([33, 130, 300]), causal=hst.booleans(),
+               seed=hst.integers(0, 2**16))
+    def check(kind, N, causal, seed):
+        q, k, v = _scan_sums_inputs(kind, N, causal, seed)
+        _, tau_ref, _ = _ref(q, k, v, 1.25, causal, scale=0.25)
+        m0, b0, _ = _scan_state(monkeypatch, q, k, v, 1.25, causal, 0)
+        m1, b1, start = _scan_state(monkeypatch, q, k, v, 1.25, causal, 2)
+        assert torch.equal(m0, m1)
+        slack = 1e-6 * (1 + tau_ref.abs())
+        assert (b1 + m1 <= tau_ref + slack).all(), (b1 + m1 - tau_ref).max()
+        assert (b1 >= b0).all()
+        assert (start >= b1).all()
+        n = torch.arange(1, N + 1).double() if causal else torch.full((N,), float(N))
+        assert (start <= -n.pow(-0.25) + 1e-5 + 1e-6 * m1.abs()).all()
+        if kind == "randn":
+            gap0 = (b0 + m0 - tau_ref).abs().mean()
+            gap1 = (start + m1 - tau_ref).abs().mean()
+            assert gap1 < 0.25 * gap0, (gap1, gap0)
+
+    check()
+
+
+@_triton
+@pytest.mark.parametrize("causal", [True, False])
+def test_scan_sums_start_the_sweeps(monkeypatch, causal):
+    """α = 1.25 blocks on the sparse sweeps, started from the scan's sums (``_SCAN_SUMS`` = 2,
+    and 16 = every tile seen before the guess at this length): the attention and its three
+    gradients match the float64 reference, every row sums to 1 within 1e-5, and the solve takes
+    fewer sweeps than from the column-subset bound."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    q, k, v = _inputs(1, 2, 2, 300, 300, 32, seed=1)
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    ref, tau_ref, g_ref = _ref(q, k, v, 1.25, causal, do=do)
+    sweeps = {}
+    for sums in (0, 2, 16):
+        monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
+        for x in (q, k, v):
+            x.grad = None
+        out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=causal, return_stats=True,
+                                   backend="triton")
+        _assert_close(out, ref, *_tol(1.25), f"out (sums {sums})")
+        _assert_close(st.tau, tau_ref, 5e-5, 1e-5, f"tau (sums {sums})")
+        assert (_row_sums_from_tau(q, k, st.tau, 1.25, causal) - 1).abs().max() <= 1e-5
+        sweeps[sums] = int(st.solve_iters)
+        if sums == 2:
+            out.backward(do)
+            for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
+                _assert_close(x.grad, gr, 2e-5, 1e-3, name)
+    assert sweeps[16] < sweeps[0], sweeps
+
+
 @_triton
 @pytest.mark.parametrize("where", ["q nan", "q +inf", "k nan", "k -inf"])
 @pytest.mark.parametrize("causal", [True, False])
