@@ -522,6 +522,30 @@ def _scan_tile(s, c, mraw, acc, acc2, tile, T_base, DIAG: tl.constexpr = 0, TOP2
 
 
 @triton.jit
+def _scan_masked_s(q, K_base, KD, b, hk, sk, start_n, rows, offs_n, offs_d, lq, lk, stride_kn,
+                   HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   VARLEN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr):
+    """The scan's unscaled scores q·kᵀ of the key tile at ``start_n``, −inf where not visible."""
+    kT = _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM,
+                  BLOCK_N, BLOCK_D, VARLEN, TMA)
+    sc = tl.dot(q, kT, input_precision=PREC)
+    return tl.where(_visible(rows, start_n + offs_n, lq, lk, CAUSAL), sc, float("-inf"))
+
+
+@triton.jit
+def _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk, stride_kn,
+                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     VARLEN: tl.constexpr, TMA: tl.constexpr, PREC: tl.constexpr):
+    """(tile, unscaled scores q·kᵀ) of the scan's t-th interior tile (no mask), in the order
+    d0, d0 − 1, …, 0, nint − 1, …, d0 + 1."""
+    tile = d0 - t
+    tile = tl.where(tile < 0, tile + nint, tile)
+    kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
+                  HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
+    return tile, tl.dot(q, kT, input_precision=PREC)
+
+
+@triton.jit
 def _guess_sums(s, c, mA, tA, F, G, H):
     """α = 1.25, the scan's power sums at a guessed threshold: with d = [z_A − t_A]_+, z_A =
     fl(c·s − m_A) (m_A the running row max when the guess was made; t_A the guess relative to
@@ -618,11 +642,8 @@ def _fwd_scan_kernel(
     kend = _kend(start_m, lq, lk, CAUSAL, BLOCK_M)
     kint = tl.minimum(_interior_end(start_m, lq, lk, CAUSAL, BLOCK_M, BLOCK_N), kend)
     for start_n in range(kint, kend, BLOCK_N):  # tiles that need the mask (diagonal, ends)
-        cols = start_n + offs_n
-        kT = _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM,
-                      BLOCK_N, BLOCK_D, VARLEN, TMA)
-        sc = tl.dot(q, kT, input_precision=PREC)
-        sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
+        sc = _scan_masked_s(q, K_base, KD, b, hk, sk, start_n, rows, offs_n, offs_d, lq, lk,
+                            stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, CAUSAL, PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
@@ -631,11 +652,8 @@ def _fwd_scan_kernel(
     else:
         na = nint
     for t in range(0, na):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
-        tile = d0 - t
-        tile = tl.where(tile < 0, tile + nint, tile)
-        kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
-                      HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
-        sc = tl.dot(q, kT, input_precision=PREC)
+        tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
+                                    stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
     if SUMS > 0:
         # α = 1.25 (``_SCAN_SUMS``): after the masked tiles and the first SUMS interior ones, a
@@ -650,26 +668,17 @@ def _fwd_scan_kernel(
         G3 = tl.zeros([BLOCK_M], tl.float32)
         H2 = tl.zeros([BLOCK_M], tl.float32)
         for t in range(na, nint):
-            tile = d0 - t
-            tile = tl.where(tile < 0, tile + nint, tile)
-            kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
-                          HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
-            sc = tl.dot(q, kT, input_precision=PREC)
+            tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
+                                        stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
             mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
             F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
         for start_n in range(kint, kend, BLOCK_N):
-            cols = start_n + offs_n
-            kT = _scan_kT(K_base, KD, b, hk, sk, start_n, offs_n, offs_d, lk, stride_kn, HEAD_DIM,
-                          BLOCK_N, BLOCK_D, VARLEN, TMA)
-            sc = tl.dot(q, kT, input_precision=PREC)
-            sc = tl.where(_visible(rows, cols, lq, lk, CAUSAL), sc, float("-inf"))
+            sc = _scan_masked_s(q, K_base, KD, b, hk, sk, start_n, rows, offs_n, offs_d, lq, lk,
+                                stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, CAUSAL, PREC)
             F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
         for t in range(0, na):
-            tile = d0 - t
-            tile = tl.where(tile < 0, tile + nint, tile)
-            kT = _scan_kT(K_base, KD, b, hk, sk, tile * BLOCK_N, offs_n, offs_d, lk, stride_kn,
-                          HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA)
-            sc = tl.dot(q, kT, input_precision=PREC)
+            tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
+                                        stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
             F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
     mrun = mraw * c
     m = tl.where(n > 0, mrun, 0.0)
