@@ -119,8 +119,8 @@ def _row_sums_from_tau(q, k, tau, alpha, causal):
     s = qd @ kd.transpose(-1, -2) / math.sqrt(qd.shape[-1])
     if causal:
         Nq, Nk = s.shape[-2:]
-        i = torch.arange(Nq)[:, None]
-        j = torch.arange(Nk)[None, :]
+        i = torch.arange(Nq, device=s.device)[:, None]
+        j = torch.arange(Nk, device=s.device)[None, :]
         s = s.masked_fill(~(j <= i + Nk - Nq), -math.inf)
     z = (alpha - 1.0) * s - tau.double()[..., None]
     return torch.clamp(z, min=0).pow(1.0 / (alpha - 1.0)).sum(-1)
@@ -760,7 +760,7 @@ def _scan_sums_inputs(kind, N, causal, seed):
         k = k[:, :, :8].repeat(1, 1, (N + 7) // 8, 1)[:, :, :N].contiguous()
     elif kind == "heavy":
         k = k * torch.distributions.StudentT(2.0).sample((1, 2, N, 1)).clamp(-30, 30)
-    return q, k, v
+    return q.to(DEV), k.to(DEV), v.to(DEV)
 
 
 def _scan_state(monkeypatch, q, k, v, alpha, causal, sums):
@@ -781,12 +781,12 @@ def _scan_state(monkeypatch, q, k, v, alpha, causal, sums):
     monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
     monkeypatch.setattr(ga, "_PROFILE_STAGES", 1)
     try:
-        al = torch.full((q.shape[1],), alpha)
+        al = torch.full((q.shape[1],), alpha, device=q.device)
         r = ga.entmax_attention_fwd(q, k, v, al, ga.alpha_mode(alpha), 0.25, causal, False)
     finally:
         monkeypatch.setattr(ga, "_PROFILE_STAGES", 3)
         monkeypatch.setattr(ga, "forward_state", orig)
-    return r["m"].double(), r["tau"].double(), states[-1]["tau0"].double()
+    return r["m"].double().cpu(), r["tau"].double().cpu(), states[-1]["tau0"].double().cpu()
 
 
 @_triton
@@ -807,7 +807,7 @@ def test_scan_sums_bound_and_start(monkeypatch):
                seed=hst.integers(0, 2**16))
     def check(kind, N, causal, seed):
         q, k, v = _scan_sums_inputs(kind, N, causal, seed)
-        _, tau_ref, _ = _ref(q, k, v, 1.25, causal, scale=0.25)
+        tau_ref = _ref(q, k, v, 1.25, causal, scale=0.25)[1].cpu()
         m0, b0, _ = _scan_state(monkeypatch, q, k, v, 1.25, causal, 0)
         m1, b1, start = _scan_state(monkeypatch, q, k, v, 1.25, causal, 2)
         assert torch.equal(m0, m1)
@@ -837,7 +837,7 @@ def test_scan_sums_start_the_sweeps(monkeypatch, causal):
     monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
     monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
     q, k, v = _inputs(1, 2, 2, 300, 300, 32, seed=1)
-    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(q.device)
     ref, tau_ref, g_ref = _ref(q, k, v, 1.25, causal, do=do)
     sweeps = {}
     for sums in (0, 2, 16):
@@ -1389,6 +1389,30 @@ def test_gpu_large_shapes(Nq, Nk, D, causal, alpha, Hkv):
     for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
         rel = ((x.grad.double().cpu() - gr.cpu()).norm() / gr.norm()).item()
         assert rel < 2e-3, f"{name}: relative L2 error {rel:.2e}"
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("D", [64, 128])
+def test_gpu_scan_sums_alpha_125(monkeypatch, D):
+    """α = 1.25 with the scan's sums at its guess of τ' (``_SCAN_SUMS`` = 16, the benchmark
+    setting) on a 4096-key causal GPU shape with the default sweep rule (dense blocks take the
+    sparse sweeps from the scan's Halley step): output, τ and Σp as the float64 reference, and
+    no more solve sweeps than without the sums."""
+    import sparsemap_tools.gpu.attention as ga
+
+    q, k, v = _inputs(1, 2, 2, 4096, 4096, D, seed=D)
+    ref, tau_ref, _ = _ref(q, k, v, 1.25, True)
+    sweeps = {}
+    for sums in (0, 16):
+        monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
+        out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=True, return_stats=True,
+                                   backend="triton")
+        _assert_close(out, ref, *_tol(1.25), f"out (sums {sums})")
+        _assert_close(st.tau, tau_ref, 5e-5, 1e-5, f"tau (sums {sums})")
+        assert (_row_sums_from_tau(q, k, st.tau, 1.25, True) - 1).abs().max() <= 1e-5
+        sweeps[sums] = int(st.solve_iters)
+    assert sweeps[16] <= sweeps[0], sweeps
 
 
 @gpu
