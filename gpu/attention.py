@@ -129,14 +129,15 @@ _SCAN_TMA = os.environ.get("SPARSEMAP_ATTN_SCAN_TMA", "0") == "1"
 # buffers), but the scan costs 0.4 ms more and topics went 3.44 → 3.70; so off by default
 _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # α = 1.25 where the solve may take sparse sweeps (``_sweep_rule``): the scan guesses τ' after the
-# masked tiles and this many interior ones, sums the powers of [z − guess]_+ over the whole row
-# (the tiles seen before the guess twice), and leaves a Halley step as the sweeps' start and a
-# Newton step as a tighter lower bound (``_guess_threshold``, ``_start_from_sums``); "0": off.
-# A float64 simulation (16k random keys, causal blocks of 64 rows, guess after 16 tiles): the
-# solve then needs 1 sweep per dense block instead of 2 (a few blocks still 2); the scan's
-# interior loop grows from 204 to 490 instructions per tile (sm_90) and re-reads the first
-# 16 + 1 tiles.  Off by default until timed on a GPU (``gpu_attention_stages.py`` variants
-# "sums8", "sums16", "sums32", "sumsfree"; SPARSEMAP_ATTN_SCAN_SUMS=16 turns it on)
+# masked tiles and max(this many, an eighth of the) interior ones, sums the powers of
+# [z − guess]_+ over the whole row (the tiles seen before the guess twice), and leaves a Halley
+# step as the sweeps' start and a Newton step as a tighter lower bound (``_guess_threshold``,
+# ``_start_from_sums``); "0": off.  A float64 simulation (``benchmarks/sim_alpha125_sweeps.py``:
+# random keys, causal blocks of 64 rows) gives 1.0–1.1 sweeps per dense block instead of 2 up to
+# 16k keys; the scan's interior loop grows from 204 to 489 instructions per tile (sm_90) and
+# re-reads the tiles it saw before the guess.  Off by default until timed on a GPU
+# (``gpu_attention_stages.py`` variants "sums8", "sums16", "sums32", "sumsfree";
+# SPARSEMAP_ATTN_SCAN_SUMS=16 turns it on)
 _SCAN_SUMS = int(os.environ.get("SPARSEMAP_ATTN_SCAN_SUMS", "0"))
 
 # the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
@@ -648,7 +649,9 @@ def _fwd_scan_kernel(
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
     if SUMS > 0:
-        na = tl.minimum(nint, SUMS)
+        # the guess after SUMS interior tiles, or an eighth of them if more (a float64
+        # simulation, benchmarks/sim_alpha125_sweeps.py: 16k keys need ~32 for one sweep)
+        na = tl.minimum(nint, tl.maximum(SUMS, nint // 8))
     else:
         na = nint
     for t in range(0, na):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
@@ -656,7 +659,7 @@ def _fwd_scan_kernel(
                                     stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
     if SUMS > 0:
-        # α = 1.25 (``_SCAN_SUMS``): after the masked tiles and the first SUMS interior ones, a
+        # α = 1.25 (``_SCAN_SUMS``): after the masked tiles and the first na interior ones, a
         # guess t_A of τ' from what was seen (``_guess_threshold``); the power sums at it over
         # the rest of the row as the scan goes, then over the tiles seen before the guess (their
         # QKᵀ again).  At the end a Halley step from those sums starts the solve's sparse sweeps
