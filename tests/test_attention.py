@@ -760,6 +760,10 @@ def _scan_sums_inputs(kind, N, causal, seed):
         k = k[:, :, :8].repeat(1, 1, (N + 7) // 8, 1)[:, :, :N].contiguous()
     elif kind == "heavy":
         k = k * torch.distributions.StudentT(2.0).sample((1, 2, N, 1)).clamp(-30, 30)
+    elif kind == "segments":  # block-sparse: a query sees its own 32-token segment's keys
+        topics = 3.0 * torch.randn(-(-N // 32), 16, generator=g)
+        seg = topics.repeat_interleave(32, 0)[:N]
+        q, k = q + seg, k + seg
     return q.to(DEV), k.to(DEV), v.to(DEV)
 
 
@@ -796,15 +800,17 @@ def test_scan_sums_bound_and_start(monkeypatch):
     it), is at least the column-subset bound of the scan without sums, and the sweeps' start
     lies between that bound and the bracket's top; on Gaussian keys the start is much closer to
     τ than the bound without sums.  A guess after 2 interior tiles, so that the sums run over
-    tiles before and after it; causal and not; Gaussian, shifted (~10⁴), tied and heavy-tailed
-    keys (hypothesis)."""
+    tiles before and after it; causal and not; Gaussian, shifted (~10⁴), tied, heavy-tailed
+    and block-sparse (segment) keys (hypothesis)."""
     hyp = pytest.importorskip("hypothesis")
     hst = hyp.strategies
 
-    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
-    @hyp.given(kind=hst.sampled_from(["randn", "shifted", "ties", "heavy"]),
+    @hyp.settings(max_examples=8, deadline=None, derandomize=True)
+    @hyp.given(kind=hst.sampled_from(["randn", "shifted", "ties", "heavy", "segments"]),
                N=hst.sampled_from([33, 130, 300]), causal=hst.booleans(),
                seed=hst.integers(0, 2**16))
+    @hyp.example(kind="segments", N=300, causal=True, seed=1)
+    @hyp.example(kind="randn", N=300, causal=False, seed=2)
     def check(kind, N, causal, seed):
         q, k, v = _scan_sums_inputs(kind, N, causal, seed)
         tau_ref = _ref(q, k, v, 1.25, causal, scale=0.25)[1].cpu()
