@@ -18,9 +18,11 @@ consecutive rows ending at each length) for two starts:
   column-maxima subset of what was seen), and a Halley step from those sums
   (``_guess_threshold``, ``_start_from_sums``).
 
-It prints, per length and start, the sweeps of the worst row of each block (mean and max over
-the blocks) and the mean over rows, and the candidates above each start's lower bound (the
-support size for reference).  This is arithmetic, not a timing: what a sweep costs on a GPU is
+Each start is replayed with the quadratic certificate only and with the cubic model's too
+(", cubic": ``_quartic_certificate`` since the seventh session of 2026-12-07).  It prints, per
+length and start, the sweeps of the worst row of each block (mean and max over the blocks) and
+the mean over rows, and the candidates above each start's lower bound (the support size for
+reference).  This is arithmetic, not a timing: what a sweep costs on a GPU is
 in docs/benchmarks_gpu_attention.md.
 """
 from __future__ import annotations
@@ -52,21 +54,32 @@ def halley(F: float, G: float, H: float, t: float) -> tuple:
     return (h if den > 0 and h >= phi else phi), phi
 
 
-def certified(F: float, G: float, H: float, S: float, nv: int) -> bool:
-    """``_quartic_certificate``: the quadratic model's step lands within TOL of Σp = 1."""
+def certified(F: float, G: float, H: float, S: float, nv: int, cubic: bool = False) -> bool:
+    """``_quartic_certificate``: the quadratic model's step lands within TOL of Σp = 1 (error
+    4S|δ|³, + nv·δ⁴ above the root); with ``cubic`` (the kernels since the seventh session of
+    2026-12-07) also the cubic model's root x (error nv·x⁴, or 4S·x³ when x > 0, plus its
+    residual)."""
     disc = 16 * G * G - 24 * H * (F - 1)
     den = 4 * G + np.sqrt(max(disc, 0.0))
     if S <= 0 or disc < 0 or den <= 0:
         return False
     step = 2 * (F - 1) / den
     err = 4 * S * abs(step) ** 3 + (nv * step**4 if F < 1 else 0.0)
-    return err <= TOL
+    if err <= TOL or not cubic:
+        return err <= TOL
+    x = step
+    for _ in range(3):  # Newton on the cubic model from the quadratic root
+        P = F - 4 * G * x + 6 * H * x * x - 4 * S * x**3 - 1.0
+        x -= P / (-4 * G + 12 * H * x - 12 * S * x * x)
+    res = abs(F - 4 * G * x + 6 * H * x * x - 4 * S * x**3 - 1.0)
+    rem = min(nv * x**4, 4 * S * x**3) if x > 0 else nv * x**4
+    return rem + res <= TOL
 
 
-def sweeps_from(z: np.ndarray, t: float, nv: int, limit: int = 30) -> int:
+def sweeps_from(z: np.ndarray, t: float, nv: int, limit: int = 30, cubic: bool = False) -> int:
     for k in range(1, limit + 1):
         F, G, H, S = sums(z, t)
-        if abs(F - 1) <= TOL or certified(F, G, H, S, nv):
+        if abs(F - 1) <= TOL or certified(F, G, H, S, nv, cubic):
             return k
         t = halley(F, G, H, t)[0]
     return limit
@@ -93,7 +106,8 @@ def row_counts(z: np.ndarray, n: int, guesses: list) -> dict:
     """Sweeps and candidates of one row (z: its n visible scaled scores, keys in order)."""
     zs = z - z.max()
     tau = subset_root(column_maxima(zs))
-    out = {"subset": (sweeps_from(zs, tau, n), int((zs > tau).sum()))}
+    out = {"subset": (sweeps_from(zs, tau, n), int((zs > tau).sum())),
+           "subset, cubic": (sweeps_from(zs, tau, n, cubic=True), int((zs > tau).sum()))}
     for K in guesses:
         # the scan sees the diagonal tile (keys from the row's tile start) and max(K, an eighth
         # of the interior tiles) before it, as the kernel
@@ -109,6 +123,9 @@ def row_counts(z: np.ndarray, n: int, guesses: list) -> dict:
         bound = max(tau, phi - (1e-6 + 2e-6 * abs(phi)))
         k = 0 if abs(F - 1) <= TOL or certified(F, G, H, S, n) else sweeps_from(zs, max(start, bound), n)
         out[f"sums {K}"] = (k, int((zs > bound).sum()))
+        k = 0 if abs(F - 1) <= TOL or certified(F, G, H, S, n, True) else \
+            sweeps_from(zs, max(start, bound), n, cubic=True)
+        out[f"sums {K}, cubic"] = (k, int((zs > bound).sum()))
     return out
 
 

@@ -1231,6 +1231,41 @@ def test_quartic_certificate_bounds_the_sum():
 
 
 @_triton
+def test_cubic_certificate_reaches_further():
+    """``_quartic_certificate``'s cubic model: 3000 Gaussian keys, thresholds 0.004 below and
+    above the root — beyond the quadratic model's reach ((TOL/4S)^{1/3} ≈ 0.002 here), within
+    the cubic one's ((TOL/NV)^{1/4} ≈ 0.005) — are certified, and the step lands within TOL
+    (float64 sums of the step's threshold)."""
+    import numpy as np
+
+    kernel = _certificate_kernel()
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(3000)
+    z = 0.25 * (x - x.max())
+
+    def sums(t):
+        d = z - t
+        d = d[d > 0]
+        return [np.sum(d**4), np.sum(d**3), np.sum(d**2), np.sum(d)]
+
+    lo, hi = -1.0, 0.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if sums(mid)[0] >= 1 else (lo, mid)
+    S = np.zeros((5, 2))
+    for i, off in enumerate((-0.004, 0.004)):
+        S[:4, i] = sums(lo + off)
+        S[4, i] = z.size
+    assert (2e-6 / (4 * S[3, 0])) ** (1 / 3) < 0.003        # out of the quadratic model's reach
+    out = torch.zeros(2, 2, dtype=torch.float32)
+    kernel[(1,)](torch.tensor(S, dtype=torch.float32), out, 2e-6, BLOCK=2)
+    for i, off in enumerate((-0.004, 0.004)):
+        assert out[1, i] > 0, off
+        f = sums(lo + off + float(out[0, i]))[0]
+        assert abs(f - 1) <= 2e-6, (off, f)
+
+
+@_triton
 def test_hypothesis_alpha_125_sweeps():
     """Property: α = 1.25 blocks solved by sparse sweeps only (rule forced on: Halley steps and
     the certified stop of ``_quartic_certificate``) give the reference answer with

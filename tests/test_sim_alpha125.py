@@ -23,7 +23,8 @@ def test_row_counts_keep_the_support_and_converge():
         assert abs(F - 1) < 1e-9                             # the reference root is the root
         support = int((zs > root).sum())
         out = S.row_counts(z, n, [4, 16])
-        assert set(out) == {"subset", "sums 4", "sums 16"}
+        assert set(out) == {"subset", "sums 4", "sums 16", "subset, cubic", "sums 4, cubic",
+                            "sums 16, cubic"}
         for name, (sweeps, cand) in out.items():
             assert cand >= support, (name, cand, support)    # a lower bound: no key dropped
             assert 0 <= sweeps < 30, (name, sweeps)          # converged before the limit
@@ -36,5 +37,6 @@ def test_main_prints_and_writes_the_table(tmp_path, monkeypatch, capsys):
     S.main()
     text = capsys.readouterr().out
     rows = [ln for ln in text.splitlines() if ln.startswith("| 256 |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["subset", "sums 8"]
+    assert [r.split("|")[2].strip() for r in rows] == ["subset", "subset, cubic", "sums 8",
+                                                      "sums 8, cubic"]
     assert (tmp_path / "sim_alpha125_sweeps.md").read_text().strip() == text.strip()
