@@ -133,7 +133,7 @@ _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # [z − guess]_+ over the whole row (the tiles seen before the guess twice), and leaves a Halley
 # step as the sweeps' start and a Newton step as a tighter lower bound (``_guess_threshold``,
 # ``_start_from_sums``); "0": off.  A float64 simulation (``benchmarks/sim_alpha125_sweeps.py``:
-# random keys, causal blocks of 64 rows) gives 1.0–1.1 sweeps per dense block instead of 2 up to
+# random keys, causal blocks of 64 rows) gives 1.0–1.25 sweeps per dense block instead of 2 up to
 # 16k keys; the scan's interior loop grows from 204 to 489 instructions per tile (sm_90) and
 # re-reads the tiles it saw before the guess.  Off by default until timed on a GPU
 # (``gpu_attention_stages.py`` variants "sums8", "sums16", "sums32", "sumsfree";
@@ -551,8 +551,9 @@ def _guess_sums(s, c, mA, tA, F, G, H):
     """α = 1.25, the scan's power sums at a guessed threshold: with d = [z_A − t_A]_+, z_A =
     fl(c·s − m_A) (m_A the running row max when the guess was made; t_A the guess relative to
     it), adds Σd⁴, Σd³, Σd² (the Halley step's sums) over the tile of *unscaled* scores s (−inf
-    where invisible, which adds 0).  Relative to m_A (not one absolute threshold c·s − (m_A + t_A)) so that the
-    roundings stay those of values near 1 when the scores are large (shift invariance)."""
+    where invisible, which adds 0).  Relative to m_A (not one absolute threshold
+    c·s − (m_A + t_A)) so that the roundings stay those of values near 1 when the scores are
+    large (shift invariance)."""
     d = tl.maximum(_zval(s, c, mA[:, None]) - tA[:, None], 0.0)
     d2 = d * d
     return F + tl.sum(d2 * d2, axis=1), G + tl.sum(d2 * d, axis=1), H + tl.sum(d2, axis=1)
