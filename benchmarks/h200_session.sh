@@ -16,7 +16,9 @@
 # `... breakdown stages2`: the TMA scan option, the N = 16k
 # breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); `... hold`: GPU tests and
 # the held-row option of the row-wise streaming kernel (2026-12-07, fourth session); `... cert`:
-# alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session).
+# alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session);
+# `... sums`: alpha = 1.25's scan sums and the cubic certificate (written 2026-12-07, seventh
+# session, not yet run: no device).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -66,6 +68,23 @@ PY
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
   done
+  exit 0
+fi
+if [ "${1:-}" = sums ]; then
+  # alpha = 1.25's scan sums (2026-12-07, seventh session; off by default, not yet timed) and the
+  # cubic certificate (on): forward stages at N = 16k D = 64 causal (random and topics, 2
+  # rounds: off, on with 16 / 8 / 32 tiles before the guess, on without the register cap), the
+  # GPU tests of attention (test_gpu_scan_sums_alpha_125 included), D = 128, the float64 check
+  timeout 240 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
+    --variants default,sums16,sums8,sums32,sumsfree --rounds 2 --out /tmp/ss > "$O/stages_sums_d64.txt" 2>&1
+  echo "stages D=64 rc $?"; cp /tmp/ss/gpu_attention_stages.json "$O/stages_sums_d64.json" 2>/dev/null
+  grep -v "^{" "$O/stages_sums_d64.txt" | tail -n 12 | cut -c1-150
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  timeout 100 python3 benchmarks/gpu_attention_stages.py --D 128 --alpha 1.25 --kinds random,topics \
+    --variants default,sums16 --rounds 1 --out /tmp/ss2 > "$O/stages_sums_d128.txt" 2>&1
+  echo "stages D=128 rc $?"; grep -v "^{" "$O/stages_sums_d128.txt" | tail -n 6 | cut -c1-150
+  check_attn sums
   exit 0
 fi
 if [ "${1:-}" = cert ]; then
