@@ -85,6 +85,7 @@ if [ "${1:-}" = sums ]; then
     --variants default,sums16 --rounds 1 --out /tmp/ss2 > "$O/stages_sums_d128.txt" 2>&1
   echo "stages D=128 rc $?"; grep -v "^{" "$O/stages_sums_d128.txt" | tail -n 6 | cut -c1-150
   check_attn sums
+  SPARSEMAP_ATTN_SCAN_SUMS=16 check_attn sums_on   # the same check with the scan sums on
   exit 0
 fi
 if [ "${1:-}" = cert ]; then
