@@ -2080,7 +2080,8 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     m = torch.empty(stat_shape, **f32)
     tau = torch.empty(stat_shape, **f32)
     # the sweeps' start from the scan's sums (α = 1.25, ``_scan_sums``)
-    tau0 = torch.empty(stat_shape, **f32) if _scan_sums(mode, D) else tau
+    scan_sums = _scan_sums(mode, D)
+    tau0 = torch.empty(stat_shape, **f32) if scan_sums else tau
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
     # written in full by the kernels (the scan zeroes the work counter) when they run: no fill
@@ -2118,7 +2119,8 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     return dict(geo, need_o2=need_o2, need_dalpha=need_dalpha, runs=runs, n_work=n_work,
                 gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
                 o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
-                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns, tau0=tau0)
+                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns, tau0=tau0,
+                scan_sums=scan_sums)
 
 
 def forward_result(st: dict, o: torch.Tensor) -> dict:
@@ -2187,9 +2189,9 @@ def entmax_attention_fwd(
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode), KD=k if kd is None else kd, TMA=kd is not None,
-                               TAU0=st["tau0"], SUMS=_scan_sums(mode, D),
+                               TAU0=st["tau0"], SUMS=st["scan_sums"],
                                **common, **_launch("scan", tiles),
-                               **(_regs("scan_sums", mode) if _scan_sums(mode, D) else {}))
+                               **(_regs("scan_sums", mode) if st["scan_sums"] else {}))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
@@ -2200,7 +2202,7 @@ def entmax_attention_fwd(
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
-                                ASM=_asm_stores(), TAU0=st["tau0"], START=_scan_sums(mode, D) > 0,
+                                ASM=_asm_stores(), TAU0=st["tau0"], START=st["scan_sums"] > 0,
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))

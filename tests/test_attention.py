@@ -831,6 +831,20 @@ def test_scan_sums_bound_and_start(monkeypatch):
     check()
 
 
+def _alpha_125_with_sums(monkeypatch, q, k, v, ref, tau_ref, causal, sums):
+    """α = 1.25 attention with ``_SCAN_SUMS`` = sums: output and τ checked against the float64
+    reference and Σp within 1e-5 on every row; returns (out, solve sweeps)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
+    out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=causal, return_stats=True,
+                               backend="triton")
+    _assert_close(out, ref, *_tol(1.25), f"out (sums {sums})")
+    _assert_close(st.tau, tau_ref, 5e-5, 1e-5, f"tau (sums {sums})")
+    assert (_row_sums_from_tau(q, k, st.tau, 1.25, causal) - 1).abs().max() <= 1e-5
+    return out, int(st.solve_iters)
+
+
 @_triton
 @pytest.mark.parametrize("causal", [True, False])
 def test_scan_sums_start_the_sweeps(monkeypatch, causal):
@@ -847,15 +861,9 @@ def test_scan_sums_start_the_sweeps(monkeypatch, causal):
     ref, tau_ref, g_ref = _ref(q, k, v, 1.25, causal, do=do)
     sweeps = {}
     for sums in (0, 2, 16):
-        monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
         for x in (q, k, v):
             x.grad = None
-        out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=causal, return_stats=True,
-                                   backend="triton")
-        _assert_close(out, ref, *_tol(1.25), f"out (sums {sums})")
-        _assert_close(st.tau, tau_ref, 5e-5, 1e-5, f"tau (sums {sums})")
-        assert (_row_sums_from_tau(q, k, st.tau, 1.25, causal) - 1).abs().max() <= 1e-5
-        sweeps[sums] = int(st.solve_iters)
+        out, sweeps[sums] = _alpha_125_with_sums(monkeypatch, q, k, v, ref, tau_ref, causal, sums)
         if sums == 2:
             out.backward(do)
             for name, x, gr in zip(("dq", "dk", "dv"), (q, k, v), g_ref[:3]):
@@ -1440,19 +1448,10 @@ def test_gpu_scan_sums_alpha_125(monkeypatch, D):
     setting) on a 4096-key causal GPU shape with the default sweep rule (dense blocks take the
     sparse sweeps from the scan's Halley step): output, τ and Σp as the float64 reference, and
     no more solve sweeps than without the sums."""
-    import sparsemap_tools.gpu.attention as ga
-
     q, k, v = _inputs(1, 2, 2, 4096, 4096, D, seed=D)
     ref, tau_ref, _ = _ref(q, k, v, 1.25, True)
-    sweeps = {}
-    for sums in (0, 16):
-        monkeypatch.setattr(ga, "_SCAN_SUMS", sums)
-        out, st = entmax_attention(q, k, v, alpha=1.25, is_causal=True, return_stats=True,
-                                   backend="triton")
-        _assert_close(out, ref, *_tol(1.25), f"out (sums {sums})")
-        _assert_close(st.tau, tau_ref, 5e-5, 1e-5, f"tau (sums {sums})")
-        assert (_row_sums_from_tau(q, k, st.tau, 1.25, True) - 1).abs().max() <= 1e-5
-        sweeps[sums] = int(st.solve_iters)
+    sweeps = {sums: _alpha_125_with_sums(monkeypatch, q, k, v, ref, tau_ref, True, sums)[1]
+              for sums in (0, 16)}
     assert sweeps[16] <= sweeps[0], sweeps
 
 
