@@ -18,7 +18,7 @@
 # the held-row option of the row-wise streaming kernel (2026-12-07, fourth session); `... cert`:
 # alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session);
 # `... sums`: alpha = 1.25's scan sums and the cubic certificate (written 2026-12-07, seventh
-# session, not yet run: no device).
+# session; run 2026-12-08 on an H200); `... fuse`: alpha = 1.25's output from the last sweep.
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -68,6 +68,20 @@ PY
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
   done
+  exit 0
+fi
+if [ "${1:-}" = fuse ]; then
+  # alpha = 1.25's output from the last sweep's moments (2026-12-08; off by default until
+  # timed): forward and forward+backward stages at N = 16k D = 64 causal (random and topics, 2
+  # rounds: off, on, on with the solve at 200 registers), the attention GPU tests, the check
+  # with it on
+  timeout 300 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
+    --variants default,fuse1,fuse200 --rounds 2 --fb --out /tmp/sf > "$O/stages_fuse_d64.txt" 2>&1
+  echo "stages D=64 rc $?"; cp /tmp/sf/gpu_attention_stages.json "$O/stages_fuse_d64.json" 2>/dev/null
+  grep -v "^{" "$O/stages_fuse_d64.txt" | tail -n 9 | cut -c1-150
+  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  SPARSEMAP_ATTN_SWEEP_FUSE=1 check_attn fuse
   exit 0
 fi
 if [ "${1:-}" = sums ]; then

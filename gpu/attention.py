@@ -180,6 +180,11 @@ _SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "0") == "1"
 # H100, N = 16k, D = 64, causal, bf16, forward ms, off → on (tile tests on, same call): random
 # 7.56 → 6.38 (solve 5.28 → 4.00, 4 → 3 solve passes), topics 3.39 → 3.09
 _SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
+# α = 1.25 blocks on the sparse sweeps (head dims ≤ 64, no ∂/∂α): every sweep after the first
+# also accumulates the output's moments Σd⁴v, Σd³v (and Σd²v for a training forward), and a
+# block whose rows all stop in that sweep writes its output from them (``_fused_output``)
+# instead of leaving it to the output pass.  "1": on; off by default until timed on a GPU
+_SWEEP_FUSE = os.environ.get("SPARSEMAP_ATTN_SWEEP_FUSE", "0") == "1"
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -1205,6 +1210,7 @@ def _fwd_solve_kernel(
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
     S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False,
     SWEEP_CERT: tl.constexpr = True, TAU0=None, START: tl.constexpr = False,
+    FUSE: tl.constexpr = False, FUSE_EPS=0.0,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -1239,7 +1245,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START)
+                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START, FUSE, FUSE_EPS)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -1253,7 +1259,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START)
+                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START, FUSE, FUSE_EPS)
 
 
 @triton.jit
@@ -1270,12 +1276,86 @@ def _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n, offs_d, rows, m
 
 
 @triton.jit
+def _sweep_tile_out(F, G, S1, CNT, A4, A3, A2, q, K_base, V_base, start_n, offs_n, offs_d, rows, m,
+                    c, start_m, lq, lk, stride_kn, stride_vn, tau, HEAD_DIM: tl.constexpr,
+                    CAUSAL: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, A2_TOO: tl.constexpr):
+    """α = 1.25: one key tile of a sparse sweep (the Halley and certificate sums of
+    ``_row_sums``: F = Σd⁴, G = Σd³, S1 = Σd², CNT = Σd over d = [z − τ]_+) that also adds the
+    output's moments A_k = Σ_j d_j^k v_j, k = 4, 3 and with ``A2_TOO`` 2 (``_fused_output``),
+    the products on operands in the value dtype as the output pass's."""
+    cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
+                          stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
+    v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
+    dp = tl.maximum(z - tau[:, None], 0.0)
+    d2 = dp * dp
+    d3 = d2 * dp
+    d4 = d2 * d2
+    A4 += tl.dot(d4.to(v.dtype), v, input_precision=PREC)
+    A3 += tl.dot(d3.to(v.dtype), v, input_precision=PREC)
+    if A2_TOO:
+        A2 += tl.dot(d2.to(v.dtype), v, input_precision=PREC)
+    return (F + tl.sum(d4, axis=1), G + tl.sum(d3, axis=1), S1 + tl.sum(d2, axis=1),
+            CNT + tl.sum(dp, axis=1), A4, A3, A2)
+
+
+@triton.jit
+def _fused_output(A4, A3, A2, x, H, S, G, nv, rows, rmask, bad, has, O, O2, O_off, stride_on,
+                  offs_d, EPS, NEED_O2: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """α = 1.25: the output of a block from its last sweep's moments, or nothing.
+
+    The sweep ran at τ_s (per row) and the row's final threshold is τ_s + x (x = 0 for rows done
+    before it; every row is done: the sweep that ends the solve).  With d = [z − τ_s]_+ and A_k = Σ_j d_j^k v_j, the weights at τ_s + x are
+    (d − x)⁴ = d⁴ − 4xd³ + 6x²d² − 4x³d + x⁴ for every key with d > x, so
+
+        out = A4 − 4x·A3 + E₃,          |E₃| ≤ (6x²·H + 4|x|³·S + 2·nv·x⁴)·max_j |v_j|
+        out = A4 − 4x·A3 + 6x²·A2 + E₂, |E₂| ≤ (4|x|³·S + 2·nv·x⁴)·max_j |v_j|
+
+    (H = Σd², S = Σd; the dropped terms, the keys with 0 < d ≤ x that this counts and, for x < 0,
+    the keys with x < d ≤ 0 that it misses, each within x⁴ of their weight).  An inference
+    forward keeps A4 and A3, a training one also A2 for O2 = Σu v / Σu with u = (d − x)³:
+    Σu = G − 3xH + 3x²S (G = Σd³) and the numerator A3 − 3x·A2, both to within
+    (3x²·S + 2·nv·|x|³)·max|v|.  Written (and true returned) only when the bounds of every row
+    (with keys, ``has``; ``bad`` rows get NaN) are ≤ EPS (relative to Σp = 1 and to Σu; the launcher takes EPS far below
+    the output dtype's rounding, ``_fuse_eps``).  The certified steps are small (16k Gaussian
+    keys, float64 replay: |x| ≤ 2.3·10⁻⁴, E₃'s bound ≤ 6·10⁻⁶) so this holds for most blocks in
+    bfloat16; the output pass does the others."""
+    ax = tl.abs(x)
+    x2 = ax * ax
+    err = 4.0 * x2 * ax * S + 2.0 * nv * x2 * x2
+    if not NEED_O2:
+        err += 6.0 * x2 * H
+    ok = err <= EPS
+    su = G - 3.0 * x * H + 3.0 * x2 * S
+    if NEED_O2:
+        err2 = (3.0 * x2 * S + 2.0 * nv * x2 * ax) / tl.where(su > 0, su, 1.0)
+        ok = ok & (err2 <= EPS)
+    use = tl.max(tl.where(rmask & ~bad & has & ~ok, 1, 0), axis=0) == 0
+    if use:
+        xx = x[:, None]
+        acc = A4 - 4.0 * xx * A3
+        if NEED_O2:
+            acc += 6.0 * (xx * xx) * A2
+        optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
+        omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
+        tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty),
+                 mask=omask)
+        if NEED_O2:
+            o2 = (A3 - 3.0 * xx * A2) / tl.where(su > 0, su, 1.0)[:, None]
+            tl.store(O2 + optr, tl.where(bad[:, None], float("nan"), o2), mask=omask)
+    return use
+
+
+@triton.jit
 def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv, last_step, done, ncand, C_row,
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
                 CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
-                SKIP: tl.constexpr = False, CERT: tl.constexpr = False):
+                SKIP: tl.constexpr = False, CERT: tl.constexpr = False, V_base=None, stride_vn=0,
+                FUSE: tl.constexpr = False, BLOCK_D: tl.constexpr = 16,
+                NEED_O2: tl.constexpr = False, bad=None, O=None, O2=None, O_off=0, stride_on=0,
+                FUSE_EPS=0.0):
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
     first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
@@ -1284,8 +1364,12 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
     sweeps over the live key tiles ``L_row[0:n_list]``, skipping tiles whose bound (T_base) is
     below every open row's lower end (with ``SKIP``; without it every listed tile, a loop with no
     branch that the compiler can pipeline; the skipped tiles add nothing either way).  ``CERT``:
-    α = 1.25 rows may finish on a certified step (``_quartic_certificate``).  Returns (τ', sweeps,
-    buffer iterations); ``it`` counts the sweeps made before."""
+    α = 1.25 rows may finish on a certified step (``_quartic_certificate``); with ``FUSE`` (α =
+    1.25) every sweep after the first (``it`` ≥ 2) also accumulates the output's moments
+    (``_sweep_tile_out``) and the one that ends with every row done writes the block's output
+    from them when their truncation is within FUSE_EPS (``_fused_output``: O at ``O_off``, and
+    O2 with NEED_O2; ``bad`` rows NaN).  Returns (τ', sweeps, buffer iterations, whether the
+    output was written); ``it`` counts the sweeps made before."""
     everyone = rows >= 0
     offs_c = tl.arange(0, CHUNK)
     it = it + tl.zeros([], tl.int32)  # a loop-carried tensor, also when a literal is passed
@@ -1337,34 +1421,85 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
 
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
-    while (n_open > 0) & (it < MAX_ITER):
-        if SKIP:  # the open rows' lowest lower end: tiles whose bound is below it add nothing
-            bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
-        F = tl.zeros([BLOCK_M], tl.float32)
-        G = tl.zeros([BLOCK_M], tl.float32)
-        S1 = tl.zeros([BLOCK_M], tl.float32)
-        CNT = tl.zeros([BLOCK_M], tl.float32)
-        DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
-        for i in range(0, n_list):
-            start_n = tl.load(L_row + i) * BLOCK_N
-            if SKIP:
-                tmax = tl.load(T_base + start_n // BLOCK_N)
-                if tmax > bound:
-                    F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
-                                                      offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                                                      tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
-                                                      BLOCK_N, MODE)
-            else:
-                F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
-                                                  offs_d, rows, m, c, start_m, lq, lk, stride_kn,
-                                                  tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
-                                                  BLOCK_N, MODE)
+    # (with FUSE only the first sweep here: the later ones also take the output's moments)
+    if FUSE:
+        lim = tl.minimum(MAX_ITER, 2)
+    else:
+        lim = MAX_ITER
+    while (n_open > 0) & (it < lim):
+        F, G, S1, CNT, DMIN = _sweep(q, K_base, T_base, L_row, n_list, m, tau, lo, done, rows,
+                                     offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp,
+                                     HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, SKIP)
         tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done,
                                                       everyone, convex, qexp, TOL, top, nv, MODE,
                                                       MODE == 3, CERT)
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
-    return tau, it, it_buf
+    wrote = it < 0
+    if FUSE:
+        # (α = 1.25) a sweep after the first usually ends with every row certified: its tiles'
+        # value rows too, and when it does end so, the output from its moments
+        # (``_fused_output``; the accumulators live in one loop step only)
+        while (n_open > 0) & (it < MAX_ITER):
+            tau_sw = tau
+            F = tl.zeros([BLOCK_M], tl.float32)
+            G = tl.zeros([BLOCK_M], tl.float32)
+            S1 = tl.zeros([BLOCK_M], tl.float32)
+            CNT = tl.zeros([BLOCK_M], tl.float32)
+            A4 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            A3 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            if NEED_O2:
+                A2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            else:
+                A2 = tl.zeros([1, 1], tl.float32)  # unused
+            for i in range(0, n_list):
+                start_n = tl.load(L_row + i) * BLOCK_N
+                F, G, S1, CNT, A4, A3, A2 = _sweep_tile_out(
+                    F, G, S1, CNT, A4, A3, A2, q, K_base, V_base, start_n, offs_n, offs_d,
+                    rows, m, c, start_m, lq, lk, stride_kn, stride_vn, tau, HEAD_DIM, CAUSAL,
+                    PREC, BLOCK_M, BLOCK_N, NEED_O2)
+            tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, F, tau, lo, hi, last_step,
+                                                          done, everyone, convex, qexp, TOL, top,
+                                                          nv, MODE, MODE == 3, CERT)
+            it += 1
+            n_open = tl.sum((~done).to(tl.int32), axis=0)
+            if n_open == 0:
+                wrote = _fused_output(A4, A3, A2, tau - tau_sw, S1, CNT, G, nv, rows, rmask,
+                                      bad, nv > 0, O, O2, O_off, stride_on, offs_d, FUSE_EPS,
+                                      NEED_O2, HEAD_DIM)
+    return tau, it, it_buf, wrote
+
+
+@triton.jit
+def _sweep(q, K_base, T_base, L_row, n_list, m, tau, lo, done, rows, offs_n, offs_d, start_m, lq,
+           lk, stride_kn, c, qexp, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
+           PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
+           SKIP: tl.constexpr):
+    """One sparse sweep over the listed tiles ``L_row[0:n_list]``: the rows' sums at τ
+    (``_sweep_tile``); with ``SKIP`` tiles whose bound (T_base) is below every open row's lower
+    end are skipped (they add nothing)."""
+    if SKIP:  # the open rows' lowest lower end: tiles whose bound is below it add nothing
+        bound = tl.min(tl.where(done, float("inf"), tl.minimum(lo, tau)), axis=0)
+    F = tl.zeros([BLOCK_M], tl.float32)
+    G = tl.zeros([BLOCK_M], tl.float32)
+    S1 = tl.zeros([BLOCK_M], tl.float32)
+    CNT = tl.zeros([BLOCK_M], tl.float32)
+    DMIN = tl.full([BLOCK_M], float("inf"), tl.float32)
+    for i in range(0, n_list):
+        start_n = tl.load(L_row + i) * BLOCK_N
+        if SKIP:
+            tmax = tl.load(T_base + start_n // BLOCK_N)
+            if tmax > bound:
+                F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
+                                                  offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                                                  tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
+                                                  BLOCK_N, MODE)
+        else:
+            F, G, S1, CNT, DMIN = _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n,
+                                              offs_d, rows, m, c, start_m, lq, lk, stride_kn,
+                                              tau, qexp, HEAD_DIM, CAUSAL, PREC, BLOCK_M,
+                                              BLOCK_N, MODE)
+    return F, G, S1, CNT, DMIN
 
 
 @triton.jit
@@ -1452,7 +1587,7 @@ def _solve_block(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
     ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False, SWEEP_CERT: tl.constexpr = True,
-    TAU0=None, START: tl.constexpr = False,
+    TAU0=None, START: tl.constexpr = False, FUSE: tl.constexpr = False, FUSE_EPS=0.0,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1515,12 +1650,20 @@ def _solve_block(
                      CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
     it = 1
 
-    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top,
-                                  n.to(tl.float32), last_step, done,
-                                  ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq, lk,
-                                  stride_kn, c, qexp, convex, TOL, MAX_ITER, it, HEAD_DIM, CAUSAL,
-                                  PREC, BLOCK_M, BLOCK_N, MODE, CAP, CHUNK, DIAG, SWEEP_SKIP,
-                                  SWEEP_CERT)
+    V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
+    O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
+    tau, it, it_buf, wrote = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi,
+                                         top, n.to(tl.float32), last_step, done,
+                                         ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq,
+                                         lk, stride_kn, c, qexp, convex, TOL, MAX_ITER, it,
+                                         HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
+                                         CHUNK, DIAG, SWEEP_SKIP, SWEEP_CERT, V_base, stride_vn,
+                                         FUSE, BLOCK_D, NEED_O2, bad, O, O2, O_off, stride_on,
+                                         FUSE_EPS)
+    if FUSE:
+        # (α = 1.25) GDONE = 1: the last sweep wrote the output (``_fused_output``), the output
+        # pass skips the block
+        tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, wrote.to(tl.int32))
     tau = tl.where(n > 0, tau, 0.0)
     if GATHER:
         # every row kept all its candidates (a superset of its support) and they are few next
@@ -1533,8 +1676,6 @@ def _solve_block(
         allfit = (tl.max(tl.where(miss, 1, 0), axis=0) == 0) & ~nobuf
         gather = allfit & (nmax.to(tl.float32) <= GRATIO * n_list.to(tl.float32))
         if gather:
-            V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
-            O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
             _gather_out(C_row, I_row, ncand, nmax, tau, bad, rows, rmask, V_base, stride_vn, O, O2,
                         O_off, stride_on, qexp, MODE, NEED_O2, BLOCK_M, BLOCK_D, HEAD_DIM)
         flag = gather.to(tl.int32)
@@ -1926,6 +2067,19 @@ def _sweep_rule(mode: int, head_dim: int) -> dict:
                 SWEEP_CERT=_SWEEP_CERT)
 
 
+def _fuse_output(mode: int, head_dim: int, block_d: int) -> bool:
+    """Whether the solve's sweeps may write α = 1.25 outputs (``_SWEEP_FUSE``): the sweep rule on,
+    padded head dims ≤ 64 (three BM × BD accumulators)."""
+    return (_SWEEP_FUSE and mode == MODE_125 and block_d <= 64
+            and _sweep_rule(mode, head_dim)["SWEEP_LIVE"] <= 100)
+
+
+def _fuse_eps(dtype: torch.dtype) -> float:
+    """The bound ``_fused_output`` allows on its truncation (relative to Σp = 1, times max |v|):
+    2⁻⁶ of the output dtype's unit roundoff."""
+    return {torch.bfloat16: 2.0**-14, torch.float16: 2.0**-17}.get(dtype, 2.0**-30)
+
+
 def _scan_sums(mode: int, head_dim: int) -> int:
     """The scan's SUMS constexpr (``_SCAN_SUMS``): the tiles seen before its guess of τ', or 0
     (off: not α = 1.25, or no block of this launch can take the sparse sweeps)."""
@@ -2110,14 +2264,17 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
     cap = _cand_cap(mode, nprog * BM * width)
     cand = torch.empty((nprog, BM, width * cap), **f32)
-    gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather else lcnt
+    # α = 1.25: blocks on the sparse sweeps may write their output from the last sweep's moments
+    # (``_SWEEP_FUSE``, ``_fused_output``): head dims ≤ 64 (three accumulators of BM × BD)
+    fuse = _fuse_output(mode, D, BD) and not need_dalpha
+    gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather or fuse else lcnt
     # gathered blocks of a training forward keep their rows' supports for the dQ kernel
     keep = gather and need_o2 and _DQ_GATHER
     S = _KEEP_SUPPORT
     sup = torch.empty((n_work, BM, S), dtype=torch.int32, device=dev) if keep else lcnt
     ns = torch.empty((n_work, BM), dtype=torch.int32, device=dev) if keep else lcnt
     return dict(geo, need_o2=need_o2, need_dalpha=need_dalpha, runs=runs, n_work=n_work,
-                gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
+                gather=gather, fuse=fuse, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
                 o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
                 work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns, tau0=tau0,
                 scan_sums=scan_sums)
@@ -2132,7 +2289,7 @@ def forward_result(st: dict, o: torch.Tensor) -> dict:
     return dict(o=o, o2=st["o2"] if st["need_o2"] else None, o3=st["o3"] if d else None,
                 hsum=st["hsum"] if d else None, m=st["m"], tau=st["tau"], tmax=st["tmax"],
                 tmin=st["tmin"], live=st["live"], lst=st["lst"], lcnt=st["lcnt"],
-                gathered=st["gdone"] if st["gather"] else None,
+                gathered=st["gdone"] if st["gather"] or st["fuse"] else None,
                 support=(st["sup"], st["ns"], st["S"]) if st["keep"] else None,
                 iters=st["iters"], cfg=st["cfg"])
 
@@ -2203,13 +2360,15 @@ def entmax_attention_fwd(
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
                                 ASM=_asm_stores(), TAU0=st["tau0"], START=st["scan_sums"] > 0,
+                                FUSE=st["fuse"], FUSE_EPS=_fuse_eps(out_dtype),
                                 **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, gdone,
                                  cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
-                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha, GATHER=gather,
+                                 MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha,
+                                 GATHER=gather or st["fuse"],
                                  WIDE_U=need_o2 and mode == MODE_GENERIC and v.dtype == torch.float16,
                                  **common,
                                  **_launch("output", tiles),

@@ -19,7 +19,7 @@ from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
 _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
-_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
+_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO", "FUSE_EPS"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
           "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "GDONE": "*i32", "SUP": "*i32", "NS": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
@@ -107,10 +107,18 @@ def cases():
         if mode in (A.MODE_GENERIC, A.MODE_125):
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)
+        fuse = A._fuse_output(mode, 64, 64)
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                    START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                    START=sums > 0, FUSE=fuse, **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
+        if mode == A.MODE_125:  # the output from the last sweep (``_SWEEP_FUSE``), both forms
+            for o2 in (False, True):
+                yield (f"attention solve mode {mode} fused output{' with O2' if o2 else ''}",
+                       A._fwd_solve_kernel,
+                       dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
+                            START=sums > 0, FUSE=True, NEED_O2=o2, **A._sweep_rule(mode, 64)), 4,
+                       A._regs("solve", mode))
         # the default: candidate key indices copied, gathered output with O2 (training)
         yield (f"attention solve mode {mode} gathered output", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),

@@ -871,6 +871,93 @@ def test_scan_sums_start_the_sweeps(monkeypatch, causal):
     assert sweeps[16] < sweeps[0], sweeps
 
 
+def _alpha_125_fused(monkeypatch, q, k, v, causal, fuse, eps=None, do=None):
+    """α = 1.25 attention with every block on the sparse sweeps and ``_SWEEP_FUSE`` = fuse (and
+    ``_fuse_eps`` returning eps when given): (out, stats, gradients or None)."""
+    import sparsemap_tools.gpu.attention as ga
+
+    monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
+    monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
+    monkeypatch.setattr(ga, "_SWEEP_FUSE", fuse)
+    if eps is not None:
+        monkeypatch.setattr(ga, "_fuse_eps", lambda dtype: eps)
+    qq, kk, vv = (x.detach().clone().requires_grad_(do is not None) for x in (q, k, v))
+    out, st = entmax_attention(qq, kk, vv, alpha=1.25, is_causal=causal, return_stats=True,
+                               backend="triton")
+    grads = None
+    if do is not None:
+        out.backward(do)
+        grads = (qq.grad, kk.grad, vv.grad)
+    return out.detach(), st, grads
+
+
+@_triton
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_output_alpha_125(monkeypatch, causal):
+    """α = 1.25 blocks on the sparse sweeps write their output from the last sweep's moments
+    (``_SWEEP_FUSE``, ``_fused_output``): the output, τ (Σp within 1e-5) and, through O2, the
+    three gradients match the float64 reference; most blocks are written that way (the stats'
+    ``gathered``); and with the error allowance below zero no block is, and the result is the
+    output pass's.  (float32 inputs, whose default allowance 2⁻³⁰ lets few blocks through, with
+    an allowance of 10⁻⁷, 10⁻⁶ for the two-moment form: still below the tolerances.)"""
+    q, k, v = _inputs(1, 2, 2, 300, 300, 32, seed=3)
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(4)).to(q.device)
+    ref, tau_ref, g_ref = _ref(q, k, v, 1.25, causal, do=do)
+    out, st, grads = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=1e-7, do=do)
+    assert float(st.gathered) >= 0.5, float(st.gathered)
+    _assert_close(out, ref, *_tol(1.25), "out (fused)")
+    _assert_close(st.tau, tau_ref, 5e-5, 1e-5, "tau (fused)")
+    assert (_row_sums_from_tau(q, k, st.tau, 1.25, causal) - 1).abs().max() <= 1e-5
+    for name, g, gr in zip(("dq", "dk", "dv"), grads, g_ref[:3]):
+        _assert_close(g, gr, 2e-5, 1e-3, name + " (fused)")
+    # inference (no O2: the two-moment form) fuses too
+    out_i, st_i, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=1e-6)
+    assert float(st_i.gathered) >= 0.5
+    _assert_close(out_i, ref, *_tol(1.25), "out (fused, inference)")
+    out0, st0, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=-1.0)
+    assert float(st0.gathered) == 0.0
+    out1, st1, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, False)
+    assert float(st1.gathered) == 0.0
+    assert torch.equal(out0, out1)
+    assert torch.equal(st0.tau, st1.tau)
+
+
+@_triton
+def test_fused_output_matches_output_pass(monkeypatch):
+    """The fused α = 1.25 output (inference and training forwards) against the output pass on
+    the same τ, on Gaussian, shifted (~10⁴), tied, heavy-tailed and block-sparse keys, causal or
+    not (hypothesis): τ bitwise equal, the outputs equal to float32 rounding (the moments'
+    truncation is bounded below it, ``_fuse_eps``; 10⁻⁶ here, with float32 inputs), and the
+    gradients (through O2) no further from the float64 reference than the output pass's (on
+    shifted keys dq is ill-conditioned: a difference of terms ~10⁴ larger)."""
+    hyp = pytest.importorskip("hypothesis")
+    hst = hyp.strategies
+
+    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.given(kind=hst.sampled_from(["randn", "shifted", "ties", "heavy", "segments"]),
+               N=hst.sampled_from([70, 130, 200]), causal=hst.booleans(),
+               train=hst.booleans(), seed=hst.integers(0, 2**16))
+    @hyp.example(kind="shifted", N=130, causal=True, train=True, seed=5)
+    @hyp.example(kind="ties", N=200, causal=False, train=False, seed=6)
+    def check(kind, N, causal, train, seed):
+        q, k, v = _scan_sums_inputs(kind, N, causal, seed)
+        do = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed)).to(q.device) \
+            if train else None
+        out1, st1, g1 = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=1e-6, do=do)
+        out0, st0, g0 = _alpha_125_fused(monkeypatch, q, k, v, causal, False, do=do)
+        assert torch.equal(st1.tau.nan_to_num(), st0.tau.nan_to_num())
+        scale = v.abs().max().item()
+        _assert_close(out1, out0, 2e-6 * scale, 1e-5, f"fused vs output pass ({kind})")
+        if train:
+            g_ref = _ref(q, k, v, 1.25, causal, do=do)[2]
+            for name, a, b, r in zip(("dq", "dk", "dv"), g1, g0, g_ref):
+                e1 = (a.double().cpu() - r.cpu()).abs().max().item()
+                e0 = (b.double().cpu() - r.cpu()).abs().max().item()
+                assert e1 <= 2 * e0 + 1e-6 * r.abs().max().item(), (name, kind, e1, e0)
+
+    check()
+
+
 @_triton
 @pytest.mark.parametrize("where", ["q nan", "q +inf", "k nan", "k -inf"])
 @pytest.mark.parametrize("causal", [True, False])
@@ -1453,6 +1540,35 @@ def test_gpu_scan_sums_alpha_125(monkeypatch, D):
     sweeps = {sums: _alpha_125_with_sums(monkeypatch, q, k, v, ref, tau_ref, True, sums)[1]
               for sums in (0, 16)}
     assert sweeps[16] <= sweeps[0], sweeps
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("train", [False, True])
+def test_gpu_fused_output_alpha_125(monkeypatch, train):
+    """α = 1.25, bfloat16, 4096 causal keys, D = 64, the default sweep rule: the dense blocks
+    write their output from the last sweep's moments (``_SWEEP_FUSE``) — most of them — and the
+    output (and gradients, through O2) is as close to the float64 reference as with the output
+    pass."""
+    import sparsemap_tools.gpu.attention as ga
+
+    q, k, v = _inputs(1, 4, 4, 4096, 4096, 64, dtype=torch.bfloat16, seed=7)
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).to(q) if train else None
+    ref, _, g_ref = _ref(q, k, v, 1.25, True, do=do)
+    errs, fused = {}, {}
+    for fuse in (True, False):
+        monkeypatch.setattr(ga, "_SWEEP_FUSE", fuse)
+        qq, kk, vv = (x.detach().clone().requires_grad_(train) for x in (q, k, v))
+        out, st = entmax_attention(qq, kk, vv, alpha=1.25, is_causal=True, return_stats=True)
+        fused[fuse] = float(st.gathered)
+        errs[fuse] = [((out.double() - ref).norm() / ref.norm()).item()]
+        if train:
+            out.backward(do)
+            errs[fuse] += [((x.grad.double() - gr).norm() / gr.norm()).item()
+                           for x, gr in zip((qq, kk, vv), g_ref[:3])]
+    assert fused[True] >= 0.5 and fused[False] == 0.0, fused
+    for e1, e0 in zip(errs[True], errs[False]):
+        assert e1 <= 1.1 * e0 + 1e-4, errs
 
 
 @gpu
