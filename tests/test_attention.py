@@ -900,7 +900,7 @@ def test_fused_output_alpha_125(monkeypatch, causal):
     ``gathered``); and with the error allowance below zero no block is, and the result is the
     output pass's.  (float32 inputs, whose default allowance 2⁻³⁰ lets few blocks through, with
     an allowance of 10⁻⁷, 10⁻⁶ for the two-moment form: still below the tolerances.)"""
-    q, k, v = _inputs(1, 2, 2, 300, 300, 32, seed=3)
+    q, k, v = _inputs(1, 2, 2, 200, 200, 32, seed=3)
     do = torch.randn(q.shape, generator=torch.Generator().manual_seed(4)).to(q.device)
     ref, tau_ref, g_ref = _ref(q, k, v, 1.25, causal, do=do)
     out, st, grads = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=1e-7, do=do)
@@ -933,12 +933,11 @@ def test_fused_output_matches_output_pass(monkeypatch):
     hyp = pytest.importorskip("hypothesis")
     hst = hyp.strategies
 
-    @hyp.settings(max_examples=6, deadline=None, derandomize=True)
+    @hyp.settings(max_examples=4, deadline=None, derandomize=True)
     @hyp.given(kind=hst.sampled_from(["randn", "shifted", "ties", "heavy", "segments"]),
-               N=hst.sampled_from([70, 130, 200]), causal=hst.booleans(),
+               N=hst.sampled_from([70, 130]), causal=hst.booleans(),
                train=hst.booleans(), seed=hst.integers(0, 2**16))
     @hyp.example(kind="shifted", N=130, causal=True, train=True, seed=5)
-    @hyp.example(kind="ties", N=200, causal=False, train=False, seed=6)
     def check(kind, N, causal, train, seed):
         q, k, v = _scan_sums_inputs(kind, N, causal, seed)
         do = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed)).to(q.device) \
