@@ -115,10 +115,10 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           # 16 or 32 interior tiles, and after 16 with the scan's registers uncapped
           "nosums": dict(sums=0), "sums8": dict(sums=8), "sums16": dict(sums=16),
           "sums32": dict(sums=32), "sumsfree": dict(sums=16, maxnreg={"scan_sums": 0}),
-          # α = 1.25: the output from the last sweep's moments (``_SWEEP_FUSE``) off / on, and on
-          # with the solve at 200 registers (no spills in its sweep loops on sm_90; 168 otherwise)
-          "fuse0": dict(fuse=False), "fuse1": dict(fuse=True),
-          "fuse200": dict(fuse=True, maxnreg={"solve": 200})}
+          # α = 1.25: the output from the last sweep's moments (``_SWEEP_FUSE``) off / on / on for
+          # inference only, and on with the solve at 200 registers (168 otherwise)
+          "fuse0": dict(fuse=0), "fuse1": dict(fuse=1), "fuse2": dict(fuse=2),
+          "fuse200": dict(fuse=1, maxnreg={"solve": 200})}
 
 
 def apply_variant(name: str) -> None:

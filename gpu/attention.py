@@ -183,8 +183,9 @@ _SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
 # α = 1.25 blocks on the sparse sweeps (head dims ≤ 64, no ∂/∂α): every sweep after the first
 # also accumulates the output's moments Σd⁴v, Σd³v (and Σd²v for a training forward), and a
 # block whose rows all stop in that sweep writes its output from them (``_fused_output``)
-# instead of leaving it to the output pass.  "1": on; off by default until timed on a GPU
-_SWEEP_FUSE = os.environ.get("SPARSEMAP_ATTN_SWEEP_FUSE", "0") == "1"
+# instead of leaving it to the output pass.  "1": on; "2": inference forwards only (a training
+# forward's third moment spills at the solve's register cap); off by default until timed
+_SWEEP_FUSE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_FUSE", "0"))
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -2067,10 +2068,13 @@ def _sweep_rule(mode: int, head_dim: int) -> dict:
                 SWEEP_CERT=_SWEEP_CERT)
 
 
-def _fuse_output(mode: int, head_dim: int, block_d: int) -> bool:
-    """Whether the solve's sweeps may write α = 1.25 outputs (``_SWEEP_FUSE``): the sweep rule on,
-    padded head dims ≤ 64 (three BM × BD accumulators)."""
-    return (_SWEEP_FUSE and mode == MODE_125 and block_d <= 64
+def _fuse_output(mode: int, head_dim: int, block_d: int, need_o2: bool = False) -> bool:
+    """Whether the solve's sweeps may write α = 1.25 outputs (``_SWEEP_FUSE``: 1, or 2 and no O2
+    needed): the sweep rule on, padded head dims ≤ 64 (two or three BM × BD accumulators)."""
+    if _SWEEP_FUSE not in (0, 1, 2):
+        raise ValueError(f"SPARSEMAP_ATTN_SWEEP_FUSE must be 0, 1 or 2, got {_SWEEP_FUSE!r}")
+    on = _SWEEP_FUSE == 1 or (_SWEEP_FUSE == 2 and not need_o2)
+    return (on and mode == MODE_125 and block_d <= 64
             and _sweep_rule(mode, head_dim)["SWEEP_LIVE"] <= 100)
 
 
@@ -2266,7 +2270,7 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     cand = torch.empty((nprog, BM, width * cap), **f32)
     # α = 1.25: blocks on the sparse sweeps may write their output from the last sweep's moments
     # (``_SWEEP_FUSE``, ``_fused_output``): head dims ≤ 64 (three accumulators of BM × BD)
-    fuse = _fuse_output(mode, D, BD) and not need_dalpha
+    fuse = _fuse_output(mode, D, BD, need_o2) and not need_dalpha
     gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather or fuse else lcnt
     # gathered blocks of a training forward keep their rows' supports for the dQ kernel
     keep = gather and need_o2 and _DQ_GATHER

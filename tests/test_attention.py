@@ -871,6 +871,27 @@ def test_scan_sums_start_the_sweeps(monkeypatch, causal):
     assert sweeps[16] < sweeps[0], sweeps
 
 
+@_triton
+def test_fuse_setting():
+    """``SPARSEMAP_ATTN_SWEEP_FUSE``: 1 fuses α = 1.25 forwards with and without O2, 2 only
+    those without (inference), 0 none, other α and head dims above 64 never; another value is
+    a clear error."""
+    import sparsemap_tools.gpu.attention as ga
+
+    old = ga._SWEEP_FUSE
+    try:
+        for setting, want in ((0, (False, False)), (1, (True, True)), (2, (True, False))):
+            ga._SWEEP_FUSE = setting
+            assert (ga._fuse_output(ga.MODE_125, 64, 64), ga._fuse_output(ga.MODE_125, 64, 64, True)) == want
+            assert not ga._fuse_output(ga.MODE_15, 64, 64)
+            assert not ga._fuse_output(ga.MODE_125, 128, 128)
+        ga._SWEEP_FUSE = 3
+        with pytest.raises(ValueError, match="SWEEP_FUSE"):
+            ga._fuse_output(ga.MODE_125, 64, 64)
+    finally:
+        ga._SWEEP_FUSE = old
+
+
 def _alpha_125_fused(monkeypatch, q, k, v, causal, fuse, eps=None, do=None):
     """α = 1.25 attention with every block on the sparse sweeps and ``_SWEEP_FUSE`` = fuse (and
     ``_fuse_eps`` returning eps when given): (out, stats, gradients or None)."""
@@ -878,7 +899,7 @@ def _alpha_125_fused(monkeypatch, q, k, v, causal, fuse, eps=None, do=None):
 
     monkeypatch.setattr(ga, "_SWEEP_LIVE", 0)
     monkeypatch.setattr(ga, "_SWEEP_MIN", 0)
-    monkeypatch.setattr(ga, "_SWEEP_FUSE", fuse)
+    monkeypatch.setattr(ga, "_SWEEP_FUSE", int(fuse))
     if eps is not None:
         monkeypatch.setattr(ga, "_fuse_eps", lambda dtype: eps)
     qq, kk, vv = (x.detach().clone().requires_grad_(do is not None) for x in (q, k, v))
@@ -910,8 +931,8 @@ def test_fused_output_alpha_125(monkeypatch, causal):
     assert (_row_sums_from_tau(q, k, st.tau, 1.25, causal) - 1).abs().max() <= 1e-5
     for name, g, gr in zip(("dq", "dk", "dv"), grads, g_ref[:3]):
         _assert_close(g, gr, 2e-5, 1e-3, name + " (fused)")
-    # inference (no O2: the two-moment form) fuses too
-    out_i, st_i, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=1e-6)
+    # inference (no O2: the two-moment form) fuses too, also with the inference-only setting 2
+    out_i, st_i, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, 2, eps=1e-6)
     assert float(st_i.gathered) >= 0.5
     _assert_close(out_i, ref, *_tol(1.25), "out (fused, inference)")
     out0, st0, _ = _alpha_125_fused(monkeypatch, q, k, v, causal, True, eps=-1.0)
@@ -1556,7 +1577,7 @@ def test_gpu_fused_output_alpha_125(monkeypatch, train):
     ref, _, g_ref = _ref(q, k, v, 1.25, True, do=do)
     errs, fused = {}, {}
     for fuse in (True, False):
-        monkeypatch.setattr(ga, "_SWEEP_FUSE", fuse)
+        monkeypatch.setattr(ga, "_SWEEP_FUSE", int(fuse))
         qq, kk, vv = (x.detach().clone().requires_grad_(train) for x in (q, k, v))
         out, st = entmax_attention(qq, kk, vv, alpha=1.25, is_causal=True, return_stats=True)
         fused[fuse] = float(st.gathered)
