@@ -79,8 +79,8 @@ if [ "${1:-}" = fuse ]; then
     --variants default,fuse1,fuse200 --rounds 2 --fb --out /tmp/sf > "$O/stages_fuse_d64.txt" 2>&1
   echo "stages D=64 rc $?"; cp /tmp/sf/gpu_attention_stages.json "$O/stages_fuse_d64.json" 2>/dev/null
   grep -v "^{" "$O/stages_fuse_d64.txt" | tail -n 9 | cut -c1-150
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'attention and (fused or alpha_125 or sweep or deterministic)'" \
+    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention, alpha 1.25) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
   SPARSEMAP_ATTN_SWEEP_FUSE=1 check_attn fuse
   exit 0
 fi
