@@ -182,7 +182,7 @@ def main() -> None:
                 x.requires_grad_(False)
                 x.grad = None
         for rnd in range(args.rounds):
-            for var in args.variants.split(","):
+            for var in [v_ for v_ in args.variants.split(",") if v_]:
                 apply_variant(var)
                 try:
                     with torch.no_grad():

@@ -73,15 +73,15 @@ fi
 if [ "${1:-}" = fuse ]; then
   # alpha = 1.25's output from the last sweep's moments (2026-12-08; off by default until
   # timed): forward and forward+backward stages at N = 16k D = 64 causal (random and topics, 2
-  # rounds: off, on, on with the solve at 200 registers), the attention GPU tests, the check
-  # with it on
+  # rounds: off, on; FUSE_MORE=fuse200 adds the solve at 200 registers), the alpha = 1.25 GPU
+  # tests, and with FUSE_CHECK=1 the float64 check with it on
   timeout 300 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
-    --variants default,fuse1,fuse200 --rounds 2 --fb --out /tmp/sf > "$O/stages_fuse_d64.txt" 2>&1
+    --variants default,fuse1,${FUSE_MORE:-} --rounds 2 --fb --out /tmp/sf > "$O/stages_fuse_d64.txt" 2>&1
   echo "stages D=64 rc $?"; cp /tmp/sf/gpu_attention_stages.json "$O/stages_fuse_d64.json" 2>/dev/null
   grep -v "^{" "$O/stages_fuse_d64.txt" | tail -n 9 | cut -c1-150
-  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'attention and (fused or alpha_125 or sweep or deterministic)'" \
+  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'attention and (fused or alpha_125)'" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention, alpha 1.25) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
-  SPARSEMAP_ATTN_SWEEP_FUSE=1 check_attn fuse
+  [ -n "${FUSE_CHECK:-}" ] && SPARSEMAP_ATTN_SWEEP_FUSE=1 check_attn fuse
   exit 0
 fi
 if [ "${1:-}" = sums ]; then
