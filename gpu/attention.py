@@ -1309,8 +1309,9 @@ def _fused_output(A4, A3, A2, x, H, S, G, nv, rows, rmask, bad, has, O, O2, O_of
     """α = 1.25: the output of a block from its last sweep's moments, or nothing.
 
     The sweep ran at τ_s (per row) and the row's final threshold is τ_s + x (x = 0 for rows done
-    before it; every row is done: the sweep that ends the solve).  With d = [z − τ_s]_+ and A_k = Σ_j d_j^k v_j, the weights at τ_s + x are
-    (d − x)⁴ = d⁴ − 4xd³ + 6x²d² − 4x³d + x⁴ for every key with d > x, so
+    before it; every row is done: the sweep that ends the solve).  With d = [z − τ_s]_+ and
+    A_k = Σ_j d_j^k v_j, the weights at τ_s + x are (d − x)⁴ = d⁴ − 4xd³ + 6x²d² − 4x³d + x⁴ for
+    every key with d > x, so
 
         out = A4 − 4x·A3 + E₃,          |E₃| ≤ (6x²·H + 4|x|³·S + 2·nv·x⁴)·max_j |v_j|
         out = A4 − 4x·A3 + 6x²·A2 + E₂, |E₂| ≤ (4|x|³·S + 2·nv·x⁴)·max_j |v_j|
@@ -1320,8 +1321,8 @@ def _fused_output(A4, A3, A2, x, H, S, G, nv, rows, rmask, bad, has, O, O2, O_of
     forward keeps A4 and A3, a training one also A2 for O2 = Σu v / Σu with u = (d − x)³:
     Σu = G − 3xH + 3x²S (G = Σd³) and the numerator A3 − 3x·A2, both to within
     (3x²·S + 2·nv·|x|³)·max|v|.  Written (and true returned) only when the bounds of every row
-    (with keys, ``has``; ``bad`` rows get NaN) are ≤ EPS (relative to Σp = 1 and to Σu; the launcher takes EPS far below
-    the output dtype's rounding, ``_fuse_eps``).  The certified steps are small (16k Gaussian
+    (with keys, ``has``; ``bad`` rows get NaN) are ≤ EPS (relative to Σp = 1 and to Σu; the
+    launcher takes EPS far below the output dtype's rounding, ``_fuse_eps``).  The certified steps are small (16k Gaussian
     keys, float64 replay: |x| ≤ 2.3·10⁻⁴, E₃'s bound ≤ 6·10⁻⁶) so this holds for most blocks in
     bfloat16; the output pass does the others."""
     ax = tl.abs(x)
