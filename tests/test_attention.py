@@ -944,6 +944,29 @@ def test_fused_output_alpha_125(monkeypatch, causal):
 
 
 @_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_output_half_precision(monkeypatch, dtype):
+    """The fused α = 1.25 output with 16-bit inputs and their default allowance (``_fuse_eps``:
+    2⁻¹⁷ for float16, 2⁻¹⁴ for bfloat16): written in the input dtype, as close to the float64
+    reference as the output pass's result, gradients too."""
+    q, k, v = _inputs(1, 2, 2, 130, 130, 32, dtype=dtype, seed=9)
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(10)).to(q)
+    ref, _, g_ref = _ref(q, k, v, 1.25, True, do=do)
+    res = {}
+    for fuse in (True, False):
+        res[fuse] = _alpha_125_fused(monkeypatch, q, k, v, True, fuse, do=do)
+    out1, st1, g1 = res[True]
+    assert out1.dtype == dtype and float(st1.gathered) > 0
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    _assert_close(out1, ref, tol, tol, "out (fused)")
+    for name, a, b, r in zip(("out", "dq", "dk", "dv"), (out1, *g1), (res[False][0], *res[False][2]),
+                             (ref, *g_ref[:3])):
+        e1 = (a.double() - r).abs().max().item()
+        e0 = (b.double() - r).abs().max().item()
+        assert e1 <= 1.5 * e0 + tol * 0.1 * r.abs().max().item(), (name, e1, e0)
+
+
+@_triton
 def test_fused_output_matches_output_pass(monkeypatch):
     """The fused α = 1.25 output (inference and training forwards) against the output pass on
     the same τ, on Gaussian, shifted (~10⁴), tied, heavy-tailed and block-sparse keys, causal or
