@@ -71,8 +71,8 @@ PY
   exit 0
 fi
 if [ "${1:-}" = fuse ]; then
-  # alpha = 1.25's output from the last sweep's moments (2026-12-08; off by default until
-  # timed): forward and forward+backward stages at N = 16k D = 64 causal (random and topics, 2
+  # alpha = 1.25's output from the last sweep's moments (2026-12-08; off by default, run the
+  # same day): forward and forward+backward stages at N = 16k D = 64 causal (random and topics, 2
   # rounds: off, on; FUSE_MORE=fuse200 adds the solve at 200 registers), the alpha = 1.25 GPU
   # tests, and with FUSE_CHECK=1 the float64 check with it on
   timeout 300 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
@@ -85,7 +85,7 @@ if [ "${1:-}" = fuse ]; then
   exit 0
 fi
 if [ "${1:-}" = sums ]; then
-  # alpha = 1.25's scan sums (2026-12-07, seventh session; off by default, not yet timed) and the
+  # alpha = 1.25's scan sums (2026-12-07, seventh session; off by default; run 2026-12-08) and the
   # cubic certificate (on): forward stages at N = 16k D = 64 causal (random and topics, 2
   # rounds: off, on with 16 / 8 / 32 tiles before the guess, on without the register cap), the
   # GPU tests of attention (test_gpu_scan_sums_alpha_125 included), D = 128, the float64 check

@@ -978,6 +978,15 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
 
 
 @triton.jit
+def _quartic_powers(d):
+    """α = 1.25: [d]_+ = max(d, 0) and its powers 2, 3, 4 (p = d⁴, u = d³; the sweeps' sums, the
+    fused output's moments)."""
+    dp = tl.maximum(d, 0.0)
+    d2 = dp * dp
+    return dp, d2, d2 * dp, d2 * d2
+
+
+@triton.jit
 def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
     """(F, G, S1, CNT, DMIN) of d = z − τ over a tile (see ``_solver_update``)."""
     d = z - tau[:, None]
@@ -988,10 +997,9 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
         # d > 0 used by several sums made the compiler keep 32 predicates per thread packed into
         # bit fields of general registers (a LOP3 to set and one to test each; sm_90 SASS of the
         # sweep loop: 890 instructions per tile before)
-        dp = tl.maximum(d, 0.0)
-        d2 = dp * dp
-        F = tl.sum(d2 * d2, axis=1)
-        G = tl.sum(d2 * dp, axis=1)
+        dp, d2, d3, d4 = _quartic_powers(d)
+        F = tl.sum(d4, axis=1)
+        G = tl.sum(d3, axis=1)
         S1 = tl.sum(d2, axis=1)
         CNT = tl.sum(dp, axis=1)
         return F, G, S1, CNT, F
@@ -1291,10 +1299,7 @@ def _sweep_tile_out(F, G, S1, CNT, A4, A3, A2, q, K_base, V_base, start_n, offs_
     cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
                           stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
     v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-    dp = tl.maximum(z - tau[:, None], 0.0)
-    d2 = dp * dp
-    d3 = d2 * dp
-    d4 = d2 * d2
+    dp, d2, d3, d4 = _quartic_powers(z - tau[:, None])
     A4 += tl.dot(d4.to(v.dtype), v, input_precision=PREC)
     A3 += tl.dot(d3.to(v.dtype), v, input_precision=PREC)
     if A2_TOO:
@@ -1331,8 +1336,8 @@ def _fused_output(A4, A3, A2, x, H, S, G, nv, rows, rmask, bad, has, O, O2, O_of
     if not NEED_O2:
         err += 6.0 * x2 * H
     ok = err <= EPS
-    su = G - 3.0 * x * H + 3.0 * x2 * S
     if NEED_O2:
+        su = G - 3.0 * x * H + 3.0 * x2 * S
         err2 = (3.0 * x2 * S + 2.0 * nv * x2 * ax) / tl.where(su > 0, su, 1.0)
         ok = ok & (err2 <= EPS)
     use = tl.max(tl.where(rmask & ~bad & has & ~ok, 1, 0), axis=0) == 0
