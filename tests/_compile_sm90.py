@@ -243,30 +243,59 @@ def cases():
 
 
 _CASES: list = []  # ``cases()``, listed once by ``main`` (forked workers inherit it)
+_DIGEST: list = []  # [True] when ``main`` reports each case's SASS digest
+
+
+def sass_digest(compiled) -> str:
+    """SHA-256 (first 16 hex digits) of a compiled kernel's sm_90 instructions as the nvdisasm
+    bundled with Triton prints them (no line information): equal digests, the same machine
+    code — how a refactoring that should not change the kernels is checked."""
+    import hashlib
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.TemporaryDirectory() as d:
+        cubin = Path(d) / "k.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([str(tool), "-c", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
+    body = "\n".join(ln for ln in sass.splitlines() if not ln.lstrip().startswith("//"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _compile_case(i: int) -> str:
-    """Compile case ``i`` of ``_CASES`` (in a worker process); returns its name."""
+    """Compile case ``i`` of ``_CASES`` (in a worker process); returns its name (and, with
+    ``--digest``, its SASS digest after a tab)."""
     name, kernel, consts, nw, *opts = _CASES[i]
-    compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
-    return name
+    out = compile_sm90(kernel, consts, nw, **(opts[0] if opts else {}))
+    return f"{name}\t{sass_digest(out)}" if _DIGEST else name
 
 
-def main(jobs: int) -> int:
+def main(jobs: int, digest: str | None = None) -> int:
     """Compile every case, ``jobs`` at a time (worker processes: the compiles are CPU-bound
-    and independent; CI has 2 cores).  Prints a line per kernel; non-zero on any error."""
+    and independent; CI has 2 cores).  Prints a line per kernel; non-zero on any error.  With
+    ``digest`` a path, also writes "case<TAB>SASS digest" lines there (``sass_digest``)."""
     _CASES[:] = cases()
+    _DIGEST[:] = [True] if digest else []
     n_cases = len(_CASES)
+    lines = []
     if jobs <= 1:
         for i in range(n_cases):
-            print("compiled:", _compile_case(i), flush=True)
+            lines.append(_compile_case(i))
+            print("compiled:", lines[-1], flush=True)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
             for name in ex.map(_compile_case, range(n_cases)):  # re-raises a worker's error
+                lines.append(name)
                 print("compiled:", name, flush=True)
+    if digest:
+        with open(digest, "w") as fh:
+            fh.write("".join(ln + "\n" for ln in lines))
     print(f"all {n_cases} kernels compiled for sm_90 with triton {triton.__version__}")
     return 0
 
@@ -276,4 +305,6 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description="compile every kernel for sm_90")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
-    sys.exit(main(ap.parse_args().jobs))
+    ap.add_argument("--digest", help="write each case's SASS digest to this file")
+    args = ap.parse_args()
+    sys.exit(main(args.jobs, args.digest))
