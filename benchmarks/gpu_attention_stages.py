@@ -82,8 +82,7 @@ _DEFAULTS = dict(cap=GA._CAND_CAP, budget=GA._CAND_BUDGET, top2=GA._SCAN_TOP2,
                  sweep=GA._SWEEP_LIVE, sweep_min=GA._SWEEP_MIN, sweep_d=GA._SWEEP_MAX_D,
                  gather=GA._GATHER_RATIO,
                  dqg=GA._DQ_GATHER, keep=GA._KEEP_SUPPORT, asm=GA._ASM_STORE, scantma=GA._SCAN_TMA,
-                 cert=GA._SWEEP_CERT, skip=GA._SWEEP_SKIP, sums=GA._SCAN_SUMS,
-                 fuse=GA._SWEEP_FUSE)
+                 cert=GA._SWEEP_CERT, skip=GA._SWEEP_SKIP)
 _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nit2": dict(nit=2), "nit4": dict(nit=4), "nit6": dict(nit=6),
           "sweepoff": dict(sweep=101), "sweep50": dict(sweep=50), "sweep90": dict(sweep=90),
@@ -110,15 +109,7 @@ _OTHER = {"persist": dict(persist="1"), "nopersist": dict(persist="0"),
           "nocert": dict(cert=False), "noskip": dict(skip=False),
           "nocertnoskip": dict(cert=False, skip=False),
           "skip": dict(skip=True), "nocertskip": dict(cert=False, skip=True),
-          "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2),
-          # α = 1.25: the scan's sums at its guess of τ' (``_SCAN_SUMS``) off, guessing after 8,
-          # 16 or 32 interior tiles, and after 16 with the scan's registers uncapped
-          "nosums": dict(sums=0), "sums8": dict(sums=8), "sums16": dict(sums=16),
-          "sums32": dict(sums=32), "sumsfree": dict(sums=16, maxnreg={"scan_sums": 0}),
-          # α = 1.25: the output from the last sweep's moments (``_SWEEP_FUSE``) off / on / on for
-          # inference only, and on with the solve at 200 registers (168 otherwise)
-          "fuse0": dict(fuse=0), "fuse1": dict(fuse=1), "fuse2": dict(fuse=2),
-          "fuse200": dict(fuse=1, maxnreg={"solve": 200})}
+          "nocopyg0": dict(gather=0.0, diag=1), "nobufg0": dict(gather=0.0, diag=2)}
 
 
 def apply_variant(name: str) -> None:
@@ -132,8 +123,6 @@ def apply_variant(name: str) -> None:
     GA._ASM_STORE = o["asm"]
     GA._SCAN_TMA = o["scantma"]
     GA._SWEEP_CERT, GA._SWEEP_SKIP = o["cert"], o["skip"]
-    GA._SCAN_SUMS = o["sums"]
-    GA._SWEEP_FUSE = o["fuse"]
     GA._SOLVE_DIAG = o.get("diag", _DIAG.get(name, 0))
     GA._MAXNREG = dict(o.get("maxnreg", {}))
     GA._TILES_ENV = o["tiles"]

@@ -17,8 +17,8 @@
 # breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); `... hold`: GPU tests and
 # the held-row option of the row-wise streaming kernel (2026-12-07, fourth session); `... cert`:
 # alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session);
-# `... sums`: alpha = 1.25's scan sums and the cubic certificate (written 2026-12-07, seventh
-# session; run 2026-12-08 on an H200); `... fuse`: alpha = 1.25's output from the last sweep.
+# the modes `sums` and `fuse` (alpha = 1.25's scan sums and output from the last sweep, run
+# 2026-12-08) went with those options (removed 2026-12-08, ninth session; code at 2adc9e4).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -68,38 +68,6 @@ PY
     cp /tmp/s_$1_$2/gpu_attention_stages.json "$O/stages_$1_$2.json" 2>/dev/null
     tail -n 7 "$O/stages_$1_$2.txt" | cut -c1-140
   done
-  exit 0
-fi
-if [ "${1:-}" = fuse ]; then
-  # alpha = 1.25's output from the last sweep's moments (2026-12-08; off by default, run the
-  # same day): forward and forward+backward stages at N = 16k D = 64 causal (random and topics, 2
-  # rounds: off, on; FUSE_MORE=fuse200 adds the solve at 200 registers), the alpha = 1.25 GPU
-  # tests, and with FUSE_CHECK=1 the float64 check with it on
-  timeout 300 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
-    --variants default,fuse1,${FUSE_MORE:-} --rounds 2 --fb --out /tmp/sf > "$O/stages_fuse_d64.txt" 2>&1
-  echo "stages D=64 rc $?"; cp /tmp/sf/gpu_attention_stages.json "$O/stages_fuse_d64.json" 2>/dev/null
-  grep -v "^{" "$O/stages_fuse_d64.txt" | tail -n 9 | cut -c1-150
-  timeout 120 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k 'attention and (fused or alpha_125)'" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention, alpha 1.25) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
-  [ -n "${FUSE_CHECK:-}" ] && SPARSEMAP_ATTN_SWEEP_FUSE=1 check_attn fuse
-  exit 0
-fi
-if [ "${1:-}" = sums ]; then
-  # alpha = 1.25's scan sums (2026-12-07, seventh session; off by default; run 2026-12-08) and the
-  # cubic certificate (on): forward stages at N = 16k D = 64 causal (random and topics, 2
-  # rounds: off, on with 16 / 8 / 32 tiles before the guess, on without the register cap), the
-  # GPU tests of attention (test_gpu_scan_sums_alpha_125 included), D = 128, the float64 check
-  timeout 240 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.25 --kinds random,topics \
-    --variants default,sums16,sums8,sums32,sumsfree --rounds 2 --out /tmp/ss > "$O/stages_sums_d64.txt" 2>&1
-  echo "stages D=64 rc $?"; cp /tmp/ss/gpu_attention_stages.json "$O/stages_sums_d64.json" 2>/dev/null
-  grep -v "^{" "$O/stages_sums_d64.txt" | tail -n 12 | cut -c1-150
-  timeout 150 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8 -k attention" \
-    > "$O/pytest_gpu.txt" 2>&1; echo "pytest (attention) rc $?"; tail -n 3 "$O/pytest_gpu.txt"
-  timeout 100 python3 benchmarks/gpu_attention_stages.py --D 128 --alpha 1.25 --kinds random,topics \
-    --variants default,sums16 --rounds 1 --out /tmp/ss2 > "$O/stages_sums_d128.txt" 2>&1
-  echo "stages D=128 rc $?"; grep -v "^{" "$O/stages_sums_d128.txt" | tail -n 6 | cut -c1-150
-  check_attn sums
-  SPARSEMAP_ATTN_SCAN_SUMS=16 check_attn sums_on   # the same check with the scan sums on
   exit 0
 fi
 if [ "${1:-}" = cert ]; then

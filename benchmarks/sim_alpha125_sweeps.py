@@ -14,9 +14,9 @@ consecutive rows ending at each length) for two starts:
 - ``subset``: the scan's lower bound, Newton on the subset of the 64 column-class maxima (the
   default kernels);
 - ``sums K``: the scan's sums at a guess made after the diagonal tile and max(K, an eighth of
-  the row's) interior tiles (``SPARSEMAP_ATTN_SCAN_SUMS=K``: the root of the scaled
-  column-maxima subset of what was seen), and a Halley step from those sums
-  (``_guess_threshold``, ``_start_from_sums``).
+  the row's) interior tiles (the root of the scaled column-maxima subset of what was seen), and
+  a Halley step from those sums — the scan option ``SPARSEMAP_ATTN_SCAN_SUMS`` built from this
+  replay, timed on an H200 and removed on 2026-12-08 (docs/attention.md; code at 2adc9e4).
 
 Each start is replayed with the quadratic certificate only and with the cubic model's too
 (", cubic": ``_quartic_certificate`` since the seventh session of 2026-12-07).  It prints, per

@@ -128,18 +128,6 @@ _SCAN_TMA = os.environ.get("SPARSEMAP_ATTN_SCAN_TMA", "0") == "1"
 # causal, one program per block): random fwd 14.9 → 14.0 ms (10.8 → 10.1 with 2048-float
 # buffers), but the scan costs 0.4 ms more and topics went 3.44 → 3.70; so off by default
 _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
-# α = 1.25 where the solve may take sparse sweeps (``_sweep_rule``): the scan guesses τ' after the
-# masked tiles and max(this many, an eighth of the) interior ones, sums the powers of
-# [z − guess]_+ over the whole row (the tiles seen before the guess twice), and leaves a Halley
-# step as the sweeps' start and a Newton step as a tighter lower bound (``_guess_threshold``,
-# ``_start_from_sums``); "0": off.  A float64 simulation (``benchmarks/sim_alpha125_sweeps.py``:
-# random keys, causal blocks of 64 rows) gives 1.0–1.25 sweeps per dense block instead of 2 up to
-# 16k keys; the scan's interior loop grows from 204 to 489 instructions per tile (sm_90) and
-# re-reads the tiles it saw before the guess.  Off by default: H200, N = 16k, D = 64, causal,
-# bf16, off → 16: the solve 2.59 → 1.49 ms but the scan 1.01 → 1.87, random forward 4.96 → 4.74,
-# topics 2.83 → 3.67 (``gpu_attention_stages.py`` variants "sums8", "sums16", "sums32",
-# "sumsfree"; SPARSEMAP_ATTN_SCAN_SUMS=16 turns it on)
-_SCAN_SUMS = int(os.environ.get("SPARSEMAP_ATTN_SCAN_SUMS", "0"))
 
 # the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
 # slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "1" always,
@@ -181,14 +169,6 @@ _SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "0") == "1"
 # H100, N = 16k, D = 64, causal, bf16, forward ms, off → on (tile tests on, same call): random
 # 7.56 → 6.38 (solve 5.28 → 4.00, 4 → 3 solve passes), topics 3.39 → 3.09
 _SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
-# α = 1.25 blocks on the sparse sweeps (head dims ≤ 64, no ∂/∂α): every sweep after the first
-# also accumulates the output's moments Σd⁴v, Σd³v (and Σd²v for a training forward), and a
-# block whose rows all stop in that sweep writes its output from them (``_fused_output``)
-# instead of leaving it to the output pass.  "1": on; "2": inference forwards only (a training
-# forward's third moment spills at the solve's register cap).  Off by default: H100, N = 16k,
-# D = 64, causal, bf16, off → on: random forward 5.00 → 4.95 ms (the output pass 1.46 → 0.03, the
-# solve 2.55 → 3.91), forward+backward 10.74 → 11.75, topics forward 2.79 → 3.06
-_SWEEP_FUSE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_FUSE", "0"))
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -555,62 +535,6 @@ def _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk, 
     return tile, tl.dot(q, kT, input_precision=PREC)
 
 
-@triton.jit
-def _guess_sums(s, c, mA, tA, F, G, H):
-    """α = 1.25, the scan's power sums at a guessed threshold: with d = [z_A − t_A]_+, z_A =
-    fl(c·s − m_A) (m_A the running row max when the guess was made; t_A the guess relative to
-    it), adds Σd⁴, Σd³, Σd² (the Halley step's sums) over the tile of *unscaled* scores s (−inf
-    where invisible, which adds 0).  Relative to m_A (not one absolute threshold
-    c·s − (m_A + t_A)) so that the roundings stay those of values near 1 when the scores are
-    large (shift invariance)."""
-    d = tl.maximum(_zval(s, c, mA[:, None]) - tA[:, None], 0.0)
-    d2 = d * d
-    return F + tl.sum(d2 * d2, axis=1), G + tl.sum(d2 * d, axis=1), H + tl.sum(d2, axis=1)
-
-
-@triton.jit
-def _guess_threshold(acc, c, mraw, n, seen, qexp, MODE: tl.constexpr, NIT: tl.constexpr):
-    """A guess of τ' from the part of the row the scan has seen (``seen`` of the row's ``n``
-    visible keys, whose column-class maxima are ``acc``, unscaled): the root of the scaled
-    subset sum (n / seen)·Σ_j [v_j − t]_+^Q = 1 over the classes' maxima v (relative to the
-    running max m_A = fl(c·mraw)), by Newton on its φ = F^{1/Q} from r − 1 (where the sum is
-    ≥ 1: the max is in the subset).  An estimate, not a bound: for keys alike in distribution
-    the scaled sum estimates the row's F(t).  Returns (m_A, t_A)."""
-    mA = mraw * c
-    r = _zval(mraw, c, mA)
-    v = _zval(acc, c, mA[:, None])
-    w = n.to(tl.float32) / tl.maximum(seen, 1).to(tl.float32)
-    t = r - 1.0
-    for _ in tl.static_range(NIT):
-        p_, u_ = _pow_pu(v - t[:, None], qexp, MODE)
-        F = tl.maximum(w * tl.sum(p_, axis=1), 1e-30)
-        G = tl.maximum(w * tl.sum(u_, axis=1), 1e-30)
-        t = t + F * (1.0 - tl.exp2(-tl.log2(F) / qexp)) / G
-    return mA, t
-
-
-@triton.jit
-def _start_from_sums(tg, F, G, H, tau, hi, qexp):
-    """α = 1.25: from the sums F = Σd⁴, G = Σd³, H = Σd² (d = [z − t_g]_+) of the whole row at
-    the scan's guess t_g (relative to the final row max), a lower bound on τ' (the Newton step
-    on φ = F^{1/Q}: φ is convex and decreasing, so its tangent from either side meets 1 at or
-    below the root; less a rounding margin) raising the scan's ``tau`` where higher, and the
-    sweeps' start (the Halley step on φ − 1 as ``_solver_update`` takes it, kept in [bound, hi]).
-    Rows with no key above t_g (F = 0) keep ``tau`` for both.  Returns (bound, start)."""
-    Fs = tl.maximum(F, 1e-30)
-    Gs = tl.maximum(G, 1e-30)
-    root = tl.exp2(tl.minimum(-tl.log2(Fs) / qexp, 126.0))        # F^{−1/Q}
-    phi = tg + Fs * (1.0 - root) / Gs
-    a = 1.0 / root
-    den = 2.0 * a * G * G - (a - 1.0) * (qexp - 1.0) * (F * H - G * G)
-    halley = tg + 2.0 * (a - 1.0) * G * Fs / tl.where(den > 0, den, 1.0)
-    ok = (F > 0) & (G > 0) & (phi == phi) & (tl.abs(phi) < float("inf"))
-    bound = tl.where(ok, tl.maximum(tau, tl.minimum(phi - (1e-6 + 2e-6 * tl.abs(phi)), hi)), tau)
-    start = tl.where((den > 0) & (halley >= phi) & (halley < hi), halley, phi)
-    start = tl.where(ok, tl.minimum(tl.maximum(start, bound), hi), bound)
-    return bound, start
-
-
 @triton.jit(do_not_specialize=_NOSPEC_T)
 def _fwd_scan_kernel(
     Q, K, ALPHA, M, TAU, TMAX, THR, WORK, CU_Q, CU_K,
@@ -622,7 +546,6 @@ def _fwd_scan_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr, MODE: tl.constexpr,
     NIT: tl.constexpr, DIAG: tl.constexpr, TOP2: tl.constexpr, KD=None, TMA: tl.constexpr = False,
-    TAU0=None, SUMS: tl.constexpr = 0,
 ):
     """The forward's only dense QKᵀ sweep (see the module docstring): row max m, per-tile bounds
     (TMAX), and a lower bound τ₁ ≤ τ'* from the column-class maxima subset; also the block's tile
@@ -658,41 +581,10 @@ def _fwd_scan_kernel(
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, start_n // BLOCK_N, T_base, DIAG, TOP2)
     nint = kint // BLOCK_N
     d0 = tl.minimum(tl.maximum((start_m + (lk - lq)) // BLOCK_N, 0), tl.maximum(nint - 1, 0))
-    if SUMS > 0:
-        # the guess after SUMS interior tiles, or an eighth of them if more (a float64
-        # simulation, benchmarks/sim_alpha125_sweeps.py: 16k keys need ~32 for one sweep)
-        na = tl.minimum(nint, tl.maximum(SUMS, nint // 8))
-    else:
-        na = nint
-    for t in range(0, na):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
+    for t in range(0, nint):  # interior tiles, no mask: d0, d0 − 1, …, 0, nint − 1, …, d0 + 1
         tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
                                     stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
         mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
-    if SUMS > 0:
-        # α = 1.25 (``_SCAN_SUMS``): after the masked tiles and the first na interior ones, a
-        # guess t_A of τ' from what was seen (``_guess_threshold``); the power sums at it over
-        # the rest of the row as the scan goes, then over the tiles seen before the guess (their
-        # QKᵀ again).  At the end a Halley step from those sums starts the solve's sparse sweeps
-        # and a Newton step raises the lower bound (``_start_from_sums``): the first sweep of the
-        # solve, folded into the scan.
-        seen = tl.maximum(n - kint, 0) + na * BLOCK_N
-        mA, tA = _guess_threshold(acc, c, mraw, n, seen, qexp, MODE, NIT)
-        F4 = tl.zeros([BLOCK_M], tl.float32)
-        G3 = tl.zeros([BLOCK_M], tl.float32)
-        H2 = tl.zeros([BLOCK_M], tl.float32)
-        for t in range(na, nint):
-            tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
-                                        stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
-            mraw, acc, acc2 = _scan_tile(sc, c, mraw, acc, acc2, tile, T_base, DIAG, TOP2)
-            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
-        for start_n in range(kint, kend, BLOCK_N):
-            sc = _scan_masked_s(q, K_base, KD, b, hk, sk, start_n, rows, offs_n, offs_d, lq, lk,
-                                stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, CAUSAL, PREC)
-            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
-        for t in range(0, na):
-            tile, sc = _scan_interior_s(q, K_base, KD, b, hk, sk, t, d0, nint, offs_n, offs_d, lk,
-                                        stride_kn, HEAD_DIM, BLOCK_N, BLOCK_D, VARLEN, TMA, PREC)
-            F4, G3, H2 = _guess_sums(sc, c, mA, tA, F4, G3, H2)
     mrun = mraw * c
     m = tl.where(n > 0, mrun, 0.0)
     # rows whose visible scores hold NaN or +inf, or are all −inf (from non-finite q or k): the
@@ -739,13 +631,6 @@ def _fwd_scan_kernel(
     # (the solve keeps it)
     tau = tl.where(n == 1, r - 1.0, tau)
     tau = tl.where((n > 0) & ~bad, tau, 0.0)
-    if SUMS > 0:
-        # the guess relative to the final max: (m_A − m) is exact where they are within 2× of
-        # each other (Sterbenz), else both are small
-        bound, start = _start_from_sums((mA - m) + tA, F4, G3, H2, tau, hi, qexp)
-        use = (n > 1) & ~bad
-        tau = tl.where(use, bound, tau)
-        tl.store(TAU0 + srow, tl.where(use, start, tau), mask=rmask)
     tl.store(TAU + srow, tau, mask=rmask)
     # the block's tile threshold for the solve's pass 0 (rows with ≤ 1 visible key need no tile)
     thr = tl.min(tl.where((n > 1) & ~bad, tau, float("inf")), axis=0)
@@ -978,15 +863,6 @@ def _solver_update(F, G, S1, CNT, DMIN, tau, lo, hi, last_step, done, active, co
 
 
 @triton.jit
-def _quartic_powers(d):
-    """α = 1.25: [d]_+ = max(d, 0) and its powers 2, 3, 4 (p = d⁴, u = d³; the sweeps' sums, the
-    fused output's moments)."""
-    dp = tl.maximum(d, 0.0)
-    d2 = dp * dp
-    return dp, d2, d2 * dp, d2 * d2
-
-
-@triton.jit
 def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
     """(F, G, S1, CNT, DMIN) of d = z − τ over a tile (see ``_solver_update``)."""
     d = z - tau[:, None]
@@ -997,7 +873,10 @@ def _row_sums(z, tau, qexp, MODE: tl.constexpr, HALLEY: tl.constexpr = False):
         # d > 0 used by several sums made the compiler keep 32 predicates per thread packed into
         # bit fields of general registers (a LOP3 to set and one to test each; sm_90 SASS of the
         # sweep loop: 890 instructions per tile before)
-        dp, d2, d3, d4 = _quartic_powers(d)
+        dp = tl.maximum(d, 0.0)
+        d2 = dp * dp
+        d3 = d2 * dp
+        d4 = d2 * d2
         F = tl.sum(d4, axis=1)
         G = tl.sum(d3, axis=1)
         S1 = tl.sum(d2, axis=1)
@@ -1221,8 +1100,7 @@ def _fwd_solve_kernel(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr = False, NEED_O2: tl.constexpr = False, KEEP: tl.constexpr = False,
     S: tl.constexpr = 64, ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False,
-    SWEEP_CERT: tl.constexpr = True, TAU0=None, START: tl.constexpr = False,
-    FUSE: tl.constexpr = False, FUSE_EPS=0.0,
+    SWEEP_CERT: tl.constexpr = True,
 ):
     """Exact τ' per row (``_solve_block``), one query block per program (grid (NQB, B·H), CAND
     holds N_WORK = NQB·B·H slots of BLOCK_M buffers), or with ``PERSIST`` a persistent grid of P
@@ -1257,7 +1135,7 @@ def _fwd_solve_kernel(
                          stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                          MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                          MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START, FUSE, FUSE_EPS)
+                         KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
             # the slot is rewritten by the next block: every thread is done reading it
             tl.debug_barrier()
             w = nxt
@@ -1271,7 +1149,7 @@ def _fwd_solve_kernel(
                      stride_sb, stride_sh, stride_sn, Nq, Nk, H, GROUP, scale, NQB, NKB, TOL,
                      MAX_ITER, GRATIO, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, VARLEN, PREC,
                      MODE, CAP, CHUNK, DIAG, SWEEP_ALPHA, SWEEP_MIN, SWEEP_LIVE, GATHER, NEED_O2,
-                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT, TAU0, START, FUSE, FUSE_EPS)
+                     KEEP, S, ASM, SWEEP_SKIP, SWEEP_CERT)
 
 
 @triton.jit
@@ -1288,84 +1166,12 @@ def _sweep_tile(F, G, S1, CNT, DMIN, q, K_base, start_n, offs_n, offs_d, rows, m
 
 
 @triton.jit
-def _sweep_tile_out(F, G, S1, CNT, A4, A3, A2, q, K_base, V_base, start_n, offs_n, offs_d, rows, m,
-                    c, start_m, lq, lk, stride_kn, stride_vn, tau, HEAD_DIM: tl.constexpr,
-                    CAUSAL: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, A2_TOO: tl.constexpr):
-    """α = 1.25: one key tile of a sparse sweep (the Halley and certificate sums of
-    ``_row_sums``: F = Σd⁴, G = Σd³, S1 = Σd², CNT = Σd over d = [z − τ]_+) that also adds the
-    output's moments A_k = Σ_j d_j^k v_j, k = 4, 3 and with ``A2_TOO`` 2 (``_fused_output``),
-    the products on operands in the value dtype as the output pass's."""
-    cols, kT, z = _tile_z(q, K_base, start_n, offs_n, offs_d, rows, m, c, start_m, lq, lk,
-                          stride_kn, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N)
-    v = _load_rows(V_base, cols, offs_d, lk, stride_vn, HEAD_DIM)
-    dp, d2, d3, d4 = _quartic_powers(z - tau[:, None])
-    A4 += tl.dot(d4.to(v.dtype), v, input_precision=PREC)
-    A3 += tl.dot(d3.to(v.dtype), v, input_precision=PREC)
-    if A2_TOO:
-        A2 += tl.dot(d2.to(v.dtype), v, input_precision=PREC)
-    return (F + tl.sum(d4, axis=1), G + tl.sum(d3, axis=1), S1 + tl.sum(d2, axis=1),
-            CNT + tl.sum(dp, axis=1), A4, A3, A2)
-
-
-@triton.jit
-def _fused_output(A4, A3, A2, x, H, S, G, nv, rows, rmask, bad, has, O, O2, O_off, stride_on,
-                  offs_d, EPS, NEED_O2: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """α = 1.25: the output of a block from its last sweep's moments, or nothing.
-
-    The sweep ran at τ_s (per row) and the row's final threshold is τ_s + x (x = 0 for rows done
-    before it; every row is done: the sweep that ends the solve).  With d = [z − τ_s]_+ and
-    A_k = Σ_j d_j^k v_j, the weights at τ_s + x are (d − x)⁴ = d⁴ − 4xd³ + 6x²d² − 4x³d + x⁴ for
-    every key with d > x, so
-
-        out = A4 − 4x·A3 + E₃,          |E₃| ≤ (6x²·H + 4|x|³·S + 2·nv·x⁴)·max_j |v_j|
-        out = A4 − 4x·A3 + 6x²·A2 + E₂, |E₂| ≤ (4|x|³·S + 2·nv·x⁴)·max_j |v_j|
-
-    (H = Σd², S = Σd; the dropped terms, the keys with 0 < d ≤ x that this counts and, for x < 0,
-    the keys with x < d ≤ 0 that it misses, each within x⁴ of their weight).  An inference
-    forward keeps A4 and A3, a training one also A2 for O2 = Σu v / Σu with u = (d − x)³:
-    Σu = G − 3xH + 3x²S (G = Σd³) and the numerator A3 − 3x·A2, both to within
-    (3x²·S + 2·nv·|x|³)·max|v|.  Written (and true returned) only when the bounds of every row
-    (with keys, ``has``; ``bad`` rows get NaN) are ≤ EPS (relative to Σp = 1 and to Σu; the
-    launcher takes EPS far below the output dtype's rounding, ``_fuse_eps``).  The certified steps are small (16k Gaussian
-    keys, float64 replay: |x| ≤ 2.3·10⁻⁴, E₃'s bound ≤ 6·10⁻⁶) so this holds for most blocks in
-    bfloat16; the output pass does the others."""
-    ax = tl.abs(x)
-    x2 = ax * ax
-    err = 4.0 * x2 * ax * S + 2.0 * nv * x2 * x2
-    if not NEED_O2:
-        err += 6.0 * x2 * H
-    ok = err <= EPS
-    if NEED_O2:
-        su = G - 3.0 * x * H + 3.0 * x2 * S
-        err2 = (3.0 * x2 * S + 2.0 * nv * x2 * ax) / tl.where(su > 0, su, 1.0)
-        ok = ok & (err2 <= EPS)
-    use = tl.max(tl.where(rmask & ~bad & has & ~ok, 1, 0), axis=0) == 0
-    if use:
-        xx = x[:, None]
-        acc = A4 - 4.0 * xx * A3
-        if NEED_O2:
-            acc += 6.0 * (xx * xx) * A2
-        optr = O_off + rows[:, None].to(tl.int64) * stride_on + offs_d[None, :]
-        omask = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
-        tl.store(O + optr, tl.where(bad[:, None], float("nan"), acc).to(O.dtype.element_ty),
-                 mask=omask)
-        if NEED_O2:
-            o2 = (A3 - 3.0 * xx * A2) / tl.where(su > 0, su, 1.0)[:, None]
-            tl.store(O2 + optr, tl.where(bad[:, None], float("nan"), o2), mask=omask)
-    return use
-
-
-@triton.jit
 def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv, last_step, done, ncand, C_row,
                 rows, rmask, offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
                 MAX_ITER, it, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
                 CAP: tl.constexpr, CHUNK: tl.constexpr, DIAG: tl.constexpr,
-                SKIP: tl.constexpr = False, CERT: tl.constexpr = False, V_base=None, stride_vn=0,
-                FUSE: tl.constexpr = False, BLOCK_D: tl.constexpr = 16,
-                NEED_O2: tl.constexpr = False, bad=None, O=None, O2=None, O_off=0, stride_on=0,
-                FUSE_EPS=0.0):
+                SKIP: tl.constexpr = False, CERT: tl.constexpr = False):
     """Exact τ' of a block's rows from their candidate buffers (``ncand`` candidates each, the
     first CAP kept) and a lower bound ``tau`` = ``lo``:
     iterations on the buffers (no QKᵀ) until every row that fits has converged; rows that
@@ -1374,12 +1180,8 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
     sweeps over the live key tiles ``L_row[0:n_list]``, skipping tiles whose bound (T_base) is
     below every open row's lower end (with ``SKIP``; without it every listed tile, a loop with no
     branch that the compiler can pipeline; the skipped tiles add nothing either way).  ``CERT``:
-    α = 1.25 rows may finish on a certified step (``_quartic_certificate``); with ``FUSE`` (α =
-    1.25) every sweep after the first (``it`` ≥ 2) also accumulates the output's moments
-    (``_sweep_tile_out``) and the one that ends with every row done writes the block's output
-    from them when their truncation is within FUSE_EPS (``_fused_output``: O at ``O_off``, and
-    O2 with NEED_O2; ``bad`` rows NaN).  Returns (τ', sweeps, buffer iterations, whether the
-    output was written); ``it`` counts the sweeps made before."""
+    α = 1.25 rows may finish on a certified step (``_quartic_certificate``).  Returns (τ', sweeps,
+    buffer iterations); ``it`` counts the sweeps made before."""
     everyone = rows >= 0
     offs_c = tl.arange(0, CHUNK)
     it = it + tl.zeros([], tl.int32)  # a loop-carried tensor, also when a literal is passed
@@ -1431,12 +1233,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
 
     # ---- rows whose candidates overflowed the buffer: sparse sweeps ----
     n_open = tl.sum((~done).to(tl.int32), axis=0)
-    # (with FUSE only the first sweep here: the later ones also take the output's moments)
-    if FUSE:
-        lim = tl.minimum(MAX_ITER, 2)
-    else:
-        lim = MAX_ITER
-    while (n_open > 0) & (it < lim):
+    while (n_open > 0) & (it < MAX_ITER):
         F, G, S1, CNT, DMIN = _sweep(q, K_base, T_base, L_row, n_list, m, tau, lo, done, rows,
                                      offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp,
                                      HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, SKIP)
@@ -1445,39 +1242,7 @@ def _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top, nv
                                                       MODE == 3, CERT)
         it += 1
         n_open = tl.sum((~done).to(tl.int32), axis=0)
-    wrote = it < 0
-    if FUSE:
-        # (α = 1.25) a sweep after the first usually ends with every row certified: its tiles'
-        # value rows too, and when it does end so, the output from its moments
-        # (``_fused_output``; the accumulators live in one loop step only)
-        while (n_open > 0) & (it < MAX_ITER):
-            tau_sw = tau
-            F = tl.zeros([BLOCK_M], tl.float32)
-            G = tl.zeros([BLOCK_M], tl.float32)
-            S1 = tl.zeros([BLOCK_M], tl.float32)
-            CNT = tl.zeros([BLOCK_M], tl.float32)
-            A4 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            A3 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            if NEED_O2:
-                A2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            else:
-                A2 = tl.zeros([1, 1], tl.float32)  # unused
-            for i in range(0, n_list):
-                start_n = tl.load(L_row + i) * BLOCK_N
-                F, G, S1, CNT, A4, A3, A2 = _sweep_tile_out(
-                    F, G, S1, CNT, A4, A3, A2, q, K_base, V_base, start_n, offs_n, offs_d,
-                    rows, m, c, start_m, lq, lk, stride_kn, stride_vn, tau, HEAD_DIM, CAUSAL,
-                    PREC, BLOCK_M, BLOCK_N, NEED_O2)
-            tau, lo, hi, last_step, done = _solver_update(F, G, S1, CNT, F, tau, lo, hi, last_step,
-                                                          done, everyone, convex, qexp, TOL, top,
-                                                          nv, MODE, MODE == 3, CERT)
-            it += 1
-            n_open = tl.sum((~done).to(tl.int32), axis=0)
-            if n_open == 0:
-                wrote = _fused_output(A4, A3, A2, tau - tau_sw, S1, CNT, G, nv, rows, rmask,
-                                      bad, nv > 0, O, O2, O_off, stride_on, offs_d, FUSE_EPS,
-                                      NEED_O2, HEAD_DIM)
-    return tau, it, it_buf, wrote
+    return tau, it, it_buf
 
 
 @triton.jit
@@ -1597,7 +1362,6 @@ def _solve_block(
     SWEEP_ALPHA: tl.constexpr, SWEEP_MIN: tl.constexpr, SWEEP_LIVE: tl.constexpr,
     GATHER: tl.constexpr, NEED_O2: tl.constexpr, KEEP: tl.constexpr, S: tl.constexpr,
     ASM: tl.constexpr = False, SWEEP_SKIP: tl.constexpr = False, SWEEP_CERT: tl.constexpr = True,
-    TAU0=None, START: tl.constexpr = False, FUSE: tl.constexpr = False, FUSE_EPS=0.0,
 ):
     """Exact τ' for the rows of query block ``pid_m`` of head ``pid_bh``.
 
@@ -1650,11 +1414,6 @@ def _solve_block(
     nobuf = (alpha <= SWEEP_ALPHA) & (n_list >= SWEEP_MIN) & (n_list * 100 >= n_vis * SWEEP_LIVE)
     if DIAG == 6:
         nobuf = n_list >= 0
-    if START:
-        # (α = 1.25, ``_SCAN_SUMS``) a block that takes the sparse sweeps starts them from the
-        # scan's Halley step (``_start_from_sums``; ``lo`` stays the lower bound)
-        t0 = tl.load(TAU0 + srow, mask=rmask, other=0.0)
-        tau = tl.where(nobuf, tl.where(done, tau, tl.maximum(t0, lo)), tau)
     ncand = _collect(q, K_base, L_row, tl.where(nobuf, 0, n_list), offs_n, offs_d, rows, m, c, start_m,
                      lq, lk, stride_kn, cbound, tl.zeros([BLOCK_M], tl.int32), C_row, rmask, HEAD_DIM,
                      CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP, DIAG, I_row, GATHER, ASM)
@@ -1662,18 +1421,11 @@ def _solve_block(
 
     V_base = V + _offset(b, hk, sk, stride_vb, stride_vh, stride_vn)
     O_off = _offset(b, h, sq, stride_ob, stride_oh, stride_on)
-    tau, it, it_buf, wrote = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi,
-                                         top, n.to(tl.float32), last_step, done,
-                                         ncand, C_row, rows, rmask, offs_n, offs_d, start_m, lq,
-                                         lk, stride_kn, c, qexp, convex, TOL, MAX_ITER, it,
-                                         HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
-                                         CHUNK, DIAG, SWEEP_SKIP, SWEEP_CERT, V_base, stride_vn,
-                                         FUSE, BLOCK_D, NEED_O2, bad, O, O2, O_off, stride_on,
-                                         FUSE_EPS)
-    if FUSE:
-        # (α = 1.25) GDONE = 1: the last sweep wrote the output (``_fused_output``), the output
-        # pass skips the block
-        tl.store(GDONE + pid_bh.to(tl.int64) * NQB + pid_m, wrote.to(tl.int32))
+    tau, it, it_buf = _solve_rows(q, K_base, T_base, L_row, n_list, nobuf, m, tau, lo, hi, top,
+                                  n.to(tl.float32), last_step, done, ncand, C_row, rows, rmask,
+                                  offs_n, offs_d, start_m, lq, lk, stride_kn, c, qexp, convex, TOL,
+                                  MAX_ITER, it, HEAD_DIM, CAUSAL, PREC, BLOCK_M, BLOCK_N, MODE, CAP,
+                                  CHUNK, DIAG, SWEEP_SKIP, SWEEP_CERT)
     tau = tl.where(n > 0, tau, 0.0)
     if GATHER:
         # every row kept all its candidates (a superset of its support) and they are few next
@@ -2077,29 +1829,6 @@ def _sweep_rule(mode: int, head_dim: int) -> dict:
                 SWEEP_CERT=_SWEEP_CERT)
 
 
-def _fuse_output(mode: int, head_dim: int, block_d: int, need_o2: bool = False) -> bool:
-    """Whether the solve's sweeps may write α = 1.25 outputs (``_SWEEP_FUSE``: 1, or 2 and no O2
-    needed): the sweep rule on, padded head dims ≤ 64 (two or three BM × BD accumulators)."""
-    if _SWEEP_FUSE not in (0, 1, 2):
-        raise ValueError(f"SPARSEMAP_ATTN_SWEEP_FUSE must be 0, 1 or 2, got {_SWEEP_FUSE!r}")
-    on = _SWEEP_FUSE == 1 or (_SWEEP_FUSE == 2 and not need_o2)
-    return (on and mode == MODE_125 and block_d <= 64
-            and _sweep_rule(mode, head_dim)["SWEEP_LIVE"] <= 100)
-
-
-def _fuse_eps(dtype: torch.dtype) -> float:
-    """The bound ``_fused_output`` allows on its truncation (relative to Σp = 1, times max |v|):
-    2⁻⁶ of the output dtype's unit roundoff."""
-    return {torch.bfloat16: 2.0**-14, torch.float16: 2.0**-17}.get(dtype, 2.0**-30)
-
-
-def _scan_sums(mode: int, head_dim: int) -> int:
-    """The scan's SUMS constexpr (``_SCAN_SUMS``): the tiles seen before its guess of τ', or 0
-    (off: not α = 1.25, or no block of this launch can take the sparse sweeps)."""
-    rule = _sweep_rule(mode, head_dim)
-    return _SCAN_SUMS if mode == MODE_125 and rule["SWEEP_LIVE"] <= 100 else 0
-
-
 def _scan_top2(mode: int) -> bool:
     """Whether the scan keeps two scores per column class (``_SCAN_TOP2``; never for α ∈ {1.5, 2})."""
     return _SCAN_TOP2 and mode not in (MODE_15, MODE_2)
@@ -2154,8 +1883,7 @@ def tile_lists(tmax: torch.Tensor, thr: torch.Tensor, trans: bool, cfg: tuple, c
 
 
 def _regs(kernel: str, mode: int) -> dict:
-    """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq",
-    "scan_sums").
+    """Launch option ``maxnreg`` for a kernel ("solve", "output", "output_o2", "dkdv", "dq").
 
     The solve kernel's rare paths (more than two candidates of a row in one tile; the sparse
     sweeps) made ptxas give the whole kernel ~250 registers per thread: 2 blocks per SM, and its
@@ -2168,10 +1896,6 @@ def _regs(kernel: str, mode: int) -> dict:
         cap = _MAXNREG[kernel]
     elif kernel == "solve":
         cap = 128 if mode in (MODE_15, MODE_2) else 168
-    elif kernel == "scan_sums":
-        # the scan with α = 1.25's sums (``_SCAN_SUMS``): 234 registers uncapped (its guess's
-        # Newton steps on a whole tile); at 128 the spills (168 B) are outside the tile loops
-        cap = 128
     else:
         cap = 0
     return {"maxnreg": cap} if cap else {}
@@ -2246,9 +1970,6 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     f32 = dict(dtype=torch.float32, device=dev)
     m = torch.empty(stat_shape, **f32)
     tau = torch.empty(stat_shape, **f32)
-    # the sweeps' start from the scan's sums (α = 1.25, ``_scan_sums``)
-    scan_sums = _scan_sums(mode, D)
-    tau0 = torch.empty(stat_shape, **f32) if scan_sums else tau
     tmax = torch.empty((B * H, NQB, NKB), **f32)
     tmin = torch.empty((B * H, NQB), **f32)
     # written in full by the kernels (the scan zeroes the work counter) when they run: no fill
@@ -2277,20 +1998,16 @@ def forward_state(q: torch.Tensor, k: torch.Tensor, mode: int, need_o2: bool, ne
     nprog = _solve_programs(n_work, dev, tiles, mode) if persist else n_work
     cap = _cand_cap(mode, nprog * BM * width)
     cand = torch.empty((nprog, BM, width * cap), **f32)
-    # α = 1.25: blocks on the sparse sweeps may write their output from the last sweep's moments
-    # (``_SWEEP_FUSE``, ``_fused_output``): head dims ≤ 64 (three accumulators of BM × BD)
-    fuse = _fuse_output(mode, D, BD, need_o2) and not need_dalpha
-    gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather or fuse else lcnt
+    gdone = torch.empty((B * H, NQB), dtype=torch.int32, device=dev) if gather else lcnt
     # gathered blocks of a training forward keep their rows' supports for the dQ kernel
     keep = gather and need_o2 and _DQ_GATHER
     S = _KEEP_SUPPORT
     sup = torch.empty((n_work, BM, S), dtype=torch.int32, device=dev) if keep else lcnt
     ns = torch.empty((n_work, BM), dtype=torch.int32, device=dev) if keep else lcnt
     return dict(geo, need_o2=need_o2, need_dalpha=need_dalpha, runs=runs, n_work=n_work,
-                gather=gather, fuse=fuse, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
+                gather=gather, persist=persist, nprog=nprog, cap=cap, keep=keep, S=S, o=o, o2=o2,
                 o3=o3, m=m, tau=tau, tmax=tmax, tmin=tmin, live=live, hsum=hsum, iters=iters,
-                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns, tau0=tau0,
-                scan_sums=scan_sums)
+                work=work, lst=lst, lcnt=lcnt, cand=cand, gdone=gdone, sup=sup, ns=ns)
 
 
 def forward_result(st: dict, o: torch.Tensor) -> dict:
@@ -2302,7 +2019,7 @@ def forward_result(st: dict, o: torch.Tensor) -> dict:
     return dict(o=o, o2=st["o2"] if st["need_o2"] else None, o3=st["o3"] if d else None,
                 hsum=st["hsum"] if d else None, m=st["m"], tau=st["tau"], tmax=st["tmax"],
                 tmin=st["tmin"], live=st["live"], lst=st["lst"], lcnt=st["lcnt"],
-                gathered=st["gdone"] if st["gather"] or st["fuse"] else None,
+                gathered=st["gdone"] if st["gather"] else None,
                 support=(st["sup"], st["ns"], st["S"]) if st["keep"] else None,
                 iters=st["iters"], cfg=st["cfg"])
 
@@ -2359,9 +2076,7 @@ def entmax_attention_fwd(
         _fwd_scan_kernel[grid](q, k, alpha_h, m, tau, tmax, tmin, work, cq, ck, *sqs, *sks, *ss,
                                Nq, Nk, H, G, scale, NQB, NKB, MODE=mode, NIT=_NIT, DIAG=_SCAN_DIAG,
                                TOP2=_scan_top2(mode), KD=k if kd is None else kd, TMA=kd is not None,
-                               TAU0=st["tau0"], SUMS=st["scan_sums"],
-                               **common, **_launch("scan", tiles),
-                               **(_regs("scan_sums", mode) if st["scan_sums"] else {}))
+                               **common, **_launch("scan", tiles))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 2:
         # the solve kernel overwrites tmin with each block's final threshold min_i τ'_i
@@ -2372,16 +2087,14 @@ def entmax_attention_fwd(
                                 MODE=mode, PERSIST=persist, **_sweep_rule(mode, D),
                                 GATHER=gather, NEED_O2=need_o2, KEEP=keep, S=S,
                                 CAP=cap, CHUNK=32 if INTERPRET else 64, DIAG=_SOLVE_DIAG,
-                                ASM=_asm_stores(), TAU0=st["tau0"], START=st["scan_sums"] > 0,
-                                FUSE=st["fuse"], FUSE_EPS=_fuse_eps(out_dtype),
-                                **common,
+                                ASM=_asm_stores(), **common,
                                 **_launch("solve", tiles), **_regs("solve", mode))
         tile_lists(tmax, tmin, False, cfg, causal, cu_seqlens_q, cu_seqlens_k, out=(lst, lcnt))
     if runs and _PROFILE_STAGES >= 3:
         _fwd_output_kernel[grid](q, k, v, alpha_h, m, tau, lst, lcnt, o, o2, o3, hsum, live, gdone,
                                  cq, ck, *sqs, *sks, *svs, *sos, *ss, Nq, Nk, H, G, scale, NQB, NKB,
                                  MODE=mode, NEED_O2=need_o2, NEED_DALPHA=need_dalpha,
-                                 GATHER=gather or st["fuse"],
+                                 GATHER=gather,
                                  WIDE_U=need_o2 and mode == MODE_GENERIC and v.dtype == torch.float16,
                                  **common,
                                  **_launch("output", tiles),

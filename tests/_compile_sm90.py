@@ -19,7 +19,7 @@ from sparsemap_tools.gpu import attention as A
 from sparsemap_tools.gpu import rowwise as R
 
 _INTS = {"H", "GROUP", "NQB", "NKB", "MAX_ITER", "N_WORK", "R", "D", "Nq", "Nk", "max_iter"}
-_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO", "FUSE_EPS"}
+_FLOATS = {"scale", "tol", "soft_below", "TOL", "near_one", "alpha_s", "GRATIO"}
 _TYPED = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "X": "*fp32",
           "P": "*fp32", "SUPP": "*i32", "ITERS": "*i32", "CONV": "*i8", "LIST": "*i32",
           "LCNT": "*i32", "LIVE": "*i32", "WORK": "*i32", "GDONE": "*i32", "SUP": "*i32", "NS": "*i32", "LIM": "*i32", "CU_Q": "*i32", "CU_K": "*i32"}
@@ -88,18 +88,8 @@ ATT = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, CAUSAL=True, VARLEN=
 
 def cases():
     for mode in (A.MODE_GENERIC, A.MODE_15, A.MODE_2, A.MODE_125):
-        sums = A._scan_sums(mode, 64)  # (the default launch's)
         yield (f"attention scan mode {mode}", A._fwd_scan_kernel,
-               dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False, SUMS=sums), 4,
-               A._regs("scan_sums", mode) if sums else {})
-        if mode == A.MODE_125:  # the scan's sums at its guess of τ' (SPARSEMAP_ATTN_SCAN_SUMS=16)
-            yield (f"attention scan mode {mode} sums", A._fwd_scan_kernel,
-                   dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False, SUMS=16), 4,
-                   A._regs("scan_sums", mode))
-            yield (f"attention solve mode {mode} sweeps from the scan's start", A._fwd_solve_kernel,
-                   dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        ASM=True, START=True, **A._sweep_rule(mode, 64)), 4,
-                   A._regs("solve", mode))
+               dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=False), 4)
         if mode in (A.MODE_15, A.MODE_2):
             # key tiles through a tensor descriptor (SPARSEMAP_ATTN_SCAN_TMA=1)
             yield (f"attention scan mode {mode} tma", A._fwd_scan_kernel,
@@ -107,46 +97,38 @@ def cases():
         if mode in (A.MODE_GENERIC, A.MODE_125):
             yield (f"attention scan mode {mode} top2", A._fwd_scan_kernel,
                    dict(ATT, MODE=mode, NIT=8, DIAG=0, TOP2=True), 4)
-        fuse = A._fuse_output(mode, 64, 64)
         yield (f"attention solve mode {mode}", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                    START=sums > 0, FUSE=fuse, **A._sweep_rule(mode, 64)), 4,
+                    **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
-        if mode == A.MODE_125:  # the output from the last sweep (``_SWEEP_FUSE``), both forms
-            for o2 in (False, True):
-                yield (f"attention solve mode {mode} fused output{' with O2' if o2 else ''}",
-                       A._fwd_solve_kernel,
-                       dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                            START=sums > 0, FUSE=True, NEED_O2=o2, **A._sweep_rule(mode, 64)), 4,
-                       A._regs("solve", mode))
         # the default: candidate key indices copied, gathered output with O2 (training)
         yield (f"attention solve mode {mode} gathered output", A._fwd_solve_kernel,
                dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                    GATHER=True, NEED_O2=True, START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                    GATHER=True, NEED_O2=True, **A._sweep_rule(mode, 64)), 4,
                A._regs("solve", mode))
         if mode in A._GATHER_MODES:  # the candidate stores as inline st.global (_store_rows)
             yield (f"attention solve mode {mode} gathered output asm stores", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=True, ASM=True, START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                        GATHER=True, NEED_O2=True, ASM=True, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
             # the same for an inference forward (no O2): the configuration the benchmarks time
             yield (f"attention solve mode {mode} gathered output asm stores no grad", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        GATHER=True, NEED_O2=False, ASM=True, START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                        GATHER=True, NEED_O2=False, ASM=True, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         else:  # (the prefix-sum copy's scatter, _copy_all, as inline stores)
             yield (f"attention solve mode {mode} asm stores", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        ASM=True, START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                        ASM=True, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         if mode == A.MODE_125:  # sparse sweeps that test each tile's bound (SPARSEMAP_ATTN_SWEEP_SKIP=1)
             yield (f"attention solve mode {mode} sweeps with tile tests", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=256, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
-                        ASM=True, START=sums > 0, **dict(A._sweep_rule(mode, 64), SWEEP_SKIP=True)), 4,
+                        ASM=True, **dict(A._sweep_rule(mode, 64), SWEEP_SKIP=True)), 4,
                    A._regs("solve", mode))
         if mode == A.MODE_15:  # one program per query block (SPARSEMAP_ATTN_SOLVE_PERSIST=0)
             yield (f"attention solve mode {mode} one block per program", A._fwd_solve_kernel,
-                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False, START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                   dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=False, **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield (f"attention output mode {mode}", A._fwd_output_kernel,
                dict(ATT, MODE=mode, NEED_O2=True, NEED_DALPHA=mode == A.MODE_GENERIC,
@@ -161,7 +143,7 @@ def cases():
             yield (f"attention solve mode {mode} keeping supports", A._fwd_solve_kernel,
                    dict(ATT, MODE=mode, CAP=128, CHUNK=64, DIAG=0, PERSIST=A._solve_persist(mode, 64),
                         GATHER=True, NEED_O2=True, KEEP=True, S=A._KEEP_SUPPORT, ASM=True,
-                        START=sums > 0, **A._sweep_rule(mode, 64)), 4,
+                        **A._sweep_rule(mode, 64)), 4,
                    A._regs("solve", mode))
         yield f"attention dkdv mode {mode}", A._bwd_dkdv_kernel, dict(ATT, MODE=mode, SUB_M=64), 4
     # the tile table's D = 256 entry (the largest tiles per thread), bf16, α = 1.5, with its

@@ -19,7 +19,7 @@ import sparsemap_tools.gpu.attention as GA  # noqa: E402
 def _state():
     return (GA._CAND_CAP, GA._CAND_BUDGET, GA._SCAN_TOP2, GA._SOLVE_DIAG, dict(GA._MAXNREG),
             dict(GA._TILES_ENV), GA._SOLVE_PERSIST, GA._NIT, GA._SWEEP_LIVE, GA._SWEEP_MAX_D,
-            GA._SWEEP_CERT, GA._SWEEP_SKIP, GA._SCAN_SUMS)
+            GA._SWEEP_CERT, GA._SWEEP_SKIP)
 
 
 @pytest.mark.parametrize("name, want", [
@@ -41,18 +41,13 @@ def _state():
     ("nocertnoskip", dict(cert=False, skip=False)),
     ("skip", dict(skip=True)),
     ("nocertskip", dict(cert=False, skip=True)),
-    ("sums16", dict(sums=16)),
-    ("sums32", dict(sums=32)),
-    ("nosums", dict(sums=0)),
-    ("sumsfree", dict(sums=16, maxnreg={"scan_sums": 0})),
 ])
 def test_variant_sets_its_globals_and_default_restores(name, want):
     S.apply_variant("default")
     base = _state()
     try:
         S.apply_variant(name)
-        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep, sweep_d, cert, skip, sums = _state()
-        assert sums == want.get("sums", base[12])
+        cap, budget, top2, diag, maxnreg, tiles, persist, nit, sweep, sweep_d, cert, skip = _state()
         assert cert == want.get("cert", base[10])
         assert skip == want.get("skip", base[11])
         assert persist == want.get("persist", base[6])
@@ -76,16 +71,3 @@ def test_bad_tile_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="SPARSEMAP_ATTN_TILES"):
         S.apply_variant("tiles/warps=8")
     S.apply_variant("default")
-
-
-def test_scan_sums_variant_reaches_the_launch():
-    """"sums16" turns the α = 1.25 scan sums on for the launches (``_scan_sums``), "default"
-    (off) and α ∈ {1.5, 2} leave them off."""
-    try:
-        S.apply_variant("sums16")
-        assert GA._scan_sums(GA.MODE_125, 64) == 16
-        assert GA._scan_sums(GA.MODE_15, 64) == 0
-        assert GA._scan_sums(GA.MODE_125, 256) == 0     # no sparse sweeps above D = 128
-    finally:
-        S.apply_variant("default")
-    assert GA._scan_sums(GA.MODE_125, 64) == 0
