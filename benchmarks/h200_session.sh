@@ -14,8 +14,8 @@
 # `... wfdefault`: the write-first default against the previous one and the row-wise GPU tests
 # with it; `... generic`: generic and tensor alpha with U 4; `... table`: the full paired table;
 # `... breakdown stages2`: the TMA scan option, the N = 16k
-# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); `... hold`: GPU tests and
-# the held-row option of the row-wise streaming kernel (2026-12-07, fourth session); `... cert`:
+# breakdown and 32-wide tiles at N = 1k (written 2026-12-06 night); (`hold`, the held-row
+# option's call of 2026-12-07, went with the option on 2026-12-08); `... cert`:
 # alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session);
 # the modes `sums` and `fuse` (alpha = 1.25's scan sums and output from the last sweep, run
 # 2026-12-08) went with those options (removed 2026-12-08, ninth session; code at 2adc9e4).
@@ -210,23 +210,6 @@ if [ "${1:-}" = rw125 ]; then
     --configs "t2:stream_top2=1;c4k:chunk=4096,stream_elems_per_thread=16,stream_unroll=2;c4kt2:chunk=4096,stream_elems_per_thread=16,stream_unroll=2,stream_top2=1" \
     > "$O/ab_a125.txt" 2>&1; echo "ab rc $?"
   grep "^|" "$O/ab_a125.txt"; tail -n 3 "$O/ab_a125.txt" | grep -v "^|"
-  exit 0
-fi
-if [ "${1:-}" = hold ]; then
-  # (2026-12-07, fourth session) every GPU-marked test (the top-2 default of the last session,
-  # the Newton 2-cycle fix, the held-row tests), then the held row (CONFIG stream_hold) against
-  # the current kernels (.old: gpu/rowwise.py and _host.py of aff1e1b) at 1024x16384
-  gpu_tests 200
-  timeout 200 python3 benchmarks/ab_rowwise.py --old .old --rounds 3 --shapes 1024x16384 --alphas 1.5,2.0,1.25 \
-    --configs "hold:stream_hold=1;hold255:stream_hold=1,stream_maxnreg=255;hold4k:stream_hold=1,chunk=4096;c4k:chunk=4096,stream_elems_per_thread=16,stream_unroll=2;t2:stream_top2=1" \
-    > "$O/ab_hold.txt" 2>&1; echo "ab rc $?"
-  grep "^|" "$O/ab_hold.txt"; tail -n 3 "$O/ab_hold.txt" | grep -v "^|"
-  # the attention anchor (N = 16k, D = 64, causal, bf16, alpha 1.5; FA2 of the same call)
-  [ -n "${SKIP_ATTN:-}" ] && exit 0
-  timeout 150 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha 1.5 --variants default \
-    --rounds 2 --fb --out /tmp/s_hold > "$O/stages_anchor.txt" 2>&1; echo "stages rc $?"
-  cp /tmp/s_hold/gpu_attention_stages.json "$O/stages_anchor.json" 2>/dev/null
-  tail -n 7 "$O/stages_anchor.txt" | cut -c1-150
   exit 0
 fi
 if [ "${1:-}" = ab2 ]; then

@@ -179,22 +179,16 @@ CHUNK = None
 #: (so not taken above 512 rows).  Not measured on other shapes or an H200.
 #: stream_renorm / onchip_renorm: 1 (default) = rows whose Σp is off 1 by more than NORM_TOL_*
 #: are divided by it (streamed rows: written again); 0 = not (for timing the check only)
-#: stream_hold: 1 = a streamed row that fits in registers (at most ``stream_hold_elems``
-#: entries per thread, with 2048-wide chunks above 512 rows) is loaded once as one [U, CHUNK]
-#: tile and every later pass (the write-first write, solver passes, the write) reads those
-#: registers instead of memory: 1 read + 1 write, as softmax; 0 (default) = never.  Slower on
-#: an H100 at 1024×16384 (A/B, 3 rounds, ratio to softmax, now → held at the 128-register cap /
-#: with no cap (255) / 16 warps with 4096-wide chunks): α = 1.5 1.31 → 1.38 / 1.35 / 1.71, α = 2
-#: 1.18 → 1.36 / 1.27 / 1.61, α = 1.25 1.48 → 1.90 / 1.67 / 2.12: one program per SM cannot
-#: overlap a row's load with another's solve, and the capped kernel spills ~1 kB.
+#: (stream_hold, a streamed row held in registers and read once, was measured slower on an H100 —
+#: 1024×16384, ratio to softmax: α = 1.5 1.31 → 1.35–1.71, α = 2 1.18 → 1.27–1.61 — and removed
+#: on 2026-12-08; docs/benchmarks_gpu_rowwise.md, code at 2adc9e4.)
 #: bwd_unroll: chunks per loop step of the backward's two streamed passes (1: U = 4 measured no
 #: different on an H100, forward+backward 0.93 / 0.92 / 0.84 / 0.78× softmax's with either at
 #: 1024×16384 and 256×65536, α = 1.5 / 2)
 CONFIG = dict(tile_elems=1024, elems_per_thread=32, stream_elems_per_thread=8, group=0,
               group_min_d=256, stream_prefetch=-1, stream_levels=16, stream_maxnreg=128,
               onchip_maxnreg=0, stream_unroll=4, stream_unroll_generic=1, bwd_unroll=1,
-              stream_write_first=-1, stream_top2=-1, stream_renorm=1, onchip_renorm=1,
-              stream_hold=0, stream_hold_elems=64)
+              stream_write_first=-1, stream_top2=-1, stream_renorm=1, onchip_renorm=1)
 
 INF = tl.constexpr(float("inf"))
 
@@ -601,13 +595,10 @@ def _tile_cols(start, lane, U: tl.constexpr):
 
 
 @triton.jit
-def _load_chunk(xrow, cols, D, PF: tl.constexpr, xh):
+def _load_chunk(xrow, cols, D, PF: tl.constexpr):
     """The [U, CHUNK] tile at columns ``cols`` of a streamed row (−inf past the end); with
-    PF = 0 nothing is loaded (the loop loads its own tile); PF = 2 (a held row): ``xh``, the
-    whole row loaded once by the kernel."""
-    if PF == 2:
-        x = xh
-    elif PF == 1:
+    PF = 0 nothing is loaded (the loop loads its own tile)."""
+    if PF == 1:
         x = tl.load(xrow + cols, mask=cols < D, other=-INF)
     else:
         x = tl.zeros(cols.shape, xrow.dtype.element_ty)
@@ -618,14 +609,11 @@ def _load_chunk(xrow, cols, D, PF: tl.constexpr, xh):
 def _next_chunk(xrow, start, lane, D, U: tl.constexpr, xn, PF: tl.constexpr):
     """(tile at ``start``, prefetched tile after it).  PF = 1: the tile was loaded one
     iteration earlier and the next one is issued now, before this tile's arithmetic, so its
-    latency overlaps that work (two tiles in registers); PF = 0: a plain load; PF = 2: the row
-    is held in registers as one tile (``xn``, from ``_load_chunk``; the loop runs once)."""
+    latency overlaps that work (two tiles in registers); PF = 0: a plain load."""
     CH: tl.constexpr = lane.shape[0]
-    if PF == 2:
+    if PF == 1:
         x = xn
-    elif PF == 1:
-        x = xn
-        xn = _load_chunk(xrow, _tile_cols(start + U * CH, lane, U), D, PF, xn)
+        xn = _load_chunk(xrow, _tile_cols(start + U * CH, lane, U), D, PF)
     else:
         cols = _tile_cols(start, lane, U)
         x = tl.load(xrow + cols, mask=cols < D, other=-INF)
@@ -633,16 +621,11 @@ def _next_chunk(xrow, start, lane, D, U: tl.constexpr, xn, PF: tl.constexpr):
 
 
 @triton.jit
-def _prepared(x, alpha, m, bad, PF: tl.constexpr):
-    """zs = (α−1)(x − m) of a tile (0 on bad rows), in x's compute dtype; a held row's tile
-    (PF = 2) is stored prepared already (``_fwd_stream_kernel``), so it is returned as is.
-    Softmax rows run with α = 2 here, so their zs is x − m exactly."""
-    if PF == 2:
-        zs = x
-    else:
-        zs = (alpha - 1.0)[:, None] * (x - m[:, None])
-        zs = tl.where(bad[:, None], 0.0, zs)
-    return zs
+def _prepared(x, alpha, m, bad):
+    """zs = (α−1)(x − m) of a tile (0 on bad rows), in x's compute dtype.  Softmax rows run
+    with α = 2 here, so their zs is x − m exactly."""
+    zs = (alpha - 1.0)[:, None] * (x - m[:, None])
+    return tl.where(bad[:, None], 0.0, zs)
 
 
 @triton.jit
@@ -698,7 +681,7 @@ def _fold_max_nan(t, U: tl.constexpr, REDUCE: tl.constexpr):
 
 @triton.jit
 def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_soft, zero2,
-                  scale, xh, U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr,
+                  scale, U: tl.constexpr, PF: tl.constexpr, F64: tl.constexpr,
                   SUM: tl.constexpr = True, SCALED: tl.constexpr = False):
     """The output pass of a streamed row: p = [zs − τ]_+^q (``SCALED``: times ``scale``;
     softmax rows: exp(x − m)/Σ; bad rows: NaN) stored in P's dtype, U chunks per step.  Returns
@@ -709,12 +692,12 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
     cnt = zero2.to(tl.int32)         # per-lane counts, reduced once after the loop
     kpos = zero2.to(tl.int32)
     psum = zero2
-    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF, xh)
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         cols = _tile_cols(start, lane, U)
         cm = cols < D
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-        zs = _prepared(x.to(zero2.dtype), alpha, m, bad, PF)
+        zs = _prepared(x.to(zero2.dtype), alpha, m, bad)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
         if SUM:
             psum += _fold_sum(p, U)  # (masked-off columns: zs = −inf, p = 0)
@@ -733,16 +716,16 @@ def _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft, se, n_
 
 
 @triton.jit
-def _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, xh, U: tl.constexpr,
+def _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, U: tl.constexpr,
                 PF: tl.constexpr, F64: tl.constexpr):
     """Σ [zs − τ]_+^q over a streamed row (one read pass, per-lane sums reduced at the end)."""
     CH: tl.constexpr = lane.shape[0]
     STEP: tl.constexpr = U * CH
     acc = zero2
-    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF, xh)
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-        zs = _prepared(x.to(zero2.dtype), alpha, m, bad, PF)
+        zs = _prepared(x.to(zero2.dtype), alpha, m, bad)
         p, pos = _p_from_tau(zs, tau, q, mode, F64)
         acc += _fold_sum(p, U)
     return tl.sum(acc, 1)
@@ -869,13 +852,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     vmax = zero2 - INF
     vsec = zero2 - INF      # TOP2: per-lane second largest entries (the subset doubles)
     STEP: tl.constexpr = U * CHUNK
-    if PF == 2:
-        # a held row (D ≤ U·CHUNK): loaded once here; every pass below reads these registers
-        c0 = _tile_cols(0, lane, U)
-        xh = tl.load(xrow + c0, mask=c0 < D, other=-INF)
-    else:
-        xh = zero2
-    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF, xh)
+    xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
     for start in range(0, D, STEP):
         x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
         x = x.to(zero2.dtype)
@@ -905,9 +882,6 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         x = tl.load(xrow + cols, mask=cols < D, other=-INF).to(zero2.dtype)
         esum += _fold_sum(tl.exp(x - m[:, None]), U)
     se = tl.sum(esum, 1)
-    if PF == 2:
-        # the held row, prepared once (the passes below read zs, not x: one tile live, not two)
-        xh = _prepared(xh.to(zero2.dtype), alpha, m, bad, 0)
     q = 1.0 / (alpha - 1.0)
     if MODE >= 0:
         mode = MODE
@@ -944,7 +918,7 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         tg = tl.where(csub, tsub, tau)
         ksub = tl.sum((zsv > tg[:, None]).to(tl.int32), 1)
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tg, q, mode, bad, soft,
-                                         se, n_soft, zero2, unit, xh, U, PF, F64, SUM)
+                                         se, n_soft, zero2, unit, U, PF, F64, SUM)
         cert = fixed | (csub & (krow == ksub))
         tau = tl.where(cert & ~fixed, tg, tau)
         sdev = tl.where(cert & ~fixed, sdev_sub, sdev)   # (the same support: the subset's bound)
@@ -963,10 +937,10 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         a2 = zero2
         ak = zero2
         am = zero2 + INF
-        xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF, xh)
+        xn = _load_chunk(xrow, _tile_cols(0, lane, U), D, PF)
         for start in range(0, D, STEP):
             x, xn = _next_chunk(xrow, start, lane, D, U, xn, PF)
-            zs = _prepared(x.to(zero2.dtype), alpha, m, bad, PF)
+            zs = _prepared(x.to(zero2.dtype), alpha, m, bad)
             t0, t1, t2, one, dm = _terms(zs, tau, q, mode, NEED_S2, F64)
             a0 += _fold_sum(t0, U)
             a1 += _fold_sum(t1, U)
@@ -988,10 +962,10 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
     if WRITE_FIRST:
         if tl.sum((~cert).to(tl.int32), 0) > 0:
             supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad,
-                                             soft, se, n_soft, zero2, unit, xh, U, PF, F64, SUM)
+                                             soft, se, n_soft, zero2, unit, U, PF, F64, SUM)
     else:
         supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad, soft,
-                                         se, n_soft, zero2, unit, xh, U, PF, F64, SUM)
+                                         se, n_soft, zero2, unit, U, PF, F64, SUM)
     # Σp off by more than NORM_TOL_* (a row stopped at max_iter, or α > 2 where no float τ gives
     # Σp = 1: p is only Hölder in τ): written again divided by Σp, as the CPU paths divide
     if RENORM:
@@ -1000,12 +974,11 @@ def _fwd_stream_kernel(X, ALPHA, P, TAU, SUPP, ITERS, CONV, D, stride_x, stride_
         else:
             check = _unsure_sum(sdev, conv, alpha, fixed)
             if tl.sum(check.to(tl.int32), 0) > 0:
-                psum = _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, xh, U, PF,
-                                   F64)
+                psum = _stream_sum(xrow, D, lane, m, alpha, tau, q, mode, bad, zero2, U, PF, F64)
         renorm = _needs_renorm(psum, ~check, F64)
         if tl.sum(renorm.to(tl.int32), 0) > 0:
             supp, krow, psum = _stream_write(xrow, prow, D, lane, m, alpha, tau, q, mode, bad,
-                                             soft, se, n_soft, zero2, 1.0 / psum, xh, U, PF, F64,
+                                             soft, se, n_soft, zero2, 1.0 / psum, U, PF, F64,
                                              False, True)
     tau = tl.where(soft, tl.log(se), tau)
     tl.store(TAU + row + ridx, tl.where(bad, INF - INF, tau))
@@ -1232,15 +1205,16 @@ def _write_first(mode: int, sid: int, cfg: dict, R: int) -> bool:
     return sid == 0 and ((wf == 1 and mode in (0, 1)) or (wf == 2 and mode == 0))
 
 
-def _hold(D: int, chunk: int, cfg: dict) -> bool:
-    """Whether a streamed row is held in registers (``CONFIG["stream_hold"]``): when the row,
-    padded to whole chunks (a power of two of them), is at most ``stream_hold_elems`` per
-    thread of the launch."""
-    h = cfg["stream_hold"]
-    if isinstance(h, bool) or not isinstance(h, int) or h not in (0, 1):
-        raise ValueError(f"stream_hold must be 0 or 1, got {h!r}")
-    threads = 32 * _num_warps(chunk, cfg, stream=True)
-    return h == 1 and next_pow2(cdiv(D, chunk)) * chunk <= int(cfg["stream_hold_elems"]) * threads
+def _merged_config(config: dict | None) -> dict:
+    """``CONFIG`` with the overrides of ``config`` (the launchers' timing knobs); a key that
+    ``CONFIG`` does not have is an error (a misspelt or removed knob would otherwise time the
+    default kernels under another name)."""
+    if config is None:
+        return CONFIG
+    unknown = sorted(set(config) - set(CONFIG))
+    if unknown:
+        raise ValueError(f"config: unknown keys {unknown}; known: {sorted(CONFIG)}")
+    return {**CONFIG, **config}
 
 
 def _steps(D: int, chunk: int, cfg: dict, key: str) -> int:
@@ -1358,7 +1332,7 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     if R == 0 or D == 0:
         return res
     sid = _SOLVER_ID[solver]
-    cfg = CONFIG if config is None else {**CONFIG, **config}
+    cfg = _merged_config(config)
     renorm_onchip, renorm_stream = _renorm(cfg, "onchip_renorm"), _renorm(cfg, "stream_renorm")
     limit = MAX_ONCHIP if max_onchip is None else max_onchip
     if D <= limit:
@@ -1375,10 +1349,9 @@ def entmax_forward(x: torch.Tensor, alpha: torch.Tensor | float, solver: str = "
     else:
         fast = _fast_mode(mode, f64)
         wf = _write_first(mode, sid, cfg, R)
-        ch = _chunk(R, chunk, fast, wf or cfg["stream_hold"] == 1)
-        hold = _hold(D, ch, cfg)
-        pf = 2 if hold else _prefetch(R, cfg)
-        unroll = next_pow2(cdiv(D, ch)) if hold else _unroll(D, ch, cfg, fast)
+        ch = _chunk(R, chunk, fast, wf)
+        pf = _prefetch(R, cfg)
+        unroll = _unroll(D, ch, cfg, fast)
         _fwd_stream_kernel[(R,)](
             x, alpha, p, tau, supp, iters, conv, D, x.stride(0), p.stride(0),
             float(tol), int(max_iter), _soft_below_arg(x.dtype, scalar, alpha_s), alpha_s,
@@ -1417,7 +1390,7 @@ def entmax_backward(p: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | f
         if dalpha is not None:
             dalpha.zero_()
         return dx, dalpha
-    cfg = CONFIG if config is None else {**CONFIG, **config}
+    cfg = _merged_config(config)
     one_pass = D <= (MAX_ONCHIP if max_onchip is None else max_onchip)
     if one_pass:
         block_r, block_d = _onchip_blocks(R, D, cfg)

@@ -197,14 +197,6 @@ def cases():
                        dict(CHUNK=ch, SOLVER=0, F64=False, MODE=mode, PF=pf, LEV=16,
                             SCALAR_ALPHA=scalar, U=u, TOP2=True), nw,
                        R._maxnreg(R.CONFIG["stream_maxnreg"]))
-            if ch == 2048 and u == 4 and mode == 1:
-                # a 16384-wide row held in registers (CONFIG stream_hold, off: measured slower;
-                # its launch above 512 rows, write-first), one mode only (compile time in CI)
-                yield (f"rowwise stream mode {mode} chunk 2048 hold 16384",
-                       R._fwd_stream_kernel,
-                       dict(CHUNK=2048, SOLVER=0, F64=False, MODE=mode, PF=2, LEV=16,
-                            SCALAR_ALPHA=scalar, U=8, WRITE_FIRST=True), 8,
-                       R._maxnreg(R.CONFIG["stream_maxnreg"]))
             # the fast modes' defaults (more than 512 rows / at most 512), one other unroll
             yield (f"rowwise stream mode {mode} chunk {ch} unroll {u} prefetch {pf}",
                    R._fwd_stream_kernel,

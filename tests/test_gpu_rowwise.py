@@ -187,12 +187,11 @@ def test_equal_rows_large_alpha(device, alpha, solver, stream):
         assert int(res.iterations.max()) <= 60, res.iterations
 
 
-@pytest.mark.parametrize("prefetch,levels,unroll,first,hold", [
-    (0, 0, 1, 0, 0), (0, 16, 1, 0, 0), (1, 16, 1, 0, 0), (1, 4, 1, 0, 0), (0, 16, 2, 0, 0),
-    (0, 16, 4, 0, 0), (1, 16, 2, 0, 0), (0, 16, 4, 1, 0), (1, 16, 2, 1, 0), (0, 16, 1, 0, 1),
-    (0, 16, 1, 1, 1)])
+@pytest.mark.parametrize("prefetch,levels,unroll,first", [
+    (0, 0, 1, 0), (0, 16, 1, 0), (1, 16, 1, 0), (1, 4, 1, 0), (0, 16, 2, 0),
+    (0, 16, 4, 0), (1, 16, 2, 0), (0, 16, 4, 1), (1, 16, 2, 1)])
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.25, 3.0, "mixed"])
-def test_stream_variants_match_reference(device, prefetch, levels, unroll, first, hold, alpha):
+def test_stream_variants_match_reference(device, prefetch, levels, unroll, first, alpha):
     """Every streaming loop form (next tile prefetched or not: chosen by the row count; one
     chunk or U chunks per step, the last step partly past the row's end) and the multi-level
     start of the subset solve (any level count, or none) give the exact answer and the
@@ -200,8 +199,7 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     NaN/+inf rows.  ``first``: p written at the subset's root and certified by a support count
     (α ∈ {2, 1.5} floats): certified rows take no solver pass, the tie row (equal entries
     sharing lanes: more row entries above the subset's root than the subset holds) falls back to
-    the solver passes and a second write.  ``hold``: the row is loaded once as one tile and every
-    pass reads it from registers (``stream_hold``; the prefetch and unroll settings do not apply)."""
+    the solver passes and a second write."""
     max_onchip, chunk = _cfg(device)["stream"]
     gen = torch.Generator().manual_seed(21)
     D = 3 * chunk + 5
@@ -220,9 +218,7 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
     arg = alpha if isinstance(alpha, float) else al
     res = rowwise.entmax_forward(x, arg, max_onchip=max_onchip, chunk=chunk,
                                  config=dict(stream_prefetch=prefetch, stream_levels=levels,
-                                             stream_unroll=unroll, stream_write_first=first,
-                                             stream_hold=hold))
-    assert rowwise._hold(D, chunk, dict(rowwise.CONFIG, stream_hold=hold)) == bool(hold)
+                                             stream_unroll=unroll, stream_write_first=first))
     p = res.p.cpu()
     for r in (4, 5):
         assert bool(torch.isnan(p[r]).all()) and int(res.support_size[r]) == 0
@@ -244,7 +240,7 @@ def test_stream_variants_match_reference(device, prefetch, levels, unroll, first
 @given(data=st.data())
 def test_hypothesis_stream_layouts(device, data):
     """Property: every streaming layout (1, 2 or 4 chunks per step, next tile prefetched or not,
-    p written first at the lane-maxima subset's root or not, the row held in registers or not;
+    p written first at the lane-maxima subset's root or not;
     α with and without a pow-free branch) returns p within 2e-6 of the float64 answer, Σp = 1,
     the support count of the stored p and a converged flag within 40 passes, on any
     length past the on-chip limit and rows of any kind: random, flat, heavy-tailed, peaked,
@@ -258,8 +254,7 @@ def test_hypothesis_stream_layouts(device, data):
     cfg = dict(stream_unroll=data.draw(st.sampled_from([1, 2, 4]), label="unroll"),
                stream_prefetch=data.draw(st.sampled_from([0, 1]), label="prefetch"),
                stream_write_first=data.draw(st.sampled_from([-1, 0, 1, 2]), label="write_first"),
-               stream_top2=data.draw(st.sampled_from([-1, 0, 1]), label="top2"),
-               stream_hold=data.draw(st.sampled_from([0, 1]), label="hold"))
+               stream_top2=data.draw(st.sampled_from([-1, 0, 1]), label="top2"))
     shift = data.draw(st.sampled_from([0.0, 1e3, -1e4]), label="shift")
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     if kind == "grid":
@@ -535,6 +530,11 @@ def test_renorm_config_is_checked(device):
     for key in ("stream_renorm", "onchip_renorm"):
         with pytest.raises(ValueError, match=key):
             rowwise.entmax_forward(x, 1.5, config={key: 2})
+    # a key CONFIG does not have (misspelt, or a removed knob) is refused by both launchers
+    with pytest.raises(ValueError, match="stream_hold"):
+        rowwise.entmax_forward(x, 1.5, config={"stream_hold": 1})
+    with pytest.raises(ValueError, match="unknown keys"):
+        rowwise.entmax_backward(x.softmax(-1), x, 1.5, False, config={"bwd_unrol": 2})
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -642,15 +642,6 @@ def test_stream_launch_rule():
         rowwise._top2(0, 0, dict(cfg, stream_top2=2), 256)
     assert cfg["stream_write_first"] == -1 and cfg["stream_top2"] == -1
     assert rowwise._chunk(1024, None, True, True) == 2048 and rowwise._chunk(256, None, True, True) == 4096
-    # held rows: at most stream_hold_elems entries per thread of the launch, the row padded to a
-    # power of two of chunks (2048-wide chunks have 8 warps: 16384 entries at 64 per thread)
-    held = dict(cfg, stream_hold=1)
-    assert rowwise._hold(16384, 2048, held) and not rowwise._hold(16385, 2048, held)
-    assert rowwise._hold(10000, 2048, held) and not rowwise._hold(16384, 1024, held)
-    assert rowwise._hold(32768, 4096, held) and not rowwise._hold(65536, 4096, held)
-    assert not rowwise._hold(16384, 2048, cfg) and cfg["stream_hold"] == 0
-    with pytest.raises(ValueError, match="stream_hold"):
-        rowwise._hold(100, 64, dict(cfg, stream_hold=-1))
 
 
 # ------------------------------------------------------------------------------ backward
