@@ -1017,7 +1017,7 @@ def _certificate_kernel():
         import triton.language as tl
 
         global _quartic_certificate
-        from sparsemap_tools.gpu.attention import _quartic_certificate
+        from sparsemap_tools.gpu.attention_solve import _quartic_certificate
 
         @triton.jit
         def kernel(S, OUT, TOL, BLOCK: tl.constexpr):
