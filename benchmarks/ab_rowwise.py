@@ -1,10 +1,10 @@
 """A/B timing of the row-wise Triton forward against an older copy of the same kernels.
 
-The old copy is a directory holding ``oldgpu/{__init__.py, rowwise.py, _host.py}`` taken from
-a git commit, e.g.::
+The old copy is a directory holding ``oldgpu/``, the ``gpu/`` directory of a git commit (the
+row-wise kernels are split over ``rowwise*.py`` since 2026-12-08; the relative imports resolve
+inside ``oldgpu``), e.g.::
 
-    mkdir -p .old/oldgpu && git show REV:gpu/rowwise.py > .old/oldgpu/rowwise.py \
-      && git show REV:gpu/_host.py > .old/oldgpu/_host.py && touch .old/oldgpu/__init__.py
+    mkdir -p .old && git archive --prefix=oldgpu/ REV:gpu | tar -x -C .old
 
 Per shape and α, ``torch.softmax``, the old forward and the new forward (plus any ``--configs``
 of the new one) are timed with CUDA-graph replays (``triton.testing.do_bench_cudagraph``,

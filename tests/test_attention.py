@@ -3,7 +3,7 @@
 Which is which:
 - ``gpu/attention_reference.py``: the dense naive reference (float64 here), itself checked
   against ``entmax``'s row operators, against SDPA at α = 1 and by ``gradcheck`` (incl. ∂/∂α).
-- ``gpu/attention.py``: the fused Triton kernels.  Without CUDA they run on CPU tensors under
+- ``gpu/attention*.py``: the fused Triton kernels.  Without CUDA they run on CPU tensors under
   ``TRITON_INTERPRET=1`` (``backend="triton"``), on small shapes; tests marked ``gpu`` run the same
   checks on CUDA at larger shapes.
 
