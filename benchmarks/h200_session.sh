@@ -19,6 +19,8 @@
 # alpha = 1.25's certified sweeps and the sweeps without tile tests (2026-12-07, fifth session);
 # the modes `sums` and `fuse` (alpha = 1.25's scan sums and output from the last sweep, run
 # 2026-12-08) went with those options (removed 2026-12-08, ninth session; code at 2adc9e4).
+# Next (written 2026-12-08, not yet run): `... next` (GPU tests, float64 check, the anchor after
+# the module splits) and `... ncu` (benchmarks/ncu_profile.sh).
 # Run from the repository root on the device with .whl (adasplash, entmax) and .old (the package
 # before the host-overhead change: git archive of the previous commit) carried.
 source benchmarks/device_setup.sh
@@ -48,6 +50,27 @@ gpu_tests() {  # TIMEOUT: every GPU-marked test (attention and row-wise), 8 work
   timeout $1 bash -c "$(declare -f run_gpu_tests); REPO=$REPO; run_gpu_tests -q -n 8" \
     > "$O/pytest_gpu.txt" 2>&1; echo "pytest rc $?"; tail -n 3 "$O/pytest_gpu.txt"
 }
+if [ "${1:-}" = next ]; then
+  # (written 2026-12-08, ninth session, for the next device call) after the module splits and
+  # removals of that session (the same SASS for every kernel, checked on the CPU): every
+  # GPU-marked test, the float64 check, and the issue 5 anchor (N = 16k, D = 64, causal, bf16,
+  # alpha 1.5 and 1.25, random and topics, 2 rounds, forward+backward) against the last records
+  gpu_tests 240
+  check_attn next
+  for a in 1.5 1.25; do
+    timeout 150 python3 benchmarks/gpu_attention_stages.py --D 64 --alpha $a --kinds random,topics \
+      --variants default --rounds 2 --fb --out /tmp/s_next_$a > "$O/stages_next_$a.txt" 2>&1
+    echo "stages alpha=$a rc $?"; grep -v "^{" "$O/stages_next_$a.txt" | tail -n 6 | cut -c1-150
+  done
+  exit 0
+fi
+if [ "${1:-}" = ncu ]; then
+  # (written 2026-12-08) Nsight Compute counters of the kernels behind the missed targets
+  # (benchmarks/ncu_profile.sh: the attention solve and scan at the anchor, the streamed
+  # row-wise forward at 1024x16384 and softmax); Firecracker machines only
+  bash benchmarks/ncu_profile.sh all
+  exit 0
+fi
 if [ "${1:-}" = gather ]; then
   # the gathered dQ (written on 2026-12-01, run on 2026-12-06): float64 check with it on, then
   # default / dqgather / gather0 (the gathered output off) at three configurations, forward and
