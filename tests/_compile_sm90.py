@@ -247,10 +247,12 @@ def _compile_case(i: int) -> str:
     return f"{name}\t{sass_digest(out)}" if _DIGEST else name
 
 
-def main(jobs: int, digest: str | None = None) -> int:
+def main(jobs: int, digest: str | None = None, compare: str | None = None) -> int:
     """Compile every case, ``jobs`` at a time (worker processes: the compiles are CPU-bound
     and independent; CI has 2 cores).  Prints a line per kernel; non-zero on any error.  With
-    ``digest`` a path, also writes "case<TAB>SASS digest" lines there (``sass_digest``)."""
+    ``digest`` a path, also writes "case<TAB>SASS digest" lines there (``sass_digest``), and with
+    ``compare`` another such file, reports the kernels whose code changed (``compare_digests``:
+    non-zero when any did)."""
     _CASES[:] = cases()
     _DIGEST[:] = [True] if digest else []
     n_cases = len(_CASES)
@@ -271,7 +273,28 @@ def main(jobs: int, digest: str | None = None) -> int:
         with open(digest, "w") as fh:
             fh.write("".join(ln + "\n" for ln in lines))
     print(f"all {n_cases} kernels compiled for sm_90 with triton {triton.__version__}")
+    if digest and compare:
+        return compare_digests(compare, digest)
     return 0
+
+
+def compare_digests(base: str, new: str) -> int:
+    """Print the cases whose SASS digest differs between two ``--digest`` files (and those only
+    in one of them); 0 when every common case is the same machine code, else 1."""
+    def load(path: str) -> dict:
+        with open(path) as fh:
+            return dict(ln.rstrip("\n").split("\t") for ln in fh if "\t" in ln)
+    a, b = load(base), load(new)
+    differ = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    for k in sorted(a.keys() - b.keys()):
+        print("only in", base + ":", k)
+    for k in sorted(b.keys() - a.keys()):
+        print("only in", new + ":", k)
+    for k in differ:
+        print("differs:", k)
+    print(f"{len(a.keys() & b.keys()) - len(differ)} of {len(a.keys() & b.keys())} common kernels "
+          "have the same SASS")
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":
@@ -280,5 +303,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="compile every kernel for sm_90")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--digest", help="write each case's SASS digest to this file")
+    ap.add_argument("--compare", help="with --digest: an earlier digest file to compare with")
     args = ap.parse_args()
-    sys.exit(main(args.jobs, args.digest))
+    if args.compare and not args.digest:
+        ap.error("--compare needs --digest")
+    sys.exit(main(args.jobs, args.digest, args.compare))

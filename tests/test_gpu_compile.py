@@ -36,3 +36,20 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
     # every case of the list compiled, and the list still holds every kernel variant (64 since
     # the inline-PTX candidate stores)
     assert len(compiled) == int(total.group(1)) >= 64, out.stdout
+
+
+def test_compare_digests_reports_changed_and_missing_kernels(tmp_path, capsys):
+    """``--digest`` / ``--compare``: kernels whose SASS digest changed, or that only one file
+    has, are listed, and only a changed one makes the comparison fail."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _compile_sm90 as C
+
+    base, new = tmp_path / "base.txt", tmp_path / "new.txt"
+    base.write_text("scan\taaaa\nsolve\tbbbb\nold\tcccc\n")
+    new.write_text("scan\taaaa\nsolve\tbbbb\nnew\tdddd\n")
+    assert C.compare_digests(str(base), str(new)) == 0
+    out = capsys.readouterr().out
+    assert "only in" in out and ": old" in out and ": new" in out and "2 of 2" in out
+    new.write_text("scan\taaaa\nsolve\teeee\n")
+    assert C.compare_digests(str(base), str(new)) == 1
+    assert "differs: solve" in capsys.readouterr().out
