@@ -95,15 +95,36 @@ __all__ = ["entmax_attention_fwd", "entmax_attention_bwd", "entmax_attention_dal
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _env(name: str, default: str, kind: type = int):
+    """Setting ``name`` from the environment (``default`` when unset) as ``kind``: int, float,
+    bool (a "0" / "1" flag) or str (one of "", "0", "1").  A value that does not parse is a
+    ValueError naming the variable (read once, when this module is imported)."""
+    text = os.environ.get(name, default)
+    try:
+        if kind is bool:
+            if text not in ("0", "1"):
+                raise ValueError(text)
+            return text == "1"
+        if kind is str:
+            if text not in ("", "0", "1"):
+                raise ValueError(text)
+            return text
+        return kind(text)
+    except ValueError:
+        want = {bool: '"0" or "1"', str: 'unset, "0" or "1"', int: "an integer",
+                float: "a number"}[kind]
+        raise ValueError(f"{name} must be {want}, got {text!r}") from None
+
+
 # candidate buffer per query row in the solve kernel (floats); rows with more candidates fall back
 # to sparse sweeps
-_CAND_CAP = int(os.environ.get("SPARSEMAP_ATTN_CAND_CAP", "128"))
+_CAND_CAP = _env("SPARSEMAP_ATTN_CAND_CAP", "128")
 # bytes the buffers of α other than 1.5 / 2 may take in all (``_cand_cap``)
-_CAND_BUDGET = int(os.environ.get("SPARSEMAP_ATTN_CAND_BUDGET", str(2**30)))
+_CAND_BUDGET = _env("SPARSEMAP_ATTN_CAND_BUDGET", str(2**30))
 
 # iterations of the scan's lower bound on its subset (per row, the maxima of the key columns
 # ≡ j mod BLOCK_N)
-_NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
+_NIT = _env("SPARSEMAP_ATTN_NIT", "8")
 
 # profiling hook of the solve kernel (benchmarks only): 1 = no candidate copy and 2 = no buffer
 # iterations (both give wrong results), 3 = report buffer iterations ×1000 + sweeps in the
@@ -112,26 +133,43 @@ _NIT = int(os.environ.get("SPARSEMAP_ATTN_NIT", "8"))
 # 8 = the prefix-sum copy instead of repeated extraction for α ∈ {1.5, 2} (correct).  (9, storing
 # a row's whole tile slice when it has > 2 candidates there, was measured slower on an H100 at
 # N = 1k and 4k and removed on 2026-11-23.)
-_SOLVE_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SOLVE_DIAG", "0"))
+_SOLVE_DIAG = _env("SPARSEMAP_ATTN_SOLVE_DIAG", "0")
 
 # register caps (ptxas ``maxnreg``) per kernel; 0 = the compiler's choice.  Override with
 # SPARSEMAP_ATTN_MAXNREG="solve=128,output=0,..." (benchmarks); see ``_regs``.
-_MAXNREG = {k_: int(v_) for k_, v_ in (kv.split("=") for kv in
-            os.environ.get("SPARSEMAP_ATTN_MAXNREG", "").split(",") if kv)}
+#: the kernels a register cap can be set for (``_regs``)
+_REG_KERNELS = ("solve", "output", "output_o2", "dkdv", "dq")
+
+
+def _parse_maxnreg(spec: str) -> dict:
+    """``SPARSEMAP_ATTN_MAXNREG`` = "kernel=regs,...": the register caps by kernel (0: the
+    compiler's choice); an unknown kernel or a count that is not a number is a ValueError."""
+    out = {}
+    for kv in filter(None, spec.split(",")):
+        k_, eq, v_ = kv.partition("=")
+        k_ = k_.strip()
+        if not eq or not v_.strip().isdigit() or k_ not in _REG_KERNELS:
+            raise ValueError(f"SPARSEMAP_ATTN_MAXNREG: expected kernel=registers items with kernel "
+                             f"one of {_REG_KERNELS}, got {kv!r}")
+        out[k_] = int(v_)
+    return out
+
+
+_MAXNREG = _parse_maxnreg(os.environ.get("SPARSEMAP_ATTN_MAXNREG", ""))
 
 # profiling hook of the scan kernel (benchmarks only): 1 = no tile bounds (every tile live),
 # 2 = no subset (lower bound −1); both still give correct results, only slower downstream
-_SCAN_DIAG = int(os.environ.get("SPARSEMAP_ATTN_SCAN_DIAG", "0"))
+_SCAN_DIAG = _env("SPARSEMAP_ATTN_SCAN_DIAG", "0")
 
 # the scan loads its key tiles with TMA (a host-side tensor descriptor: no per-tile address
 # arithmetic or cp.async, zero fill past the keys) where the layout allows (``_scan_tma``)
-_SCAN_TMA = os.environ.get("SPARSEMAP_ATTN_SCAN_TMA", "0") == "1"
+_SCAN_TMA = _env("SPARSEMAP_ATTN_SCAN_TMA", "0", bool)
 
 # the scan's subset keeps the two largest scores per key-column class instead of one, for α other
 # than 1.5 / 2 (whose bound is already tight).  Timed on an H100 (α = 1.25, D = 64, N = 16k,
 # causal, one program per block): random fwd 14.9 → 14.0 ms (10.8 → 10.1 with 2048-float
 # buffers), but the scan costs 0.4 ms more and topics went 3.44 → 3.70; so off by default
-_SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
+_SCAN_TOP2 = _env("SPARSEMAP_ATTN_SCAN_TOP2", "0", bool)
 
 # the solve kernel as a persistent grid with dynamically claimed query blocks (one candidate-buffer
 # slot per resident program, so its scratch does not grow with N; ``_solve_persist``): "1" always,
@@ -143,7 +181,7 @@ _SCAN_TOP2 = os.environ.get("SPARSEMAP_ATTN_SCAN_TOP2", "0") == "1"
 # and α = 2 5.77 → 6.11 (the persistent loop spills ~400 B at 128 registers there, 168 did not
 # help): not persistent.  Forward scratch at N = 128k, D = 128, α = 1.5: 2.0 GiB one per block,
 # 1.0 GiB persistent.
-_SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
+_SOLVE_PERSIST = _env("SPARSEMAP_ATTN_SOLVE_PERSIST", "", str)
 
 # blocks of the solve that skip the candidate copy and take sparse sweeps only (``_sweep_rule``):
 # α ≤ _SWEEP_ALPHA (α = 1.25 and generic α near 1; never the α = 1.5 / 2 kernels), head dims
@@ -152,13 +190,13 @@ _SOLVE_PERSIST = os.environ.get("SPARSEMAP_ATTN_SOLVE_PERSIST", "")
 # it off.  H100, α = 1.25, D = 64, causal, bf16, fwd ms, copy → rule at 90 % (Newton sweeps):
 # N = 16k random 9.54 → 8.26 (f+b 15.58 → 14.06), topics 3.24 → 3.49 (6.02 → 6.21); N = 4k
 # random 3.06 → 2.42, topics 1.12 → 1.13; at 75 % topics lost more (3.58)
-_SWEEP_ALPHA = float(os.environ.get("SPARSEMAP_ATTN_SWEEP_ALPHA", "1.3"))
-_SWEEP_MIN = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MIN", "16"))
-_SWEEP_LIVE = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_LIVE", "90"))
+_SWEEP_ALPHA = _env("SPARSEMAP_ATTN_SWEEP_ALPHA", "1.3", float)
+_SWEEP_MIN = _env("SPARSEMAP_ATTN_SWEEP_MIN", "16")
+_SWEEP_LIVE = _env("SPARSEMAP_ATTN_SWEEP_LIVE", "90")
 # ... and head dims ≤ _SWEEP_MAX_D: at D = 128 the rule lost with Newton sweeps (random 12.36 →
 # 13.43 ms) and won with Halley sweeps (random 12.85 → 12.26, topics 2.55 → 2.57; N = 4k random
 # 3.98 → 3.34); D = 256 not measured
-_SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
+_SWEEP_MAX_D = _env("SPARSEMAP_ATTN_SWEEP_MAX_D", "128")
 # "1": the sparse sweeps test each listed tile's bound against the open rows' lower ends and skip
 # the tiles below (a load and a branch per tile, which kept the compiler from pipelining the
 # K-tile loads: plain loads and shared-memory stores instead of cp.async).  Default "0": every
@@ -167,12 +205,12 @@ _SWEEP_MAX_D = int(os.environ.get("SPARSEMAP_ATTN_SWEEP_MAX_D", "128"))
 # α = 1.25 D = 64 random 6.38 → 5.69, topics 3.09 → 2.93; D = 128 random 9.42 → 8.24, topics
 # 2.41 → 2.38; α = 1.5 D = 64 random 3.72 → 3.69, topics 1.66 → 1.66; α = 2 D = 64 random
 # 2.70 → 2.61, topics 1.35 → 1.35 (the sweeps there are only for overflowing rows)
-_SWEEP_SKIP = os.environ.get("SPARSEMAP_ATTN_SWEEP_SKIP", "0") == "1"
+_SWEEP_SKIP = _env("SPARSEMAP_ATTN_SWEEP_SKIP", "0", bool)
 # α = 1.25 rows in the sparse sweeps stop on a certified quadratic-model step
 # (``_quartic_certificate``) instead of sweeping once more to confirm |F − 1| ≤ TOL; "0": off.
 # H100, N = 16k, D = 64, causal, bf16, forward ms, off → on (tile tests on, same call): random
 # 7.56 → 6.38 (solve 5.28 → 4.00, 4 → 3 solve passes), topics 3.39 → 3.09
-_SWEEP_CERT = os.environ.get("SPARSEMAP_ATTN_SWEEP_CERT", "1") == "1"
+_SWEEP_CERT = _env("SPARSEMAP_ATTN_SWEEP_CERT", "1", bool)
 
 # profiling hook (benchmarks only): run just the first k forward stages (scan, solve, output)
 _PROFILE_STAGES = 3
@@ -180,7 +218,7 @@ _PROFILE_STAGES = 3
 #: gathered output (``_gather_out``): a solve block whose rows all kept their candidates writes
 #: its output itself when it has at most this many candidates per row for each tile of its live
 #: list (0: never, the output pass does every block); read by the launcher at each call
-_GATHER_RATIO = float(os.environ.get("SPARSEMAP_ATTN_GATHER", "1.0"))
+_GATHER_RATIO = _env("SPARSEMAP_ATTN_GATHER", "1.0", float)
 
 # ALPHA_MODE: 0 = generic α (powers through exp2/log2), 1 = α = 1.5, 2 = α = 2, 3 = α = 1.25
 # (p = d⁴, u = d³: no transcendental functions).
@@ -201,13 +239,13 @@ _GATHER_MODES = (MODE_15, MODE_2)
 #: α = 1.5 9.28 → 9.14, D = 128 α = 1.5 13.91 → 13.83, D = 64 α = 2 8.12 → 6.90; block-sparse
 #: ("topics") inputs within ±2 % (2.66 → 2.63, 2.57 → 2.63, 1.91 → 1.90).  Memory: 256 B per row
 #: and head kept for the backward (64 MB at N = 16k, H = 16)
-_DQ_GATHER = os.environ.get("SPARSEMAP_ATTN_DQ_GATHER", "1") == "1"
-_KEEP_SUPPORT = int(os.environ.get("SPARSEMAP_ATTN_KEEP_SUPPORT", "64"))
+_DQ_GATHER = _env("SPARSEMAP_ATTN_DQ_GATHER", "1", bool)
+_KEEP_SUPPORT = _env("SPARSEMAP_ATTN_KEEP_SUPPORT", "64")
 # the solve's pass 0 stores its per-row candidates with inline ``st.global`` (``_store_rows``;
 # never under the interpreter).  H100, N = 16k, causal, bf16, forward ms tl.store → asm, same
 # call: D 64 α 1.5 random 4.18 → 3.72, D 64 α 2 2.93 → 2.77, D 128 α 1.5 5.42 → 5.01, N = 1k
 # (B 16) 0.90 → 0.83; block-sparse inputs within ±3 %
-_ASM_STORE = os.environ.get("SPARSEMAP_ATTN_ASM_STORE", "1") == "1"
+_ASM_STORE = _env("SPARSEMAP_ATTN_ASM_STORE", "1", bool)
 
 
 _HIP = getattr(torch.version, "hip", None) is not None

@@ -71,3 +71,23 @@ def test_bad_tile_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="SPARSEMAP_ATTN_TILES"):
         S.apply_variant("tiles/warps=8")
     S.apply_variant("default")
+
+
+def test_environment_settings_are_checked(monkeypatch):
+    """The SPARSEMAP_ATTN_* settings (read when the module is imported, ``_env``): a value that
+    does not parse is a ValueError naming the variable, for each kind of setting."""
+    monkeypatch.setenv("SPARSEMAP_ATTN_X", "12")
+    assert GA._env("SPARSEMAP_ATTN_X", "3") == 12
+    assert GA._env("SPARSEMAP_ATTN_UNSET_X", "3") == 3
+    for value, kind, want in (("1k", int, "an integer"), ("fast", float, "a number"),
+                              ("true", bool, '"0" or "1"'), ("2", str, 'unset, "0" or "1"')):
+        monkeypatch.setenv("SPARSEMAP_ATTN_X", value)
+        with pytest.raises(ValueError, match=f"SPARSEMAP_ATTN_X must be {want}"):
+            GA._env("SPARSEMAP_ATTN_X", "0", kind)
+    monkeypatch.setenv("SPARSEMAP_ATTN_X", "0")
+    assert GA._env("SPARSEMAP_ATTN_X", "1", bool) is False
+    assert GA._env("SPARSEMAP_ATTN_X", "", str) == "0"
+    assert GA._parse_maxnreg("solve=168,dq=0") == {"solve": 168, "dq": 0}
+    for bad in ("solve", "solve=lots", "solv=128"):
+        with pytest.raises(ValueError, match="SPARSEMAP_ATTN_MAXNREG"):
+            GA._parse_maxnreg(bad)
