@@ -44,6 +44,15 @@ def _plog2(p, h, F64: tl.constexpr):
 
 
 @triton.jit
+def _load_p_dy(P, DY, r64, cols, m2, stride_p, stride_dy, like):
+    """The p and dy tiles of rows ``r64`` at columns ``cols`` (0 where not ``m2``), in the
+    compute dtype of ``like``."""
+    p = tl.load(P + r64[:, None] * stride_p + cols, mask=m2, other=0.0).to(like.dtype)
+    dy = tl.load(DY + r64[:, None] * stride_dy + cols, mask=m2, other=0.0).to(like.dtype)
+    return p, dy
+
+
+@triton.jit
 def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, near_one, alpha_s,
                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ONE_PASS: tl.constexpr,
                 NEED_ALPHA: tl.constexpr, F64: tl.constexpr, MODE: tl.constexpr,
@@ -65,8 +74,7 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, 
     zero2 = (alpha * 0.0)[:, None] + (cols0 * 0)[None, :]
     if ONE_PASS:
         m2 = rmask[:, None] & (cols0 < D)[None, :]
-        p = tl.load(P + r64[:, None] * stride_p + cols0[None, :], mask=m2, other=0.0).to(zero2.dtype)
-        dy = tl.load(DY + r64[:, None] * stride_dy + cols0[None, :], mask=m2, other=0.0).to(zero2.dtype)
+        p, dy = _load_p_dy(P, DY, r64, cols0[None, :], m2, stride_p, stride_dy, zero2)
         u, h = _bwd_terms(p, dy, alpha, mode, F64)
         su = tl.sum(u, 1)
         suy = tl.sum(u * dy, 1)
@@ -93,8 +101,7 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, 
         for start in range(0, D, U * BLOCK_D):
             cols = _tile_cols(start, cols0, U)
             m2 = rmask[:, None] & (cols < D)
-            p = tl.load(P + r64[:, None] * stride_p + cols, mask=m2, other=0.0).to(zero2.dtype)
-            dy = tl.load(DY + r64[:, None] * stride_dy + cols, mask=m2, other=0.0).to(zero2.dtype)
+            p, dy = _load_p_dy(P, DY, r64, cols, m2, stride_p, stride_dy, zero2)
             u, h = _bwd_terms(p, dy, alpha, mode, F64)
             au += _fold_sum(u, U)
             auy += _fold_sum(u * dy, U)
@@ -116,8 +123,7 @@ def _bwd_kernel(P, DY, ALPHA, DX, DALPHA, R, D, stride_p, stride_dy, stride_dx, 
         for start in range(0, D, U * BLOCK_D):
             cols = _tile_cols(start, cols0, U)
             m2 = rmask[:, None] & (cols < D)
-            p = tl.load(P + r64[:, None] * stride_p + cols, mask=m2, other=0.0).to(zero2.dtype)
-            dy = tl.load(DY + r64[:, None] * stride_dy + cols, mask=m2, other=0.0).to(zero2.dtype)
+            p, dy = _load_p_dy(P, DY, r64, cols, m2, stride_p, stride_dy, zero2)
             u, h = _bwd_terms(p, dy, alpha, mode, F64)
             dx = u * dy - u * c[:, None]
             tl.store(DX + r64[:, None] * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=m2)
