@@ -134,7 +134,7 @@ def apply_variant(name: str) -> None:
     if name == "prefix168":  # the prefix-sum copy with the solve kernel capped at 168 registers
         GA._SOLVE_DIAG, GA._MAXNREG = 8, {"solve": 168}
     elif name != "default" and name not in _DIAG:
-        GA._MAXNREG = {k: int(v) for k, v in (kv.split("=") for kv in name.split(":"))}
+        GA._MAXNREG = GA._parse_maxnreg(name.replace(":", ","))
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 
 
 def _tool(name: str) -> str:
-    import triton
+    import _compile_sm90 as C
 
-    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+    return C.nvidia_tool(name)
 
 
 def compile_case(name: str):
@@ -109,10 +109,9 @@ def main() -> None:
             print(case)
         return
     case, k = compile_case(args.case)
-    with tempfile.TemporaryDirectory() as d:
-        cubin = Path(d) / "k.cubin"
-        cubin.write_bytes(k.asm["cubin"])
-        sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True).stdout
+    import _compile_sm90 as C
+
+    sass = C.disassemble(k)
     if args.sass:
         Path(args.sass).write_text(sass)
         Path(args.sass).with_suffix(".ptx").write_text(k.asm["ptx"])

@@ -220,21 +220,33 @@ _CASES: list = []  # ``cases()``, listed once by ``main`` (forked workers inheri
 _DIGEST: list = []  # [True] when ``main`` reports each case's SASS digest
 
 
-def sass_digest(compiled) -> str:
-    """SHA-256 (first 16 hex digits) of a compiled kernel's sm_90 instructions as the nvdisasm
-    bundled with Triton prints them (no line information): equal digests, the same machine
-    code — how a refactoring that should not change the kernels is checked."""
-    import hashlib
+def nvidia_tool(name: str) -> str:
+    """Path of a CUDA tool bundled with Triton (``nvdisasm``, ``ptxas-blackwell``, ...)."""
+    from pathlib import Path
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def disassemble(compiled) -> str:
+    """A compiled kernel's SASS as the bundled nvdisasm prints it (``-c``: no line info)."""
     import subprocess
     import tempfile
     from pathlib import Path
 
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
     with tempfile.TemporaryDirectory() as d:
         cubin = Path(d) / "k.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        sass = subprocess.run([str(tool), "-c", str(cubin)], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run([nvidia_tool("nvdisasm"), "-c", str(cubin)], capture_output=True,
+                              text=True, check=True).stdout
+
+
+def sass_digest(compiled) -> str:
+    """SHA-256 (first 16 hex digits) of a compiled kernel's sm_90 instructions (``disassemble``,
+    comments dropped): equal digests, the same machine code — how a refactoring that should not
+    change the kernels is checked."""
+    import hashlib
+
+    sass = disassemble(compiled)
     body = "\n".join(ln for ln in sass.splitlines() if not ln.lstrip().startswith("//"))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
